@@ -1,0 +1,154 @@
+"""The demo dataset: each class is (color, animal, pitch), one factor per modality.
+
+- image: a red or blue disc on a noisy background (32x32 PNG) -> color
+- text: a short sentence naming a cat-like or dog-like animal  -> animal
+- audio: a low or high tone in noise (0.25 s WAV at 8 kHz)     -> pitch
+
+Each modality alone can tell only one of the three factors (at best 1/4 of
+the 8 classes), and each lies about its factor in `corruption` of the
+examples, so only a model that fuses all three can be accurate.
+"""
+
+import csv
+import os
+import shutil
+import tempfile
+import wave
+
+import numpy as np
+
+DEMO_SPEC = {
+    "version": 1,
+    "num_examples": 800,
+    "image_shape": (32, 32, 3),
+    "text_length": 8,
+    "sample_rate": 8000,
+    "audio_length": 2000,
+    "corruption": 0.05,
+    "splits": {"train": 0.7, "val": 0.1, "test": 0.2},
+}
+
+COLORS = ("blue", "red")
+ANIMALS = ("dog", "cat")
+PITCHES = ("low", "high")
+CLASS_NAMES = tuple(f"{c}-{a}-{p}" for c in COLORS for a in ANIMALS for p in PITCHES)
+
+_ANIMAL_WORDS = (("dog", "puppy", "hound", "terrier"), ("cat", "kitten", "tabby", "kitty"))
+_FILLER = (
+    "a the small old quiet happy sleepy brown little big one my our that "
+    "sat ran slept waited played near under by on in garden house yard street today"
+).split()
+
+
+def _image(rng, color):
+    img = rng.uniform(0, 110, (32, 32, 3))
+    cy, cx = rng.uniform(8, 24, 2)
+    radius = rng.uniform(5, 9)
+    yy, xx = np.mgrid[:32, :32]
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    rgb = np.array([200, 50, 50] if color == "red" else [50, 60, 210], float)
+    img[disc] = rgb + rng.normal(0, 25, 3)
+    img += rng.normal(0, 10, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _sentence(rng, animal):
+    words = list(rng.choice(_FILLER, size=rng.integers(5, 8)))
+    keyword = rng.choice(_ANIMAL_WORDS[ANIMALS.index(animal)])
+    words.insert(int(rng.integers(0, len(words) + 1)), keyword)
+    return " ".join(words)
+
+
+def _tone(rng, pitch, sample_rate, length):
+    freq = rng.uniform(250, 450) if pitch == "low" else rng.uniform(1000, 1600)
+    t = np.arange(length) / sample_rate
+    wav = rng.uniform(0.2, 0.5) * np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi))
+    wav += rng.normal(0, 0.08, length)
+    return np.clip(wav, -1, 1)
+
+
+def _write_wav(path, samples, sample_rate):
+    with wave.open(path, "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes((samples * 32767).astype("<i2").tobytes())
+
+
+def _write_png(path, image):
+    import tensorflow as tf  # data side only
+
+    tf.io.write_file(path, tf.io.encode_png(image))
+
+
+def write_demo_dataset(folder, seed=0):
+    """Writes the demo dataset into `folder` (created atomically) and returns
+    the path of its manifest, `manifest.csv`.
+
+    The manifest has columns `image`, `audio` (paths relative to the manifest),
+    `text`, `label` (a class name) and `split` (train/val/test). The same
+    seed gives the same files. An existing complete dataset is reused.
+
+    Args:
+        folder: destination folder.
+        seed: random seed.
+
+    Example:
+        >>> manifest = write_demo_dataset("/tmp/mbm_demo")
+    """
+    manifest = os.path.join(folder, "manifest.csv")
+    if os.path.isfile(manifest):
+        return manifest
+    spec = DEMO_SPEC
+    rng = np.random.default_rng(seed)
+    parent = os.path.dirname(os.path.abspath(folder))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".demo-", dir=parent)
+    try:
+        os.makedirs(os.path.join(tmp, "images"))
+        os.makedirs(os.path.join(tmp, "audio"))
+        n = spec["num_examples"]
+        order = rng.permutation(n)
+        n_train = int(n * spec["splits"]["train"])
+        n_val = int(n * spec["splits"]["val"])
+        split_of = np.empty(n, dtype=object)
+        split_of[order[:n_train]] = "train"
+        split_of[order[n_train : n_train + n_val]] = "val"
+        split_of[order[n_train + n_val :]] = "test"
+        rows = []
+        for i in range(n):
+            label = int(rng.integers(len(CLASS_NAMES)))
+            color, animal, pitch = CLASS_NAMES[label].split("-")
+
+            def shown(value, options):
+                # With probability `corruption` a modality shows the other value.
+                return options[1 - options.index(value)] if rng.random() < spec["corruption"] else value
+
+            image_path = f"images/{i:04d}.png"
+            audio_path = f"audio/{i:04d}.wav"
+            _write_png(os.path.join(tmp, image_path), _image(rng, shown(color, COLORS)))
+            _write_wav(
+                os.path.join(tmp, audio_path),
+                _tone(rng, shown(pitch, PITCHES), spec["sample_rate"], spec["audio_length"]),
+                spec["sample_rate"],
+            )
+            rows.append(
+                {
+                    "image": image_path,
+                    "text": _sentence(rng, shown(animal, ANIMALS)),
+                    "audio": audio_path,
+                    "label": CLASS_NAMES[label],
+                    "split": split_of[i],
+                }
+            )
+        with open(os.path.join(tmp, "manifest.csv"), "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["image", "text", "audio", "label", "split"])
+            writer.writeheader()
+            writer.writerows(rows)
+        if os.path.isdir(folder):  # an incomplete earlier attempt
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest

@@ -1,0 +1,68 @@
+"""Writing models to disk so that a crash never leaves a half-written export.
+
+Everything is written into a temporary sibling folder first and moved into
+place at the end; an earlier export at the same path survives any failure.
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_output_dir(dest):
+    """Yields a temporary folder that replaces `dest` when the block succeeds.
+
+    Example:
+        >>> with atomic_output_dir("saved_models/demo") as tmp:
+        ...     model.save(os.path.join(tmp, "model.keras"))
+    """
+    dest = os.path.abspath(dest)
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.tmp-", dir=parent)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if os.path.exists(dest):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.old-", dir=parent)
+        os.rmdir(old)
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_saved_model(model, path):
+    """Writes a tensors-in SavedModel (`serve` endpoint and `serving_default`
+    signature taking the model's dict inputs)."""
+    model.export(path, format="tf_saved_model", verbose=False)
+
+
+def check_reloaded(model, folder, inputs, atol=1e-5):
+    """Reloads `model.keras` (safe_mode) and `saved_model/` from `folder` and
+    returns `{artifact: max abs difference from model.predict(inputs)}`.
+
+    Raises:
+        AssertionError: naming the artifact whose predictions differ by more than `atol`.
+    """
+    import keras
+    import tensorflow as tf  # export side
+
+    expected = model.predict(inputs, verbose=0)
+    reloaded = keras.models.load_model(os.path.join(folder, "model.keras"), safe_mode=True)
+    saved = tf.saved_model.load(os.path.join(folder, "saved_model"))
+    diffs = {
+        "model.keras": float(np.abs(reloaded.predict(inputs, verbose=0) - expected).max()),
+        "saved_model": float(np.abs(saved.serve(inputs).numpy() - expected).max()),
+    }
+    bad = {k: v for k, v in diffs.items() if not v <= atol}
+    if bad:
+        raise AssertionError(f"Reloaded predictions differ from the model's by more than {atol}: {bad}")
+    return diffs

@@ -1,0 +1,55 @@
+"""Small serializable layers used inside models (keras.ops only, no tf.*)."""
+
+import keras
+from keras import ops
+
+# Per-channel statistics used by keras.applications' `preprocess_input` modes.
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+PREPROCESSING_MODES = ("caffe", "tf", "torch", "none")
+
+
+@keras.saving.register_keras_serializable(package="mbm_keras")
+class ImagePreprocessing(keras.layers.Layer):
+    """Maps RGB floats in [0, 255] to what a backbone was trained on.
+
+    The modes are those of `keras.applications.imagenet_utils.preprocess_input`:
+    "caffe" (RGB->BGR, minus the ImageNet mean; ResNet50, VGG16), "tf"
+    (scaled to [-1, 1]), "torch" (scaled to [0, 1], then standardized) and
+    "none". Keeping this inside the model means exported models take raw pixels.
+
+    Args:
+        mode: one of "caffe", "tf", "torch", "none".
+
+    Example:
+        >>> x = ImagePreprocessing("caffe")(keras.Input((32, 32, 3)))
+    """
+
+    def __init__(self, mode="caffe", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in PREPROCESSING_MODES:
+            raise ValueError(
+                f"mode must be one of {PREPROCESSING_MODES}. Received: mode={mode!r}"
+            )
+        self.mode = mode
+
+    def call(self, images):
+        images = ops.cast(images, self.compute_dtype)
+        if self.mode == "caffe":
+            return ops.flip(images, axis=-1) - ops.convert_to_tensor(
+                _CAFFE_MEAN_BGR, dtype=self.compute_dtype
+            )
+        if self.mode == "tf":
+            return images / 127.5 - 1.0
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor(_TORCH_MEAN, dtype=self.compute_dtype)
+            std = ops.convert_to_tensor(_TORCH_STD, dtype=self.compute_dtype)
+            return (images / 255.0 - mean) / std
+        return images
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
