@@ -19,7 +19,7 @@ MODALITIES = ("image", "text", "audio", "tabular")
 ENCODERS = Registry("encoder")
 
 
-def register_encoder(name, modality, pretrained_file=None, tflite=True, description=""):
+def register_encoder(name, modality, pretrained_file=None, description=""):
     """Registers an encoder builder under `name`.
 
     Args:
@@ -27,7 +27,6 @@ def register_encoder(name, modality, pretrained_file=None, tflite=True, descript
         modality: one of `MODALITIES`.
         pretrained_file: file name of the ImageNet weights in Keras' cache
             (`$KERAS_HOME/models/`), or None when no pretrained weights exist.
-        tflite: whether the encoder converts to TFLite builtin ops.
         description: one line for `mbm-keras zoo`.
 
     Example:
@@ -41,7 +40,6 @@ def register_encoder(name, modality, pretrained_file=None, tflite=True, descript
         name,
         modality=modality,
         pretrained_file=pretrained_file,
-        tflite=tflite,
         description=description,
     )
 

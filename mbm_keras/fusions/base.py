@@ -49,8 +49,11 @@ def create_fusion(name, **kwargs):
     kwargs.setdefault("name", "fusion")
     try:
         return cls(**kwargs)
-    except TypeError as e:
-        raise TypeError(f"Fusion {name!r}: {e}. Check fusion_kwargs.") from None
+    except (TypeError, ValueError) as e:
+        # Keras reports unknown layer arguments as a ValueError.
+        if isinstance(e, TypeError) or "Unrecognized keyword arguments" in str(e):
+            raise TypeError(f"Fusion {name!r}: {e}. Check fusion_kwargs.") from None
+        raise
 
 
 class Fusion(keras.layers.Layer):

@@ -1,0 +1,159 @@
+"""The `mbm-keras` command line."""
+
+import argparse
+import os
+import sys
+
+EPILOG_DEMO = """example:
+  mbm-keras demo                          # writes saved_models/demo/
+  mbm-keras demo --epochs 20 --out /tmp/demo --seed 1
+"""
+
+EPILOG_ZOO = """example:
+  mbm-keras zoo
+  mbm-keras zoo --modality text
+"""
+
+
+def _quiet_tensorflow():
+    # TensorFlow's C++ start-up lines (CUDA probing on CPU machines) are noise here.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def cmd_demo(args):
+    from mbm_keras.demo import run_demo
+
+    results = run_demo(
+        out=args.out,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        verbose=0 if args.quiet else (1 if sys.stdout.isatty() else 2),
+    )
+    if not results["passed"]:
+        print(
+            f"mbm-keras demo: the fusion model beat the best single modality by only "
+            f"{results['margin'] * 100:.1f} points (expected >= 5).",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def zoo_rows(modality=None):
+    """One dict per registered encoder and fusion, for `mbm-keras zoo`."""
+    from mbm_keras import MODALITIES, create_encoder, encoder_info, list_encoders, list_fusions
+    from mbm_keras.fusions import FUSIONS
+
+    defaults = {
+        "image": ((224, 224, 3), {}),
+        "text": ((64,), {"vocab_size": 20000}),
+        "audio": ((16000,), {"sample_rate": 16000}),
+        "tabular": ((16,), {}),
+    }
+    rows = []
+    names = sorted(list_encoders(modality), key=lambda n: (MODALITIES.index(encoder_info(n)["modality"]), n))
+    for name in names:
+        info = encoder_info(name)
+        shape, kwargs = defaults[info["modality"]]
+        encoder = create_encoder(name, info["modality"], shape, **kwargs)
+        rows.append(
+            {
+                "kind": "encoder",
+                "name": name,
+                "modality": info["modality"],
+                "input": "x".join(map(str, shape)),
+                "params": encoder.count_params(),
+                "output": encoder.output.shape[-1],
+                "pretrained": "imagenet" if info["pretrained_file"] else "-",
+                "description": info["description"],
+            }
+        )
+    if modality is None:
+        for name in list_fusions():
+            rows.append({"kind": "fusion", "name": name, "description": FUSIONS.meta(name)["description"]})
+    return rows
+
+
+def cmd_zoo(args):
+    rows = zoo_rows(args.modality)
+    encoders = [r for r in rows if r["kind"] == "encoder"]
+    print(
+        f"{'encoder':<20}{'modality':<9}{'input':>12}{'params':>13}{'features':>9}  "
+        f"{'pretrained':<11}description"
+    )
+    for r in encoders:
+        print(
+            f"{r['name']:<20}{r['modality']:<9}{r['input']:>12}{r['params']:>13,}{r['output']:>9}  "
+            f"{r['pretrained']:<11}{r['description']}"
+        )
+    fusions = [r for r in rows if r["kind"] == "fusion"]
+    if fusions:
+        print(f"\n{'fusion':<20}description")
+        for r in fusions:
+            print(f"{r['name']:<20}{r['description']}")
+    print("\nParameters at the default sizes (image 224x224, text 64 tokens / 20,000-word vocabulary, "
+          "audio 1 s at 16 kHz, 16 tabular features).")
+    return 0
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(
+        prog="mbm-keras",
+        description="Multimodal fusion models in Keras 3: build, train, export.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo",
+        help="train a small image+text+audio fusion model on built-in data and export it",
+        description=(
+            "Writes a small built-in dataset (PNG images, WAV clips, CSV with texts), trains an "
+            "image+text+audio fusion model and one model per modality, prints their test "
+            "accuracy, exports the fusion model (model.keras + SavedModel) and checks the "
+            "reloaded files predict the same. No network needed; about 2 minutes on 2 CPU cores."
+        ),
+        epilog=EPILOG_DEMO,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("--out", default="saved_models/demo", help="export folder (default: %(default)s)")
+    demo.add_argument(
+        "--data-dir",
+        default=None,
+        help="where to write the dataset (default: ~/.cache/mbm_keras/demo-v1-seed<seed>, or $MBM_KERAS_CACHE)",
+    )
+    demo.add_argument("--seed", type=int, default=0, help="dataset and training seed (default: %(default)s)")
+    demo.add_argument("--epochs", type=int, default=12, help="epochs per model (default: %(default)s)")
+    demo.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
+    demo.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    demo.set_defaults(func=cmd_demo)
+
+    zoo = sub.add_parser(
+        "zoo",
+        help="list the encoders and fusions",
+        description="Prints a table of the registered encoders (modality, input, parameters, pretrained weights) and fusions.",
+        epilog=EPILOG_ZOO,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    zoo.add_argument("--modality", choices=["image", "text", "audio", "tabular"], help="only this modality's encoders")
+    zoo.set_defaults(func=cmd_zoo)
+    return parser
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
+    if getattr(args, "epochs", 1) is not None and getattr(args, "epochs", 1) < 1:
+        make_parser().error(f"--epochs must be >= 1. Received: --epochs {args.epochs}")
+    _quiet_tensorflow()
+    from mbm_keras.weights import PretrainedWeightsUnavailable
+
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, PretrainedWeightsUnavailable) as e:
+        print(f"mbm-keras {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

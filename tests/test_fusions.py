@@ -1,0 +1,105 @@
+"""Every registered fusion, for 2 and 4 modalities, plus the math of each."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import tiny_inputs
+from helpers import build_tiny, run_model_checks
+
+from mbm_keras import create_fusion, list_fusions
+
+SMALL = {"image": "small_cnn", "text": "cnn", "audio": "logmel_cnn", "tabular": "mlp"}
+
+
+def test_fusion_zoo():
+    assert set(list_fusions()) >= {"concat", "gated", "attention", "low_rank_tensor", "late"}
+
+
+@pytest.mark.parametrize("modalities", [("image", "text"), ("image", "text", "audio", "tabular")], ids=["2mod", "4mod"])
+@pytest.mark.parametrize("fusion", list_fusions())
+def test_fusion_in_model(fusion, modalities, tmp_path):
+    model = build_tiny({m: SMALL[m] for m in modalities}, fusion=fusion, num_classes=4, fusion_kwargs={"units": 16} if fusion != "late" else None)
+    inputs = tiny_inputs(modalities, batch=8)
+    run_model_checks(model, inputs, np.arange(8) % 4, tmp_path, num_classes=4)
+
+
+def _features(dims=(6, 3, 5), batch=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return {f"m{i}": rng.normal(size=(batch, d)).astype("float32") for i, d in enumerate(dims)}
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def test_concat_is_the_seed_formula():
+    feats = _features()
+    layer = create_fusion("concat", units=7, activation=None)
+    out = _np(layer(feats))
+    kernel, bias = (_np(w) for w in layer.weights)
+    expected = np.concatenate([feats[k] for k in sorted(feats)], axis=-1) @ kernel + bias
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gated_starts_as_an_average():
+    feats = _features()
+    layer = create_fusion("gated", units=7)
+    out = _np(layer(feats))
+    hidden = [np.tanh(feats[m] @ _np(k) + _np(b)) for m, k, b in zip(layer.modalities, layer.kernels, layer.biases)]
+    np.testing.assert_allclose(out, np.mean(hidden, axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_attention_weights_are_a_distribution_per_example():
+    feats = _features()
+    layer = create_fusion("attention", units=7)
+    out = _np(layer(feats))
+    weights, hidden = layer.modality_weights([feats[m] for m in layer.modalities])
+    weights, hidden = _np(weights), _np(hidden)
+    assert weights.shape == (4, 3)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(out, np.einsum("bn,bnu->bu", weights, hidden), rtol=1e-5, atol=1e-6)
+
+
+def test_low_rank_tensor_equals_the_full_tensor_product():
+    # Liu et al. 2018: the rank-R factorization computes W · (z_1 ⊗ z_2 ⊗ ...)
+    # with z_m = [x_m; 1], where W = sum_r w_r ⊗_m W_m^(r).
+    feats = _features(dims=(2, 3), batch=3)
+    layer = create_fusion("low_rank_tensor", units=4, rank=3)
+    out = _np(layer(feats))
+    z = [np.concatenate([feats[m], np.ones((3, 1), "float32")], axis=1) for m in layer.modalities]
+    f0, f1 = (_np(f) for f in layer.factors)
+    w = _np(layer.rank_weights).reshape(-1)
+    full = np.einsum("r,rau,rbu->abu", w, f0, f1)  # the full (3, 4, units) weight tensor
+    expected = np.einsum("na,nb,abu->nu", z[0], z[1], full) + _np(layer.bias)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_late_averages_per_modality_logits():
+    feats = _features()
+    layer = create_fusion("late", units=5)
+    out = _np(layer(feats))
+    logits = [feats[m] @ _np(k) + _np(b) for m, k, b in zip(layer.modalities, layer.kernels, layer.biases)]
+    np.testing.assert_allclose(out, np.mean(logits, axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_late_fusion_outputs_one_logit_per_class():
+    model = build_tiny({"image": "small_cnn", "text": "cnn"}, fusion="late", num_classes=6)
+    assert model.get_layer("fusion").output.shape == (None, 6)
+    assert isinstance(model.get_layer("predictions"), keras.layers.Activation)
+    with pytest.raises(ValueError, match="num_classes=6"):
+        build_tiny({"image": "small_cnn", "text": "cnn"}, fusion="late", num_classes=6, fusion_kwargs={"units": 3})
+
+
+def test_fusion_rejects_unpooled_features():
+    layer = create_fusion("concat")
+    with pytest.raises(ValueError, match=r"pooled features.*m0"):
+        layer({"m0": np.zeros((2, 3, 4), "float32"), "m1": np.zeros((2, 4), "float32")})
+
+
+def test_bad_fusion_arguments_name_the_value():
+    with pytest.raises(ValueError, match=r"units=0"):
+        create_fusion("gated", units=0)
+    with pytest.raises(ValueError, match=r"rank=-1"):
+        create_fusion("low_rank_tensor", rank=-1)
+    with pytest.raises(TypeError, match=r"Fusion 'concat'.*fusion_kwargs"):
+        create_fusion("concat", bogus=1)
