@@ -150,7 +150,7 @@ def main(argv=None):
 
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, PretrainedWeightsUnavailable) as e:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PretrainedWeightsUnavailable) as e:
         print(f"mbm-keras {args.command}: error: {e}", file=sys.stderr)
         return 2
 

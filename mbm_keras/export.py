@@ -12,20 +12,36 @@ import tempfile
 import numpy as np
 
 
+# Written into every export folder; only folders holding it are ever replaced.
+EXPORT_MARKER = ".mbm_keras_export"
+
+
 @contextlib.contextmanager
 def atomic_output_dir(dest):
     """Yields a temporary folder that replaces `dest` when the block succeeds.
+
+    `dest` must not exist, be empty, or be an earlier mbm_keras export: a
+    folder with other content is refused rather than overwritten.
 
     Example:
         >>> with atomic_output_dir("saved_models/demo") as tmp:
         ...     model.save(os.path.join(tmp, "model.keras"))
     """
     dest = os.path.abspath(dest)
+    if os.path.exists(dest):
+        if not os.path.isdir(dest):
+            raise FileExistsError(f"Export destination exists and is not a folder: {dest}")
+        if os.listdir(dest) and not os.path.isfile(os.path.join(dest, EXPORT_MARKER)):
+            raise FileExistsError(
+                f"Export destination {dest} is a non-empty folder that is not an mbm_keras export; "
+                f"refusing to replace it. Choose another output folder."
+            )
     parent = os.path.dirname(dest)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.tmp-", dir=parent)
     try:
         yield tmp
+        open(os.path.join(tmp, EXPORT_MARKER), "w").close()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -99,6 +99,11 @@ def write_demo_dataset(folder, seed=0):
     manifest = os.path.join(folder, "manifest.csv")
     if os.path.isfile(manifest):
         return manifest
+    if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
+        raise FileExistsError(
+            f"Demo data folder {os.path.abspath(folder)} exists but holds no demo dataset "
+            f"(no manifest.csv); refusing to write into it. Choose another data folder."
+        )
     spec = DEMO_SPEC
     rng = np.random.default_rng(seed)
     parent = os.path.dirname(os.path.abspath(folder))
@@ -145,8 +150,8 @@ def write_demo_dataset(folder, seed=0):
             writer = csv.DictWriter(f, fieldnames=["image", "text", "audio", "label", "split"])
             writer.writeheader()
             writer.writerows(rows)
-        if os.path.isdir(folder):  # an incomplete earlier attempt
-            shutil.rmtree(folder)
+        if os.path.isdir(folder):  # empty, checked above
+            os.rmdir(folder)
         os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

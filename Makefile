@@ -1,0 +1,40 @@
+# The two commands of the README:
+#   make demo   -- set up .venv, install mbm_keras, run `mbm-keras demo`
+#   make test   -- set up .venv, install mbm_keras[dev], run the test suite
+# Installs happen once: the stamp files below are only remade when setup.cfg or
+# pyproject.toml change, so a second `make test` does not reinstall TensorFlow.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast zoo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+$(VENV)/.installed-dev: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/mbm-keras demo
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Skips the full-size backbones' training steps and the end-to-end demo run.
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+zoo: $(VENV)/.installed
+	$(BIN)/mbm-keras zoo
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
