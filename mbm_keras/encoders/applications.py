@@ -61,8 +61,8 @@ def build_application_encoder(
     return keras.Model(inputs, features, name=name)
 
 
-def register_application_encoder(name, backbone_fn, *, pretrained_file, preprocessing, description):
-    """Registers `name` as a keras.applications encoder and returns its builder.
+def register_application_encoder(encoder_name, backbone_fn, *, pretrained_file, preprocessing, description):
+    """Registers `encoder_name` as a keras.applications encoder and returns its builder.
 
     The builder has the common encoder signature
     `build(input_shape, *, weights=None, name="image_encoder", pooling="avg", **kwargs)`;
@@ -73,7 +73,7 @@ def register_application_encoder(name, backbone_fn, *, pretrained_file, preproce
         return build_application_encoder(
             backbone_fn,
             input_shape,
-            encoder=build.encoder_name,
+            encoder=encoder_name,
             pretrained_file=pretrained_file,
             preprocessing=preprocessing,
             weights=weights,
@@ -81,8 +81,7 @@ def register_application_encoder(name, backbone_fn, *, pretrained_file, preproce
             **kwargs,
         )
 
-    build.encoder_name = name
-    build.__name__ = f"build_{name}"
+    build.__name__ = f"build_{encoder_name}"
     build.__doc__ = (
         f"{description}.\n\n`include_top=False`, pooled; takes RGB floats in [0, 255] "
         f"and applies {backbone_fn.__name__}'s preprocessing inside the model.\n\n"
@@ -90,8 +89,8 @@ def register_application_encoder(name, backbone_fn, *, pretrained_file, preproce
         "    weights: None, 'imagenet' (Keras' cache) or a weights file path.\n"
         "    name: the encoder model's name.\n"
         f"    **kwargs: `pooling` ('avg' or 'max') and other {backbone_fn.__name__} arguments.\n\n"
-        f"Example:\n    >>> encoder = build_{name}((32, 32, 3))\n"
+        f"Example:\n    >>> encoder = build_{encoder_name}((32, 32, 3))\n"
     )
     return register_encoder(
-        name, modality="image", pretrained_file=pretrained_file, description=description
+        encoder_name, modality="image", pretrained_file=pretrained_file, description=description
     )(build)

@@ -18,8 +18,8 @@ def embed_tokens(input_shape, name, vocab_size, embed_dim, mask_zero):
     return tokens, x
 
 
-def register_recurrent_text_encoder(name, rnn_class, *, bidirectional, description):
-    """Registers `name` as Embedding(mask_zero) -> [Bidirectional] RNN (last state).
+def register_recurrent_text_encoder(encoder_name, rnn_class, *, bidirectional, description):
+    """Registers `encoder_name` as Embedding(mask_zero) -> [Bidirectional] RNN (last state).
 
     The builder's extra arguments: `vocab_size` (given by build_fusion_model),
     `embed_dim=64`, `units=64`, `unroll=False` (True for fixed-length int8
@@ -40,16 +40,15 @@ def register_recurrent_text_encoder(name, rnn_class, *, bidirectional, descripti
         rnn = rnn_class(units, unroll=unroll, name=rnn_class.__name__.lower())
         if bidirectional:
             rnn = keras.layers.Bidirectional(rnn, name="bidirectional")
-        return finish_encoder(tokens, rnn(x), weights=weights, encoder=name_, name=name)
+        return finish_encoder(tokens, rnn(x), weights=weights, encoder=encoder_name, name=name)
 
-    name_ = name
-    build.__name__ = f"build_{name}"
+    build.__name__ = f"build_{encoder_name}"
     build.__doc__ = (
         f"{description}.\n\nArgs:\n    input_shape: `(text_length,)`.\n"
         "    weights: None or a file saved from this encoder.\n"
         "    name: the encoder model's name.\n    vocab_size: token ids are < vocab_size.\n"
         "    embed_dim: embedding size.\n    units: recurrent units (per direction).\n"
         "    unroll: unroll the recurrence (fixed length; for int8 TFLite).\n\n"
-        f"Example:\n    >>> encoder = build_{name}((8,), vocab_size=50)\n"
+        f"Example:\n    >>> encoder = build_{encoder_name}((8,), vocab_size=50)\n"
     )
-    return register_encoder(name, modality="text", description=description)(build)
+    return register_encoder(encoder_name, modality="text", description=description)(build)
