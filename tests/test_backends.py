@@ -54,7 +54,10 @@ def test_model_side_code_does_not_use_tensorflow():
 
 @pytest.mark.slow
 def test_models_saved_on_tensorflow_run_on_jax(tmp_path):
-    pytest.importorskip("jax", reason="jax is in the [dev] extra")
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is None:  # not imported here: jax beside TF in one process can stall TF
+        pytest.skip("jax is not installed (it is in the [dev] extra)")
     inputs = tiny_inputs(ALL, batch=4)
     labels = np.arange(4) % 3
     saved = {}
