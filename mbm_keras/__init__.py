@@ -15,7 +15,7 @@ from mbm_keras.finetune import find_backbones, freeze_backbones, unfreeze_backbo
 from mbm_keras.fusion_model import build_fusion_model
 from mbm_keras.fusions import Fusion, create_fusion, list_fusions, register_fusion
 from mbm_keras.heads import Head, get_head, list_heads, register_head
-from mbm_keras.layers import ImagePreprocessing
+from mbm_keras.layers import ImagePreprocessing, ModalityMask
 from mbm_keras.weights import PretrainedWeightsUnavailable
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Fusion",
     "Head",
     "ImagePreprocessing",
+    "ModalityMask",
     "PretrainedWeightsUnavailable",
     "build_fusion_model",
     "create_encoder",

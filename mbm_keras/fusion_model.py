@@ -8,6 +8,7 @@ from mbm_keras.encoders import create_encoder, encoder_info, list_encoders
 from mbm_keras.finetune import freeze_backbones
 from mbm_keras.fusions import create_fusion
 from mbm_keras.heads import get_head
+from mbm_keras.layers import ModalityMask
 
 
 def _check_int(name, value, minimum=1):
@@ -60,6 +61,7 @@ def build_fusion_model(
     weights=None,
     freeze_backbone=False,
     dropout=0.0,
+    missing_modalities=False,
     image_kwargs=None,
     text_kwargs=None,
     audio_kwargs=None,
@@ -95,6 +97,10 @@ def build_fusion_model(
         freeze_backbone: freeze the pretrained backbone (stage one of
             fine-tuning; see `unfreeze_backbone`).
         dropout: dropout rate applied to each encoder's features.
+        missing_modalities: add a `<modality>_mask` input (float32 `(1,)`, 1
+            present / 0 absent) per modality; an absent modality's features
+            are replaced by a learned "absent" embedding before the fusion.
+            `mbm_keras.data.make_dataset(..., missing_modalities=True)` feeds them.
         image_kwargs, text_kwargs, audio_kwargs, tabular_kwargs: overrides
             for that encoder's builder (e.g. `{"units": 128}`; `weights` for a
             non-image encoder's weights file).
@@ -149,6 +155,10 @@ def build_fusion_model(
         inputs[modality] = keras.Input(shape, dtype=dtype, name=modality)
         encoder = create_encoder(encoder_name, modality, shape, **overrides[modality])
         x = encoder(inputs[modality])
+        if missing_modalities:
+            presence = keras.Input((1,), dtype="float32", name=f"{modality}_mask")
+            inputs[f"{modality}_mask"] = presence
+            x = ModalityMask(name=f"{modality}_absent")([x, presence])
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"{modality}_dropout")(x)
         features[modality] = x

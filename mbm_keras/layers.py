@@ -53,3 +53,31 @@ class ImagePreprocessing(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="mbm_keras")
+class ModalityMask(keras.layers.Layer):
+    """Replaces the features of an absent modality with a learned embedding.
+
+    Called on `[features (batch, dim), presence (batch, 1)]` with presence 1
+    (present) or 0 (absent): returns `presence * features + (1 - presence) * e`,
+    where `e` is a trained "absent" vector, so the fusion sees a learned
+    placeholder instead of features computed from a blank input.
+
+    Example:
+        >>> x = ModalityMask(name="audio_absent")([audio_features, audio_mask])
+    """
+
+    def build(self, input_shape):
+        dim = input_shape[0][-1]
+        self.absent_embedding = self.add_weight(
+            shape=(dim,), initializer=keras.initializers.RandomNormal(stddev=0.02), name="absent_embedding"
+        )
+
+    def call(self, inputs):
+        features, presence = inputs
+        presence = ops.cast(presence, features.dtype)
+        return presence * features + (1.0 - presence) * ops.cast(self.absent_embedding, features.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]

@@ -1,12 +1,9 @@
 """`mbm-keras demo`: train a fusion model and single-modality baselines on the
 built-in dataset, compare them, export the fusion model and check the export."""
 
-import csv
 import json
 import os
 import time
-
-import numpy as np
 
 from mbm_keras.demo.data import CLASS_NAMES, DEMO_SPEC, write_demo_dataset
 
@@ -19,43 +16,15 @@ def default_data_dir(seed):
     return os.path.join(root, f"demo-v{DEMO_SPEC['version']}-seed{seed}")
 
 
-def _read_manifest(manifest):
-    with open(manifest, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _make_dataset(rows, root, vectorizer, batch_size, shuffle_seed=None):
-    """Decodes the files of `rows` with tf.data into ({image, text, audio}, label)."""
-    import tensorflow as tf  # data side
-
-    label_ids = [CLASS_NAMES.index(r["label"]) for r in rows]
-    ds = tf.data.Dataset.from_tensor_slices(
-        (
-            [os.path.join(root, r["image"]) for r in rows],
-            [r["text"] for r in rows],
-            [os.path.join(root, r["audio"]) for r in rows],
-            np.array(label_ids, "int32"),
-        )
-    )
-    length = DEMO_SPEC["audio_length"]
-
-    def decode(image_path, text, audio_path, label):
-        image = tf.cast(tf.io.decode_png(tf.io.read_file(image_path), channels=3), tf.float32)
-        image.set_shape(DEMO_SPEC["image_shape"])
-        audio, _ = tf.audio.decode_wav(tf.io.read_file(audio_path), desired_channels=1, desired_samples=length)
-        return {"image": image, "text": text, "audio": tf.squeeze(audio, -1)}, label
-
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(rows), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    ds = ds.map(lambda x, y: ({**x, "text": vectorizer(x["text"])}, y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
 def _numpy_batch(ds):
     x, _ = next(iter(ds))
     return {k: v.numpy() for k, v in x.items()}
+
+
+def _select(ds, modalities):
+    """The dataset's batches with only the inputs of `modalities`."""
+    keep = tuple(modalities)
+    return ds.map(lambda x, y: ({k: x[k] for k in keep}, y))
 
 
 def run_demo(out="saved_models/demo", data_dir=None, seed=0, epochs=12, batch_size=32, verbose=1):
@@ -67,7 +36,8 @@ def run_demo(out="saved_models/demo", data_dir=None, seed=0, epochs=12, batch_si
     3. compares their test accuracy (fusion must beat the best single
        modality by 5 points);
     4. exports the fusion model to `out` (`model.keras`, `saved_model/`,
-       `labels.json`, `vocabulary.txt`, `metrics.json`), reloads both model
+       `labels.json`, `preprocessor.json` + `vocabulary.txt`, `metrics.json`),
+       reloads both model
        files and checks that their predictions match.
 
     Args:
@@ -85,9 +55,9 @@ def run_demo(out="saved_models/demo", data_dir=None, seed=0, epochs=12, batch_si
         >>> results = run_demo(out="/tmp/demo_export")
     """
     import keras
-    import tensorflow as tf
 
     from mbm_keras import build_fusion_model
+    from mbm_keras.data import fit_preprocessor, make_dataset, read_manifest
     from mbm_keras.export import atomic_output_dir, check_reloaded, export_saved_model
 
     def say(msg):
@@ -97,30 +67,30 @@ def run_demo(out="saved_models/demo", data_dir=None, seed=0, epochs=12, batch_si
     start = time.time()
     data_dir = data_dir or default_data_dir(seed)
     say(f"[1/4] Demo dataset: {data_dir}")
-    manifest = write_demo_dataset(data_dir, seed=seed)
-    rows = _read_manifest(manifest)
-    split = {s: [r for r in rows if r["split"] == s] for s in ("train", "val", "test")}
+    manifest = read_manifest(write_demo_dataset(data_dir, seed=seed))
+    split = {
+        s: manifest.subset([i for i, r in enumerate(manifest.rows) if r["split"] == s]) for s in ("train", "val", "test")
+    }
     say(
-        f"      {len(rows)} examples (PNG + WAV + text), {len(CLASS_NAMES)} classes; "
+        f"      {len(manifest)} examples (PNG + WAV + text), {len(CLASS_NAMES)} classes; "
         f"train {len(split['train'])} / val {len(split['val'])} / test {len(split['test'])}"
     )
-
-    vectorizer = keras.layers.TextVectorization(
-        max_tokens=200, output_sequence_length=DEMO_SPEC["text_length"], name="text_vectorizer"
+    pre = fit_preprocessor(
+        split["train"],
+        {"image": "image", "text": "text", "audio": "audio", "label": "label"},
+        image_size=DEMO_SPEC["image_shape"][:2],
+        text_length=DEMO_SPEC["text_length"],
+        max_tokens=200,
+        sample_rate=DEMO_SPEC["sample_rate"],
+        audio_length=DEMO_SPEC["audio_length"],
     )
-    vectorizer.adapt(tf.constant([r["text"] for r in split["train"]]))
-    vocabulary = vectorizer.get_vocabulary()
-    train = _make_dataset(split["train"], data_dir, vectorizer, batch_size, shuffle_seed=seed)
-    val = _make_dataset(split["val"], data_dir, vectorizer, batch_size)
-    test = _make_dataset(split["test"], data_dir, vectorizer, batch_size)
+    data = dict(preprocessor=pre, batch_size=batch_size, seed=seed, cache="memory", verbose=bool(verbose))
+    train = make_dataset(split["train"], training=True, **data)
+    val = make_dataset(split["val"], **data)
+    test = make_dataset(split["test"], **data)
 
     shapes = dict(
-        num_classes=len(CLASS_NAMES),
-        image_shape=DEMO_SPEC["image_shape"],
-        text_length=DEMO_SPEC["text_length"],
-        vocab_size=len(vocabulary),
-        audio_length=DEMO_SPEC["audio_length"],
-        sample_rate=DEMO_SPEC["sample_rate"],
+        **pre.model_kwargs(),
         fusion="concat",
         fusion_kwargs={"units": 64},
         dropout=0.2,
@@ -135,16 +105,14 @@ def run_demo(out="saved_models/demo", data_dir=None, seed=0, epochs=12, batch_si
         model = build_fusion_model(**encoders, **shapes)
         t = time.time()
         model.fit(
-            train.map(lambda x, y, keep=tuple(encoders): ({k: x[k] for k in keep}, y)),
-            validation_data=val.map(lambda x, y, keep=tuple(encoders): ({k: x[k] for k in keep}, y)),
+            _select(train, encoders),
+            validation_data=_select(val, encoders),
             epochs=epochs,
             shuffle=False,  # the dataset reshuffles itself each epoch
             verbose=verbose,
         )
         seconds[label] = time.time() - t
-        _, acc = model.evaluate(
-            test.map(lambda x, y, keep=tuple(encoders): ({k: x[k] for k in keep}, y)), verbose=0
-        )
+        _, acc = model.evaluate(_select(test, encoders), verbose=0)
         accuracy[label], params[label], models[label] = float(acc), model.count_params(), model
 
     fusion_label = next(iter(runs))
@@ -176,9 +144,8 @@ def run_demo(out="saved_models/demo", data_dir=None, seed=0, epochs=12, batch_si
         model.save(os.path.join(tmp, "model.keras"))
         export_saved_model(model, os.path.join(tmp, "saved_model"))
         with open(os.path.join(tmp, "labels.json"), "w", encoding="utf-8") as f:
-            json.dump(list(CLASS_NAMES), f, indent=1)
-        with open(os.path.join(tmp, "vocabulary.txt"), "w", encoding="utf-8") as f:
-            f.write("\n".join(vocabulary) + "\n")
+            json.dump(pre.labels.classes, f, indent=1)
+        pre.save(tmp)  # preprocessor.json + vocabulary.txt
         results["export_diffs"] = check_reloaded(model, tmp, sample)
         results["seconds"] = time.time() - start
         with open(os.path.join(tmp, "metrics.json"), "w", encoding="utf-8") as f:

@@ -1,0 +1,92 @@
+"""Labels: class names or integers, delimited multi-label lists, or floats."""
+
+from mbm_keras.data.manifest import DataError
+
+LABEL_TYPES = ("single", "multi", "regression")
+
+
+def _sort_key(value):
+    # Integer-like class names sort numerically ("2" before "10").
+    try:
+        return (0, int(value), "")
+    except (TypeError, ValueError):
+        return (1, 0, str(value))
+
+
+class LabelEncoder:
+    """Maps manifest label cells to model targets.
+
+    - "single": one class per example -> int id (softmax head);
+    - "multi": classes joined by `delimiter` -> multi-hot float vector (sigmoid head);
+    - "regression": a float -> float32 `(1,)` target (linear head).
+
+    The class vocabulary comes from the training manifest only and is saved with
+    the preprocessor, so validation, test and export use the same ids.
+
+    Args:
+        label_type: one of "single", "multi", "regression".
+        delimiter: separator of multi-label cells.
+        classes: a fixed vocabulary (skips fitting).
+
+    Example:
+        >>> enc = LabelEncoder("single").fit(["cat", "dog", "cat"])
+        >>> enc.classes, enc.encode("dog")
+        (['cat', 'dog'], 1)
+    """
+
+    def __init__(self, label_type="single", delimiter="|", classes=None):
+        if label_type not in LABEL_TYPES:
+            raise ValueError(f"label_type must be one of {LABEL_TYPES}. Received: label_type={label_type!r}")
+        self.label_type = label_type
+        self.delimiter = delimiter
+        self.classes = list(classes) if classes is not None else None
+
+    def _split(self, value):
+        return [v.strip() for v in str(value).split(self.delimiter) if v.strip()]
+
+    def fit(self, values):
+        if self.label_type == "regression":
+            self.classes = None
+            return self
+        names = set()
+        for v in values:
+            if v is None:
+                continue
+            names.update(self._split(v) if self.label_type == "multi" else [str(v).strip()])
+        if len(names) < (2 if self.label_type == "single" else 1):
+            raise DataError(f"The training labels hold {len(names)} class(es): {sorted(names)}; need at least 2")
+        self.classes = sorted(names, key=_sort_key)
+        return self
+
+    @property
+    def num_outputs(self):
+        return 1 if self.label_type == "regression" else len(self.classes)
+
+    @property
+    def head(self):
+        return {"single": "softmax", "multi": "sigmoid", "regression": "linear"}[self.label_type]
+
+    def encode(self, value):
+        """The target of one cell; raises ValueError naming the value."""
+        if value is None:
+            raise ValueError("empty label")
+        if self.label_type == "regression":
+            try:
+                return [float(value)]
+            except (TypeError, ValueError):
+                raise ValueError(f"label {value!r} is not a number") from None
+        index = {c: i for i, c in enumerate(self.classes)}
+        if self.label_type == "single":
+            name = str(value).strip()
+            if name not in index:
+                raise ValueError(f"label {name!r} is not in the training vocabulary ({len(self.classes)} classes)")
+            return index[name]
+        target = [0.0] * len(self.classes)
+        for name in self._split(value):
+            if name not in index:
+                raise ValueError(f"label {name!r} is not in the training vocabulary ({len(self.classes)} classes)")
+            target[index[name]] = 1.0
+        return target
+
+    def get_config(self):
+        return {"label_type": self.label_type, "delimiter": self.delimiter, "classes": self.classes}

@@ -1,0 +1,344 @@
+"""`make_dataset()`: a manifest of real files -> batches for `build_fusion_model` models."""
+
+import os
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from mbm_keras.data.audio import HOST_DECODED, WAV_MAGIC, decode_audio, fix_length, resample
+from mbm_keras.data.image import IMAGE_MAGIC, augment_image, decode_image
+from mbm_keras.data.manifest import DataError, read_manifest, resolve_path
+from mbm_keras.data.preprocessor import column_names, normalize_columns
+from mbm_keras.data.tabular import CellError
+
+ON_ERROR = ("raise", "skip")
+VERIFY = ("decode", "header", "none")
+FILE_MODALITIES = ("image", "audio")
+
+
+class RowError:
+    """One unusable manifest row: where, which column and file, and why."""
+
+    def __init__(self, manifest, row, column, message, file=None):
+        self.row, self.column, self.file, self.message = row, column, file, message
+        self.text = f"{manifest.where(row)}, column {column!r}" + (f" ({file})" if file else "") + f": {message}"
+
+    def __repr__(self):
+        return self.text
+
+
+def _check_header(path, modality):
+    """None if the file looks decodable by its header, else the reason."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError as e:
+        return f"cannot read the file ({e.strerror})"
+    if not head:
+        return "the file is empty"
+    if modality == "image":
+        return None if head.startswith(IMAGE_MAGIC) else "not a JPEG, PNG, BMP or GIF file"
+    if head.startswith(WAV_MAGIC):
+        return None if head[8:12] == b"WAVE" else "a RIFF file that is not WAV"
+    fmt = HOST_DECODED.get(head[:4])
+    if fmt is None:
+        return "not a WAV, FLAC or OGG file"
+    try:
+        import soundfile  # noqa: F401 -- only checks that it is installed
+    except ImportError:
+        return f"a {fmt} file, which needs soundfile: pip install soundfile"
+    return None
+
+
+def _prepare_rows(manifest, pre, missing_modalities, allow_outside_root):
+    """Host-side pass: parses each row into arrays; returns (arrays, errors)."""
+    cols = pre.columns
+    n = len(manifest)
+    image = [""] * n
+    audio = [""] * n
+    text = [""] * n
+    masks = {m: np.ones((n, 1), np.float32) for m in pre.modalities}
+    tabular = np.zeros((n, pre.tabular.dim), np.float32) if pre.tabular else None
+    labels = [None] * n
+    errors = []
+    for i, row in enumerate(manifest.rows):
+        for modality in pre.modalities:
+            if modality == "tabular":
+                continue
+            cell = row[cols[modality]]
+            if cell is None:
+                if missing_modalities:
+                    masks[modality][i] = 0.0
+                else:
+                    errors.append(RowError(manifest, i, cols[modality], f"empty {modality} cell (pass missing_modalities=True to treat it as absent)"))
+                continue
+            if modality == "text":
+                text[i] = str(cell)
+                continue
+            try:
+                path = resolve_path(manifest, i, cols[modality], cell, allow_outside_root)
+            except DataError as e:
+                errors.append(RowError(manifest, i, cols[modality], str(e).split(": ", 1)[-1], file=str(cell)))
+                continue
+            if not os.path.isfile(path):
+                errors.append(RowError(manifest, i, cols[modality], "file not found", file=path))
+                continue
+            (image if modality == "image" else audio)[i] = path
+        if tabular is not None:
+            try:
+                tabular[i] = pre.tabular.encode(row)
+            except CellError as e:
+                errors.append(RowError(manifest, i, e.column, e.message))
+        if pre.labels is not None:
+            try:
+                labels[i] = pre.labels.encode(row[cols["label"]])
+            except ValueError as e:
+                errors.append(RowError(manifest, i, cols["label"], str(e)))
+    return dict(image=image, audio=audio, text=text, masks=masks, tabular=tabular, labels=labels), errors
+
+
+def _verify_files(manifest, pre, arrays, keep, verify):
+    """Checks every file of the kept rows by header, or by decoding it with the
+    pipeline's own decoders (in parallel); returns RowErrors."""
+    errors = []
+    for modality in FILE_MODALITIES:
+        if modality not in pre.columns:
+            continue
+        paths = arrays[modality]
+        rows = [i for i in keep if paths[i]]
+        bad = set()
+        for i in rows:
+            reason = _check_header(paths[i], modality)
+            if reason:
+                errors.append(RowError(manifest, i, pre.columns[modality], reason, file=paths[i]))
+                bad.add(i)
+        rows = [i for i in rows if i not in bad]
+        if verify != "decode" or not rows:
+            continue
+        if modality == "image":
+            size, resize = pre.options["image_size"], pre.options["resize"]
+
+            def decode(i, path):
+                return i, tf.reduce_sum(decode_image(tf.io.read_file(path), size, resize))
+        else:
+
+            def decode(i, path):
+                return i, tf.reduce_sum(decode_audio(tf.io.read_file(path))[0])
+
+        ds = tf.data.Dataset.from_tensor_slices((np.array(rows, np.int64), [paths[i] for i in rows]))
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+        decoded = {int(i) for i, _ in ds.as_numpy_iterator()}
+        for i in rows:
+            if i not in decoded:
+                errors.append(RowError(manifest, i, pre.columns[modality], f"cannot decode the {modality} file", file=paths[i]))
+    return errors
+
+
+def make_dataset(
+    manifest,
+    columns=None,
+    *,
+    preprocessor,
+    training=False,
+    batch_size=32,
+    shuffle=None,
+    seed=0,
+    augment=False,
+    missing_modalities=False,
+    modality_dropout=0.0,
+    on_error="raise",
+    verify="decode",
+    cache=None,
+    drop_remainder=False,
+    deterministic=True,
+    allow_outside_root=False,
+    verbose=True,
+):
+    """Reads a manifest of files and returns a batched `tf.data.Dataset` of
+    `({"image": ..., "text": ..., "audio": ..., "tabular": ...}, label)`.
+
+    Inputs match `build_fusion_model(**preprocessor.model_kwargs())`: images
+    float32 `(h, w, 3)` in [0, 255], text int32 ids, audio float32 mono at the
+    model's rate, tabular float32. With `missing_modalities=True` each modality
+    also gets `<modality>_mask` (float32 `(1,)`, 1 present / 0 absent), and an
+    empty cell means "absent".
+
+    Args:
+        manifest: CSV / JSON Lines / Parquet path, or a `Manifest`. Relative
+            paths resolve against its folder.
+        columns: the column mapping; defaults to the preprocessor's (if given,
+            it must be the same).
+        preprocessor: a fitted `Preprocessor` (fit it on the training manifest).
+        training: shuffles, augments (if `augment`), crops audio at random and
+            applies `modality_dropout`.
+        batch_size: examples per batch.
+        shuffle: shuffle each epoch; default: `training`.
+        seed: seed of the shuffle, augmentation and crops (each epoch differs,
+            runs with the same seed are identical).
+        augment: image flip/crop/colour jitter in training (True, or a dict of
+            `augment_image` arguments).
+        missing_modalities: emit masks and accept empty cells.
+        modality_dropout: in training, the probability of hiding each
+            modality of an example (never all of them).
+        on_error: "raise" (default): the first unusable row raises a
+            `DataError` naming the row, column and file; "skip": such rows are
+            dropped, counted in `dataset.report` and reported at the end of
+            every epoch.
+        verify: "decode" (decode every file once up front, so a corrupt file is
+            reported with its row), "header" (check file signatures only), or
+            "none".
+        cache: None, "memory", or a file path prefix for `Dataset.cache`.
+        drop_remainder: drop the last partial batch (static shapes; TPUs).
+        deterministic: keep element order under parallel decoding.
+        allow_outside_root: accept paths outside the manifest's folder.
+        verbose: print what was skipped.
+
+    Returns:
+        A `tf.data.Dataset`; `dataset.report` holds `rows`, `kept`,
+        `skipped` and `errors` (texts).
+
+    Example:
+        >>> pre = fit_preprocessor("train.csv", {"image": "path", "text": "caption", "label": "label"})
+        >>> train = make_dataset("train.csv", preprocessor=pre, training=True, augment=True)
+        >>> val = make_dataset("val.csv", preprocessor=pre)
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}. Received: on_error={on_error!r}")
+    if verify not in VERIFY:
+        raise ValueError(f"verify must be one of {VERIFY}. Received: verify={verify!r}")
+    if not 0 <= modality_dropout < 1:
+        raise ValueError(f"modality_dropout must be in [0, 1). Received: modality_dropout={modality_dropout!r}")
+    if modality_dropout and not missing_modalities:
+        raise ValueError("modality_dropout needs missing_modalities=True (the model must receive the masks)")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+    pre = preprocessor
+    if pre is None or not getattr(pre, "fitted", False):
+        raise DataError("make_dataset needs a fitted preprocessor: pre = fit_preprocessor(train_manifest, columns)")
+    if columns is not None and normalize_columns(columns) != pre.columns:
+        raise ValueError(f"columns={columns!r} differ from the preprocessor's columns {pre.columns!r}")
+    manifest = read_manifest(manifest)
+    manifest.check_columns(column_names(pre.columns))
+
+    arrays, errors = _prepare_rows(manifest, pre, missing_modalities, allow_outside_root)
+    bad_rows = {e.row for e in errors}
+    keep = [i for i in range(len(manifest)) if i not in bad_rows]
+    if verify != "none":
+        errors += _verify_files(manifest, pre, arrays, keep, verify)
+    errors.sort(key=lambda e: e.row)
+    bad_rows = {e.row for e in errors}
+    if errors and on_error == "raise":
+        more = f" (and {len(errors) - 1} more problem(s); on_error='skip' drops such rows)" if len(errors) > 1 else ""
+        raise DataError(errors[0].text + more)
+    keep = [i for i in range(len(manifest)) if i not in bad_rows]
+    if not keep:
+        raise DataError(f"{manifest.path}: no usable rows ({len(errors)} problem(s); first: {errors[0].text})")
+    report = {"rows": len(manifest), "kept": len(keep), "skipped": len(bad_rows), "errors": [e.text for e in errors]}
+    if errors and verbose:
+        print(f"make_dataset: skipping {len(bad_rows)} of {len(manifest)} rows of {manifest.path}:", file=sys.stderr)
+        for e in errors[:10]:
+            print(f"  {e.text}", file=sys.stderr)
+        if len(errors) > 10:
+            print(f"  ... {len(errors) - 10} more in dataset.report['errors']", file=sys.stderr)
+
+    ds = _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modalities, modality_dropout,
+                cache, drop_remainder, deterministic, shuffle if shuffle is not None else training, report)
+    ds.report = report
+    return ds
+
+
+def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modalities, modality_dropout,
+           cache, drop_remainder, deterministic, shuffle, report):
+    idx = np.array(keep)
+    cols = {"row": idx.astype(np.int64)}
+    for m in pre.modalities:
+        if m in ("image", "audio", "text"):
+            cols[m] = np.array(arrays[m], dtype=object)[idx].astype(str)
+        cols[f"{m}_mask"] = arrays["masks"][m][idx]
+    if pre.tabular is not None:
+        cols["tabular"] = arrays["tabular"][idx]
+    labels = None
+    if pre.labels is not None:
+        dtype = np.int32 if pre.labels.label_type == "single" else np.float32
+        labels = np.array([arrays["labels"][i] for i in keep], dtype=dtype)
+    ds = tf.data.Dataset.from_tensor_slices((cols, labels) if labels is not None else (cols,))
+    options = pre.options
+    size, resize = options["image_size"], options["resize"]
+    rate, length = float(options["sample_rate"]), options["audio_length"]
+    parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+
+    def present(x, m):
+        return tf.greater(x[f"{m}_mask"][0], 0)
+
+    def decode_full(x, *y):
+        x = dict(x)
+        if "image" in x:
+            x["image"] = tf.cond(
+                present(x, "image"),
+                lambda: decode_image(tf.io.read_file(x["image"]), size, resize),
+                lambda: tf.zeros((*size, 3), tf.float32),
+            )
+        if "audio" in x:
+
+            def load():
+                samples, file_rate = decode_audio(tf.io.read_file(x["audio"]))
+                return resample(samples, file_rate, rate)
+
+            x["audio"] = tf.cond(present(x, "audio"), load, lambda: tf.zeros((length,), tf.float32))
+        return (x, *y)
+
+    if shuffle and not cache:
+        ds = ds.shuffle(len(keep), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(decode_full, **parallel)
+    if cache:
+        ds = ds.cache("" if cache == "memory" else cache)
+        if shuffle:
+            ds = ds.shuffle(len(keep), seed=seed, reshuffle_each_iteration=True)
+
+    augment_args = augment if isinstance(augment, dict) else {}
+    n_mod = len(pre.modalities)
+
+    def finish(x, seeds, *y):
+        x = dict(x)
+        seeds = tf.reshape(seeds, [4, 2])
+        if "audio" in x:
+            x["audio"] = fix_length(x["audio"], length, seeds[0] if training else None)
+        if "image" in x and training and augment:
+            x["image"] = augment_image(x["image"], seeds[1], **augment_args)
+        if training and modality_dropout:
+            masks = tf.stack([x[f"{m}_mask"][0] for m in pre.modalities])
+            drop = tf.random.stateless_uniform([n_mod], seeds[2]) < modality_dropout
+            dropped = tf.where(drop, tf.zeros_like(masks), masks)
+            # Never hide every modality of an example.
+            masks = tf.cond(tf.reduce_sum(dropped) > 0, lambda: dropped, lambda: masks)
+            for j, m in enumerate(pre.modalities):
+                x[f"{m}_mask"] = tf.reshape(masks[j], [1])
+        return (x, *y)
+
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(8, drop_remainder=True)
+    ds = tf.data.Dataset.zip((ds, seeds)).map(lambda xy, s: finish(xy[0], s, *xy[1:]), **parallel)
+
+    if report["skipped"]:
+        note = f"make_dataset: {report['skipped']} of {report['rows']} rows were skipped (see dataset.report)"
+        # An element made only to print at the end of each epoch, then dropped.
+        tail = ds.take(1).map(lambda *e: (tf.print(note, output_stream=sys.stderr), e)[1]).filter(lambda *e: False)
+        ds = ds.concatenate(tail)
+
+    def drop_bookkeeping(x, *y):
+        x = {k: v for k, v in x.items() if k != "row" and (missing_modalities or not k.endswith("_mask"))}
+        return (x, *y) if y else x
+
+    ds = ds.map(drop_bookkeeping, **parallel)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if pre.tokenizer is not None:
+
+        def tokenize(x, *y):
+            x = dict(x)
+            x["text"] = pre.tokenizer(x["text"])
+            if drop_remainder:
+                x["text"].set_shape([batch_size, pre.tokenizer.length])
+            return (x, *y) if y else x
+
+        ds = ds.map(tokenize, **parallel)
+    return ds.prefetch(tf.data.AUTOTUNE)

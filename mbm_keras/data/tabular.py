@@ -1,0 +1,105 @@
+"""Tabular features: numeric columns standardized with training statistics,
+categorical columns one-hot encoded over the training categories (+ unknown)."""
+
+import math
+
+from mbm_keras.data.manifest import DataError
+
+
+class CellError(ValueError):
+    """A tabular cell that cannot be encoded; `column` names it."""
+
+    def __init__(self, column, message):
+        super().__init__(f"column {column!r}: {message}")
+        self.column, self.message = column, message
+
+
+class TabularEncoder:
+    """Turns manifest cells into one float32 vector per row.
+
+    Args:
+        numeric: numeric column names.
+        categorical: categorical column names.
+
+    Example:
+        >>> enc = TabularEncoder(["age"], ["city"]).fit(rows)
+        >>> enc.dim, enc.encode({"age": "31", "city": "Paris"})
+    """
+
+    def __init__(self, numeric=(), categorical=(), stats=None, categories=None):
+        self.numeric, self.categorical = list(numeric), list(categorical)
+        if not self.numeric and not self.categorical:
+            raise ValueError("columns['tabular'] names no numeric or categorical column")
+        self.stats = stats or {}
+        self.categories = categories or {}
+
+    @staticmethod
+    def parse_number(value):
+        if isinstance(value, bool):
+            raise ValueError(f"value {value!r} is not a number")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"value {value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"value {value!r} is not a finite number")
+        return number
+
+    def fit(self, manifest, rows=None):
+        rows = range(len(manifest)) if rows is None else rows
+        for column in self.numeric:
+            values = []
+            for i in rows:
+                cell = manifest.rows[i][column]
+                if cell is None:
+                    continue
+                try:
+                    values.append(self.parse_number(cell))
+                except ValueError as e:
+                    raise DataError(f"{manifest.where(i)}, column {column!r}: {e}") from None
+            if not values:
+                raise DataError(f"{manifest.path}: numeric column {column!r} has no values")
+            mean = sum(values) / len(values)
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+            self.stats[column] = (mean, std if std > 0 else 1.0)
+        for column in self.categorical:
+            self.categories[column] = sorted({str(manifest.rows[i][column]) for i in rows if manifest.rows[i][column] is not None})
+        return self
+
+    @property
+    def dim(self):
+        return len(self.numeric) + sum(len(self.categories[c]) + 1 for c in self.categorical)
+
+    def encode(self, row):
+        """The feature vector of one row (a dict); raises `CellError` naming column and value.
+
+        An empty numeric cell becomes the training mean (0 after scaling); an
+        empty or unseen category sets the column's "unknown" slot.
+        """
+        out = []
+        for column in self.numeric:
+            mean, std = self.stats[column]
+            cell = row[column]
+            try:
+                out.append(0.0 if cell is None else (self.parse_number(cell) - mean) / std)
+            except ValueError as e:
+                raise CellError(column, str(e)) from None
+        for column in self.categorical:
+            cats = self.categories[column]
+            onehot = [0.0] * (len(cats) + 1)
+            cell = row[column]
+            onehot[cats.index(str(cell)) if cell is not None and str(cell) in cats else len(cats)] = 1.0
+            out.extend(onehot)
+        return out
+
+    def get_config(self):
+        return {
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "stats": {k: list(v) for k, v in self.stats.items()},
+            "categories": self.categories,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config["numeric"], config["categorical"], {k: tuple(v) for k, v in config["stats"].items()}, config["categories"])
