@@ -1,6 +1,7 @@
 """Data pipeline throughput: mbm_keras.data.make_dataset vs a plain Python loader.
 
-Writes a dataset of real files (JPEG images, 1 s WAV clips, captions in a CSV),
+Writes a dataset of real files (JPEG photos of --source-size, 1 s WAV clips,
+captions in a CSV), to be resized to --image-size,
 then, side by side in one run:
   1. examples/s of image+text+audio batches from `make_dataset` (tf.data,
      parallel decode, no cache) and from a plain loader doing the same work one
@@ -9,7 +10,7 @@ then, side by side in one run:
      and by tensors already in memory.
 
 Usage:
-    python benchmarks/data_pipeline.py [--rows 1000] [--image-size 224] [--out /tmp/mbm_bench]
+    python benchmarks/data_pipeline.py [--rows 1000] [--image-size 224] [--source-size 640x480]
 """
 
 import argparse
@@ -22,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
-def write_files(folder, rows, size, sample_rate, seed=0):
+def write_files(folder, rows, source, sample_rate, seed=0):
     from PIL import Image
 
     manifest = os.path.join(folder, "manifest.csv")
@@ -37,9 +38,9 @@ def write_files(folder, rows, size, sample_rate, seed=0):
     records = []
     for i in range(rows):
         label = i % 4
-        # Smooth random images (JPEG-friendly, like photos) of size x size.
-        low = rng.uniform(0, 255, (size // 16, size // 16, 3)).astype(np.uint8)
-        Image.fromarray(low).resize((size, size), Image.BILINEAR).save(os.path.join(folder, "img", f"{i}.jpg"), quality=90)
+        # Smooth random images (JPEG-friendly, like photos), source = (width, height).
+        low = rng.uniform(0, 255, (source[1] // 16, source[0] // 16, 3)).astype(np.uint8)
+        Image.fromarray(low).resize(source, Image.BILINEAR).save(os.path.join(folder, "img", f"{i}.jpg"), quality=90)
         t = np.arange(sample_rate) / sample_rate
         wav = 0.3 * np.sin(2 * np.pi * (200 + 150 * label) * t) + 0.05 * rng.normal(size=t.shape)
         soundfile.write(os.path.join(folder, "wav", f"{i}.wav"), wav.astype(np.float32), sample_rate, subtype="PCM_16")
@@ -98,10 +99,12 @@ def examples_per_second(batches):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1000)
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", type=int, default=224, help="model input size")
+    parser.add_argument("--source-size", default="640x480", help="WIDTHxHEIGHT of the JPEG files (default: a typical photo)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2, help="epochs measured per loader (best is kept)")
     parser.add_argument("--out", default="/tmp/mbm_keras_bench_data")
+    parser.add_argument("--loading-only", action="store_true", help="skip the training comparison")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -109,10 +112,14 @@ def main():
     from mbm_keras import build_fusion_model
     from mbm_keras.data import fit_preprocessor, make_dataset
 
-    folder = os.path.join(args.out, f"rows{args.rows}-size{args.image_size}")
+    source = tuple(int(v) for v in args.source_size.lower().split("x"))
+    folder = os.path.join(args.out, f"rows{args.rows}-source{source[0]}x{source[1]}")
     t = time.time()
-    manifest = write_files(folder, args.rows, args.image_size, 16000)
-    print(f"dataset: {args.rows} rows ({args.image_size}x{args.image_size} JPEG, 1 s 16 kHz WAV, caption) in {folder} [{time.time() - t:.0f} s]")
+    manifest = write_files(folder, args.rows, source, 16000)
+    print(
+        f"dataset: {args.rows} rows ({source[0]}x{source[1]} JPEG -> {args.image_size}x{args.image_size}, "
+        f"1 s 16 kHz WAV, caption) in {folder} [{time.time() - t:.0f} s]"
+    )
     print(f"cpu cores: {os.cpu_count()}")
     cols = {"image": "img", "text": "caption", "audio": "wav", "label": "label"}
     pre = fit_preprocessor(manifest, cols, image_size=(args.image_size, args.image_size), text_length=16,
@@ -131,6 +138,8 @@ def main():
         print(f"   {k:<14}{v:10.1f}")
     print(f"   speed-up: {best['make_dataset'] / best['plain loader']:.2f}x (target >= 3x)")
 
+    if args.loading_only:
+        return
     # 2. Training fed by the pipeline vs by tensors in memory.
     x_mem, y_mem = [], []
     for x, y in pipeline:

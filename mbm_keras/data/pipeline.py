@@ -251,27 +251,29 @@ def make_dataset(
 def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modalities, modality_dropout,
            cache, drop_remainder, deterministic, shuffle, report):
     idx = np.array(keep)
-    cols = {"row": idx.astype(np.int64)}
+    cols = {}
     for m in pre.modalities:
         if m in ("image", "audio", "text"):
             cols[m] = np.array(arrays[m], dtype=object)[idx].astype(str)
         cols[f"{m}_mask"] = arrays["masks"][m][idx]
     if pre.tabular is not None:
         cols["tabular"] = arrays["tabular"][idx]
-    labels = None
+    elements = (cols,)
     if pre.labels is not None:
         dtype = np.int32 if pre.labels.label_type == "single" else np.float32
-        labels = np.array([arrays["labels"][i] for i in keep], dtype=dtype)
-    ds = tf.data.Dataset.from_tensor_slices((cols, labels) if labels is not None else (cols,))
+        elements = (cols, np.array([arrays["labels"][i] for i in keep], dtype=dtype))
+    ds = tf.data.Dataset.from_tensor_slices(elements)
     options = pre.options
     size, resize = options["image_size"], options["resize"]
     rate, length = float(options["sample_rate"]), options["audio_length"]
+    augment_args = augment if isinstance(augment, dict) else {}
     parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 
     def present(x, m):
         return tf.greater(x[f"{m}_mask"][0], 0)
 
-    def decode_full(x, *y):
+    def decode(x):
+        """The deterministic part: files -> tensors (cacheable)."""
         x = dict(x)
         if "image" in x:
             x["image"] = tf.cond(
@@ -285,21 +287,12 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
                 samples, file_rate = decode_audio(tf.io.read_file(x["audio"]))
                 return resample(samples, file_rate, rate)
 
+            # Full length here; cut to `length` in finish(), so training crops vary.
             x["audio"] = tf.cond(present(x, "audio"), load, lambda: tf.zeros((length,), tf.float32))
-        return (x, *y)
+        return x
 
-    if shuffle and not cache:
-        ds = ds.shuffle(len(keep), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(decode_full, **parallel)
-    if cache:
-        ds = ds.cache("" if cache == "memory" else cache)
-        if shuffle:
-            ds = ds.shuffle(len(keep), seed=seed, reshuffle_each_iteration=True)
-
-    augment_args = augment if isinstance(augment, dict) else {}
-    n_mod = len(pre.modalities)
-
-    def finish(x, seeds, *y):
+    def finish(x, seeds):
+        """The random part: audio crop, augmentation, modality dropout."""
         x = dict(x)
         seeds = tf.reshape(seeds, [4, 2])
         if "audio" in x:
@@ -308,28 +301,36 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
             x["image"] = augment_image(x["image"], seeds[1], **augment_args)
         if training and modality_dropout:
             masks = tf.stack([x[f"{m}_mask"][0] for m in pre.modalities])
-            drop = tf.random.stateless_uniform([n_mod], seeds[2]) < modality_dropout
+            drop = tf.random.stateless_uniform([len(masks)], seeds[2]) < modality_dropout
             dropped = tf.where(drop, tf.zeros_like(masks), masks)
             # Never hide every modality of an example.
             masks = tf.cond(tf.reduce_sum(dropped) > 0, lambda: dropped, lambda: masks)
             for j, m in enumerate(pre.modalities):
                 x[f"{m}_mask"] = tf.reshape(masks[j], [1])
-        return (x, *y)
+        if not missing_modalities:
+            x = {k: v for k, v in x.items() if not k.endswith("_mask")}
+        return x
 
+    # Per-element seeds: a new stream each epoch, the same streams for the same seed.
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(8, drop_remainder=True)
-    ds = tf.data.Dataset.zip((ds, seeds)).map(lambda xy, s: finish(xy[0], s, *xy[1:]), **parallel)
+    if cache:
+        ds = ds.map(lambda x, *y: (decode(x), *y), **parallel)
+        ds = ds.cache("" if cache == "memory" else cache)
+        if shuffle:
+            ds = ds.shuffle(len(keep), seed=seed, reshuffle_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, seeds).map(lambda e, s: (finish(e[0], s), *e[1:]), **parallel)
+    else:
+        if shuffle:
+            ds = ds.shuffle(len(keep), seed=seed, reshuffle_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, seeds).map(lambda e, s: (finish(decode(e[0]), s), *e[1:]), **parallel)
 
     if report["skipped"]:
         note = f"make_dataset: {report['skipped']} of {report['rows']} rows were skipped (see dataset.report)"
         # An element made only to print at the end of each epoch, then dropped.
         tail = ds.take(1).map(lambda *e: (tf.print(note, output_stream=sys.stderr), e)[1]).filter(lambda *e: False)
         ds = ds.concatenate(tail)
-
-    def drop_bookkeeping(x, *y):
-        x = {k: v for k, v in x.items() if k != "row" and (missing_modalities or not k.endswith("_mask"))}
-        return (x, *y) if y else x
-
-    ds = ds.map(drop_bookkeeping, **parallel)
+    if len(elements) == 1:  # no label column: batches of features alone
+        ds = ds.map(lambda x: x)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if pre.tokenizer is not None:
 
@@ -338,7 +339,7 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
             x["text"] = pre.tokenizer(x["text"])
             if drop_remainder:
                 x["text"].set_shape([batch_size, pre.tokenizer.length])
-            return (x, *y) if y else x
+            return (x, *y)
 
         ds = ds.map(tokenize, **parallel)
     return ds.prefetch(tf.data.AUTOTUNE)
