@@ -125,8 +125,8 @@ def resolve_path(manifest, row, column, value, allow_outside_root=False):
     path = os.path.realpath(os.path.join(manifest.root, value))
     root = os.path.realpath(manifest.root)
     if not allow_outside_root and os.path.commonpath([path, root]) != root:
-        raise DataError(
-            f"{manifest.where(row)}, column {column!r}: path {value!r} resolves to {path}, outside the "
-            f"data root {root}. Pass allow_outside_root=True to allow it."
-        )
+        reason = f"path resolves to {path}, outside the data root {root}. Pass allow_outside_root=True to allow it."
+        error = DataError(f"{manifest.where(row)}, column {column!r} ({value}): {reason}")
+        error.reason = reason
+        raise error
     return path

@@ -79,7 +79,7 @@ def _prepare_rows(manifest, pre, missing_modalities, allow_outside_root):
             try:
                 path = resolve_path(manifest, i, cols[modality], cell, allow_outside_root)
             except DataError as e:
-                errors.append(RowError(manifest, i, cols[modality], str(e).split(": ", 1)[-1], file=str(cell)))
+                errors.append(RowError(manifest, i, cols[modality], e.reason, file=str(cell)))
                 continue
             if not os.path.isfile(path):
                 errors.append(RowError(manifest, i, cols[modality], "file not found", file=path))
