@@ -260,12 +260,17 @@ def test_audio_is_mono_resampled_and_fixed_length(tmp_path):
     tone = 0.5 * np.sin(2 * np.pi * 440 * t)
     write_wav(tmp_path / "stereo16k.wav", np.stack([tone, tone], axis=1).reshape(-1), rate=16000, channels=2)
     soundfile.write(str(tmp_path / "short.flac"), tone[:4000].astype("float32"), 16000)
-    path = write_csv(tmp_path / "m.csv", [{"wav": "stereo16k.wav", "label": "a"}, {"wav": "short.flac", "label": "b"}])
+    soundfile.write(str(tmp_path / "tone.ogg"), tone.astype("float32"), 16000, format="OGG", subtype="VORBIS")
+    path = write_csv(
+        tmp_path / "m.csv",
+        [{"wav": "stereo16k.wav", "label": "a"}, {"wav": "short.flac", "label": "b"}, {"wav": "tone.ogg", "label": "a"}],
+    )
     pre = fit_preprocessor(path, {"audio": "wav", "label": "label"}, sample_rate=8000, audio_length=4000)
     audio = next(iter(make_dataset(path, preprocessor=pre)))[0]["audio"].numpy()
-    assert audio.shape == (2, 4000)
-    spectrum = np.abs(np.fft.rfft(audio[0]))
-    assert abs(np.argmax(spectrum) * 8000 / 4000 - 440) <= 2  # still 440 Hz after 16k -> 8k
+    assert audio.shape == (3, 4000)
+    for i in (0, 2):  # WAV and OGG: still 440 Hz after 16k -> 8k
+        spectrum = np.abs(np.fft.rfft(audio[i]))
+        assert abs(np.argmax(spectrum) * 8000 / 4000 - 440) <= 2
     assert np.abs(audio[1, :1900]).max() > 0.4 and np.abs(audio[1, 2001:]).max() == 0  # 0.25 s padded to 0.5 s
     crops = make_dataset(path, preprocessor=pre, training=True, shuffle=False)
     assert not np.array_equal(next(iter(crops))[0]["audio"].numpy()[0], next(iter(crops))[0]["audio"].numpy()[0])
