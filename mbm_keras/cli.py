@@ -9,6 +9,19 @@ EPILOG_DEMO = """example:
   mbm-keras demo --epochs 20 --out /tmp/demo --seed 1
 """
 
+EPILOG_TRAIN = """example run.yaml:
+  data:
+    train: data/train.csv          # paths relative to this file
+    val: data/val.csv
+    columns: {image: path, text: caption, label: label}
+    preprocessing: {image_size: [224, 224], text_length: 64}
+  model: {image: resnet50, text: bilstm, fusion: concat, weights: imagenet, freeze_backbone: true}
+  train: {epochs: 10, learning_rate: 0.001, early_stopping_patience: 3}
+  output: runs/first
+
+  mbm-keras train --config run.yaml --epochs 3
+"""
+
 EPILOG_ZOO = """example:
   mbm-keras zoo
   mbm-keras zoo --modality text
@@ -38,6 +51,14 @@ def cmd_demo(args):
             file=sys.stderr,
         )
         return 1
+    return 0
+
+
+def cmd_train(args):
+    from mbm_keras.training import train
+
+    result = train(args.config, epochs=args.epochs, output=args.out)
+    print(f"Run written to {result['output']}")
     return 0
 
 
@@ -129,6 +150,23 @@ def make_parser():
     demo.add_argument("--quiet", action="store_true", help="print nothing but errors")
     demo.set_defaults(func=cmd_demo)
 
+    train = sub.add_parser(
+        "train",
+        help="train the model a YAML/JSON config describes",
+        description=(
+            "Fits the preprocessing on data.train, builds the model of the model section, trains it "
+            "and writes model.keras, best.keras, config.json, preprocessor.json, labels.json, "
+            "history.csv and TensorBoard logs to the output folder. Started again after a crash, it "
+            "resumes from the last finished epoch."
+        ),
+        epilog=EPILOG_TRAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("--config", required=True, help="YAML or JSON run config")
+    train.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    train.add_argument("--out", default=None, help="override output (the run folder)")
+    train.set_defaults(func=cmd_train)
+
     zoo = sub.add_parser(
         "zoo",
         help="list the encoders and fusions",
@@ -143,7 +181,7 @@ def make_parser():
 
 def main(argv=None):
     args = make_parser().parse_args(argv)
-    if getattr(args, "epochs", 1) is not None and getattr(args, "epochs", 1) < 1:
+    if getattr(args, "epochs", None) is not None and args.epochs < 1:
         make_parser().error(f"--epochs must be >= 1. Received: --epochs {args.epochs}")
     _quiet_tensorflow()
     from mbm_keras.weights import PretrainedWeightsUnavailable
@@ -151,6 +189,7 @@ def main(argv=None):
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, PretrainedWeightsUnavailable) as e:
+        # DataError and ConfigError are ValueErrors: they name the row or the key.
         print(f"mbm-keras {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,123 @@
+"""Run configuration: YAML or JSON, validated with errors that name the key and value."""
+
+import json
+import os
+
+SCHEMA = {
+    "data": {
+        "train": (str, None),
+        "val": (str, None),
+        "columns": (dict, None),
+        "preprocessing": (dict, {}),
+        "batch_size": (int, 32),
+        "augment": (bool, False),
+        "missing_modalities": (bool, False),
+        "modality_dropout": (float, 0.0),
+        "cache": (str, None),
+        "on_error": (str, "raise"),
+    },
+    "model": {
+        "image": (str, None),
+        "text": (str, None),
+        "audio": (str, None),
+        "tabular": (str, None),
+        "fusion": (str, "concat"),
+        "dropout": (float, 0.0),
+        "weights": (str, None),
+        "freeze_backbone": (bool, False),
+        "image_kwargs": (dict, None),
+        "text_kwargs": (dict, None),
+        "audio_kwargs": (dict, None),
+        "tabular_kwargs": (dict, None),
+        "fusion_kwargs": (dict, None),
+    },
+    "train": {
+        "epochs": (int, 10),
+        "learning_rate": (float, 1e-3),
+        "seed": (int, 0),
+        "early_stopping_patience": (int, None),
+        "monitor": (str, None),
+    },
+    "output": (str, "runs/latest"),
+}
+REQUIRED = {("data", "train"), ("data", "columns")}
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be used."""
+
+
+def _check(section, key, value, expected, source):
+    name = f"{section}.{key}" if section else key
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ConfigError(f"{source}: {name} must be a {expected.__name__}. Received: {name}={value!r}")
+
+
+def load_config(config):
+    """Reads (path) or checks (dict) a run config and fills in defaults.
+
+    Unknown keys and wrongly typed values raise `ConfigError` naming them.
+
+    Example:
+        >>> config = load_config("run.yaml")
+        >>> config["train"]["epochs"]
+    """
+    source = "config"
+    base_dir = os.getcwd()
+    if not isinstance(config, dict):
+        path = os.path.abspath(os.fspath(config))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Config file not found: {path}")
+        source, base_dir = path, os.path.dirname(path)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            try:
+                config = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        else:
+            try:
+                config = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(config, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping with data, model, train, output")
+    out = {}
+    unknown = set(config) - set(SCHEMA)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)}. Valid top-level keys: {', '.join(SCHEMA)}")
+    for section, spec in SCHEMA.items():
+        if not isinstance(spec, dict):
+            value = config.get(section, spec[1])
+            _check(None, section, value, spec[0], source)
+            out[section] = value
+            continue
+        given = config.get(section) or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"{source}: {section} must be a mapping. Received: {section}={given!r}")
+        unknown = set(given) - set(spec)
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key(s) {sorted(f'{section}.{k}' for k in unknown)}. "
+                f"Valid keys in {section}: {', '.join(spec)}"
+            )
+        out[section] = {}
+        for key, (expected, default) in spec.items():
+            if (section, key) in REQUIRED and given.get(key) is None:
+                raise ConfigError(f"{source}: {section}.{key} is required")
+            value = given.get(key, default)
+            if value is not None:
+                _check(section, key, value, expected, source)
+            out[section][key] = value
+    # Paths in a config file are relative to the file.
+    for key in ("train", "val"):
+        if out["data"][key] is not None:
+            out["data"][key] = os.path.join(base_dir, out["data"][key])
+    out["output"] = os.path.join(base_dir, out["output"])
+    return out

@@ -1,0 +1,99 @@
+"""train(config) and `mbm-keras train`: config validation, a run folder, resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from test_data import make_files, write_csv
+
+from mbm_keras.training import ConfigError, load_config, train
+
+
+def run_config(folder, **overrides):
+    rows = make_files(folder, n=32)
+    write_csv(folder / "train.csv", rows[:24])
+    write_csv(folder / "val.csv", rows[24:])
+    config = {
+        "data": {
+            "train": "train.csv",
+            "val": "val.csv",
+            "columns": {"image": "img", "text": "caption", "label": "label"},
+            "preprocessing": {"image_size": [16, 16], "text_length": 6, "max_tokens": 100},
+            "batch_size": 8,
+        },
+        "model": {"image": "small_cnn", "text": "cnn", "fusion": "gated"},
+        "train": {"epochs": 3, "learning_rate": 0.01, "seed": 1},
+        "output": "run",
+    }
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        config[section][name] = value
+    path = folder / "run.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_config_errors_name_the_key_and_value(tmp_path):
+    path = run_config(tmp_path)
+    config = json.loads(path.read_text())
+    config["train"]["epoch"] = 3
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['train.epoch'\]. Valid keys in train: epochs"):
+        load_config(config)
+    config = json.loads(path.read_text())
+    config["train"]["epochs"] = "ten"
+    with pytest.raises(ConfigError, match=r"train.epochs must be a int. Received: train.epochs='ten'"):
+        load_config(config)
+    config = json.loads(path.read_text())
+    del config["data"]["columns"]
+    with pytest.raises(ConfigError, match=r"data.columns is required"):
+        load_config(config)
+    (tmp_path / "bad.yaml").write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(FileNotFoundError, match="Config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_yaml_and_json_configs_are_the_same(tmp_path):
+    import yaml
+
+    path = run_config(tmp_path)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(json.loads(path.read_text())))
+    assert load_config(tmp_path / "run.yaml") == load_config(path)
+    assert load_config(path)["data"]["train"] == str(tmp_path / "train.csv")  # relative to the file
+
+
+def test_train_writes_a_complete_run_folder(tmp_path):
+    result = train(run_config(tmp_path), verbose=0)
+    out = tmp_path / "run"
+    assert result["output"] == str(out)
+    for name in ("model.keras", "best.keras", "config.json", "preprocessor.json", "vocabulary.txt", "labels.json", "history.csv"):
+        assert (out / name).is_file(), name
+    assert (out / "logs").is_dir() and not (out / "backup").exists()
+    assert json.loads((out / "labels.json").read_text()) == ["blue", "red"]
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 1 + 3
+    reloaded = keras.models.load_model(out / "model.keras")
+    from mbm_keras.data import Preprocessor, make_dataset
+
+    pre = Preprocessor.load(out)
+    x, _ = next(iter(make_dataset(tmp_path / "val.csv", preprocessor=pre)))
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), result["model"].predict(x, verbose=0), atol=1e-6)
+    assert result["history"]["accuracy"][-1] > 0.6  # the colour is a clean signal
+
+
+def test_cli_train_and_bad_config(tmp_path):
+    path = run_config(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mbm_keras.cli", "train", "--config", str(path), "--epochs", "1", "--out", str(tmp_path / "cli_run")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "cli_run" / "model.keras").is_file() and "Run written to" in proc.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**json.loads(path.read_text()), "trian": {}}))
+    proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "train", "--config", str(bad)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "unknown key(s) ['trian']" in proc.stderr
