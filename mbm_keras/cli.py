@@ -62,6 +62,13 @@ def cmd_train(args):
     return 0
 
 
+def cmd_evaluate(args):
+    from mbm_keras.evaluate import evaluate, format_report
+
+    print(format_report(evaluate(args.model, args.data, batch_size=args.batch_size, out=args.out)))
+    return 0
+
+
 def zoo_rows(modality=None):
     """One dict per registered encoder and fusion, for `mbm-keras zoo`."""
     from mbm_keras import MODALITIES, create_encoder, encoder_info, list_encoders, list_fusions
@@ -166,6 +173,19 @@ def make_parser():
     train.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     train.add_argument("--out", default=None, help="override output (the run folder)")
     train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="loss, metrics, per-class precision/recall and confusion matrix of a run on a manifest",
+        description="Evaluates a run folder (from mbm-keras train) on a manifest and writes the results as JSON.",
+        epilog="example:\n  mbm-keras evaluate --model runs/first --data data/test.csv\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("--model", required=True, help="run folder (model.keras + preprocessor.json)")
+    evaluate.add_argument("--data", required=True, help="manifest to evaluate on")
+    evaluate.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
+    evaluate.add_argument("--out", default=None, help="JSON output (default: <model>/eval-<data name>.json)")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     zoo = sub.add_parser(
         "zoo",

@@ -97,3 +97,27 @@ def test_cli_train_and_bad_config(tmp_path):
     bad.write_text(json.dumps({**json.loads(path.read_text()), "trian": {}}))
     proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "train", "--config", str(bad)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "unknown key(s) ['trian']" in proc.stderr
+
+
+def test_evaluate_reports_per_class_and_confusion(tmp_path):
+    from mbm_keras.evaluate import classification_report
+
+    report = classification_report([0, 0, 1, 2], np.eye(3)[[0, 1, 1, 0]], ["a", "b", "c"])
+    assert report["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
+    assert report["per_class"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert report["per_class"]["b"]["precision"] == 0.5 and report["per_class"]["c"]["recall"] == 0.0
+
+    path = run_config(tmp_path)
+    train(path, verbose=0, epochs=2)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mbm_keras.cli", "evaluate", "--model", str(tmp_path / "run"), "--data", str(tmp_path / "val.csv")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "confusion matrix" in proc.stdout and "precision" in proc.stdout
+    saved = json.loads((tmp_path / "run" / "eval-val.json").read_text())
+    assert saved["examples"] == 8 and sum(map(sum, saved["confusion_matrix"])) == 8
+    assert set(saved["per_class"]) == {"blue", "red"} and 0 <= saved["loss"]
+    proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "evaluate", "--model", str(tmp_path), "--data", "x.csv"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "No model.keras in" in proc.stderr
