@@ -208,7 +208,7 @@ def main(argv=None):
 
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PretrainedWeightsUnavailable) as e:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotImplementedError, PretrainedWeightsUnavailable) as e:
         # DataError and ConfigError are ValueErrors: they name the row or the key.
         print(f"mbm-keras {args.command}: error: {e}", file=sys.stderr)
         return 2

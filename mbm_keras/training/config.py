@@ -37,6 +37,11 @@ SCHEMA = {
         "seed": (int, 0),
         "early_stopping_patience": (int, None),
         "monitor": (str, None),
+        "strategy": (str, "auto"),
+        "mixed_precision": (str, None),
+        "jit_compile": (bool, False),
+        "steps_per_execution": (int, 1),
+        "fine_tune": (dict, None),
     },
     "output": (str, "runs/latest"),
 }
@@ -54,6 +59,30 @@ def _check(section, key, value, expected, source):
         ok = True
     if not ok:
         raise ConfigError(f"{source}: {name} must be a {expected.__name__}. Received: {name}={value!r}")
+
+
+FINE_TUNE_KEYS = {"epochs": int, "num_layers": int, "learning_rate": float}
+
+
+def _check_choices(out, source):
+    from mbm_keras.training.strategy import STRATEGIES
+
+    train = out["train"]
+    choices = {"strategy": STRATEGIES, "mixed_precision": (None, "mixed_bfloat16", "mixed_float16")}
+    for key, valid in choices.items():
+        if train[key] not in valid:
+            raise ConfigError(f"{source}: train.{key} must be one of {valid}. Received: train.{key}={train[key]!r}")
+    fine_tune = train["fine_tune"]
+    if fine_tune is not None:
+        unknown = set(fine_tune) - set(FINE_TUNE_KEYS)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {sorted(f'train.fine_tune.{k}' for k in unknown)}. "
+                              f"Valid keys: {', '.join(FINE_TUNE_KEYS)}")
+        if "epochs" not in fine_tune:
+            raise ConfigError(f"{source}: train.fine_tune.epochs is required")
+        for key, expected in FINE_TUNE_KEYS.items():
+            if key in fine_tune:
+                _check("train.fine_tune", key, fine_tune[key], expected, source)
 
 
 def load_config(config):
@@ -115,6 +144,7 @@ def load_config(config):
             if value is not None:
                 _check(section, key, value, expected, source)
             out[section][key] = value
+    _check_choices(out, source)
     # Paths in a config file are relative to the file.
     for key in ("train", "val"):
         if out["data"][key] is not None:

@@ -3,9 +3,9 @@
 The run folder holds, when training ends: `model.keras` (last epoch),
 `best.keras` (best epoch by `train.monitor`), `config.json` (the full config,
 defaults filled in), `preprocessor.json` + `vocabulary.txt`, `labels.json`,
-`history.csv` and TensorBoard logs under `logs/`. `backup/` lets a killed run
-resume from its last finished epoch when started again; it is removed when the
-run completes.
+`history.csv` and TensorBoard logs under `logs/`. `backup-stage1/` (and
+`backup-stage2/` when fine-tuning) let a killed run resume from its last
+finished epoch when started again; they are removed when a stage completes.
 """
 
 import json
@@ -39,8 +39,9 @@ def train(config, epochs=None, output=None, verbose="auto"):
     """
     import keras
 
-    from mbm_keras import build_fusion_model
+    from mbm_keras import build_fusion_model, get_head, unfreeze_backbone
     from mbm_keras.data import fit_preprocessor, make_dataset
+    from mbm_keras.training.strategy import get_strategy
 
     config = load_config(config)
     if epochs is not None:
@@ -53,6 +54,8 @@ def train(config, epochs=None, output=None, verbose="auto"):
     os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(train_cfg["seed"])
 
+    strategy, used = get_strategy(train_cfg["strategy"])
+    static = used == "tpu" or train_cfg["jit_compile"]  # XLA wants static batch shapes
     pre = fit_preprocessor(data["train"], data["columns"], **data["preprocessing"])
     common = dict(
         preprocessor=pre,
@@ -61,38 +64,71 @@ def train(config, epochs=None, output=None, verbose="auto"):
         missing_modalities=data["missing_modalities"],
         cache=data["cache"],
         on_error=data["on_error"],
+        drop_remainder=static,
     )
     train_ds = make_dataset(
         data["train"], training=True, augment=data["augment"], modality_dropout=data["modality_dropout"], **common
     )
     val_ds = make_dataset(data["val"], **common) if data["val"] else None
 
-    model_kwargs = {k: v for k, v in model_cfg.items() if v is not None}
-    model = build_fusion_model(
-        **model_kwargs,
-        **pre.model_kwargs(),
-        missing_modalities=data["missing_modalities"],
-        learning_rate=train_cfg["learning_rate"],
-    )
-    monitor = train_cfg["monitor"] or ("val_loss" if val_ds is not None else "loss")
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
-        keras.callbacks.ModelCheckpoint(os.path.join(out, "best.keras"), monitor=monitor, save_best_only=True),
-        keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(out, "logs")),
-    ]
-    if train_cfg["early_stopping_patience"]:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(monitor=monitor, patience=train_cfg["early_stopping_patience"], restore_best_weights=True)
-        )
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=train_cfg["epochs"],
-        callbacks=callbacks,
-        shuffle=False,  # make_dataset reshuffles each epoch itself
-        verbose=verbose,
-    )
+    if used == "tpu" and not (data["batch_size"] % strategy.num_replicas_in_sync == 0):
+        raise ValueError(f"data.batch_size={data['batch_size']} must divide evenly over {strategy.num_replicas_in_sync} TPU cores")
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        if train_cfg["mixed_precision"]:
+            keras.mixed_precision.set_global_policy(train_cfg["mixed_precision"])
+        with strategy.scope():
+            model = build_fusion_model(
+                **{k: v for k, v in model_cfg.items() if v is not None},
+                **pre.model_kwargs(),
+                missing_modalities=data["missing_modalities"],
+                compile=False,
+            )
+            head = get_head(pre.model_kwargs().get("head", "softmax"))
+
+            def compile_model(learning_rate):
+                model.compile(
+                    optimizer=keras.optimizers.Adam(learning_rate),
+                    loss=head.loss(),
+                    metrics=head.metrics(),
+                    jit_compile=train_cfg["jit_compile"] or used == "tpu",
+                    steps_per_execution=train_cfg["steps_per_execution"],
+                )
+
+            compile_model(train_cfg["learning_rate"])
+        monitor = train_cfg["monitor"] or ("val_loss" if val_ds is not None else "loss")
+
+        def callbacks(stage):
+            cbs = [
+                keras.callbacks.BackupAndRestore(os.path.join(out, f"backup-{stage}")),
+                keras.callbacks.ModelCheckpoint(os.path.join(out, "best.keras"), monitor=monitor, save_best_only=True),
+                keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
+                keras.callbacks.TensorBoard(os.path.join(out, "logs")),
+            ]
+            if train_cfg["early_stopping_patience"]:
+                cbs.append(keras.callbacks.EarlyStopping(
+                    monitor=monitor, patience=train_cfg["early_stopping_patience"], restore_best_weights=True
+                ))
+            return cbs
+
+        print(f"Training on strategy '{used}' ({strategy.num_replicas_in_sync} replica(s))"
+              + (f", {train_cfg['mixed_precision']}" if train_cfg["mixed_precision"] else ""), flush=True)
+        fit = dict(validation_data=val_ds, shuffle=False, verbose=verbose)  # make_dataset reshuffles itself
+        history = model.fit(train_ds, epochs=train_cfg["epochs"], callbacks=callbacks("stage1"), **fit)
+        history = dict(history.history)
+        fine_tune = train_cfg["fine_tune"]
+        if fine_tune:
+            with strategy.scope():
+                unfreeze_backbone(model, fine_tune.get("num_layers"), recompile=False)
+                compile_model(fine_tune.get("learning_rate", train_cfg["learning_rate"] / 10))
+            total = train_cfg["epochs"] + fine_tune["epochs"]
+            print(f"Fine-tuning: {fine_tune['epochs']} epoch(s), top {fine_tune.get('num_layers') or 'all'} backbone layers",
+                  flush=True)
+            stage2 = model.fit(train_ds, epochs=total, initial_epoch=train_cfg["epochs"], callbacks=callbacks("stage2"), **fit)
+            for k, v in stage2.history.items():
+                history.setdefault(k, []).extend(v)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
 
     tmp_model = os.path.join(out, ".model.keras.tmp.keras")
     model.save(tmp_model)
@@ -101,4 +137,4 @@ def train(config, epochs=None, output=None, verbose="auto"):
     if pre.labels is not None and pre.labels.classes is not None:
         _write_json(os.path.join(out, "labels.json"), pre.labels.classes)
     _write_json(os.path.join(out, "config.json"), config)
-    return {"output": out, "history": history.history, "model": model}
+    return {"output": out, "history": history, "model": model, "strategy": used}

@@ -1,0 +1,63 @@
+"""Choosing a `tf.distribute` strategy by name."""
+
+import os
+
+STRATEGIES = ("auto", "cpu", "mirrored", "tpu", "multi_worker")
+# Set on Cloud TPU VMs, TPU nodes and Colab TPUs.
+TPU_ENV = ("TPU_NAME", "TPU_ACCELERATOR_TYPE", "TPU_WORKER_ID", "COLAB_TPU_ADDR")
+
+
+def _tpu_strategy():
+    import tensorflow as tf
+
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, tf.errors.NotFoundError, RuntimeError) as e:
+        raise RuntimeError(f"strategy 'tpu': no TPU found ({e})") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def get_strategy(name="auto"):
+    """Returns `(strategy, name actually used)`.
+
+    - "auto": a TPU if one is reachable, else all GPUs (MirroredStrategy) if
+      there are several, else the default strategy (one GPU or the CPU);
+    - "cpu": the CPU only; "mirrored": MirroredStrategy over the local GPUs
+      (or logical CPU devices); "tpu": TPUStrategy, an error if there is none.
+    - "multi_worker": not available yet: Keras 3's `model.fit` fails under
+      MultiWorkerMirroredStrategy (keras-team/keras#20585) and mbm_keras has no
+      custom training loop for it yet.
+
+    Example:
+        >>> strategy, used = get_strategy("auto")
+        >>> with strategy.scope():
+        ...     model = build_fusion_model(...)
+    """
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}. Received: strategy={name!r}")
+    if name == "multi_worker":
+        raise NotImplementedError(
+            "strategy 'multi_worker' is not implemented yet: Keras 3's model.fit breaks under "
+            "MultiWorkerMirroredStrategy (keras-team/keras#20585, tensorflow/tensorflow#72388), and the "
+            "custom training loop that replaces it has not landed."
+        )
+    if name == "tpu":
+        return _tpu_strategy(), "tpu"
+    if name == "cpu":
+        return tf.distribute.OneDeviceStrategy("/cpu:0"), "cpu"
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(), "mirrored"
+    # auto: look for a TPU only where one can be (probing elsewhere can wait on the network).
+    if any(os.environ.get(v) for v in TPU_ENV) or os.path.exists("/dev/accel0"):
+        try:
+            return _tpu_strategy(), "tpu"
+        except RuntimeError:
+            pass
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy(), "mirrored"
+    return tf.distribute.get_strategy(), "gpu" if gpus else "cpu"
