@@ -182,3 +182,43 @@ def test_two_stage_fine_tuning_from_the_config(tmp_path):
     backbone = result["model"].get_layer("image_encoder").get_layer("MobileNetV3Small")
     assert backbone.trainable and not backbone.layers[0].trainable
     assert float(keras.ops.convert_to_numpy(result["model"].optimizer.learning_rate)) == pytest.approx(1e-5)
+
+
+def _final_weights(run):
+    return [w for w in keras.models.load_model(run / "model.keras").get_weights()]
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    # SIGKILL during epoch 3 of 5, start the same command again: it resumes from
+    # the last finished epoch and ends with the weights of an uninterrupted run
+    # (dropout included), each epoch logged once.
+    import signal
+    import time
+
+    path = run_config(tmp_path, train__epochs=5, model__dropout=0.3, data__augment=True)
+    config = json.loads(path.read_text())
+    config["data"]["batch_size"] = 4
+    path.write_text(json.dumps(config))
+    command = [sys.executable, "-m", "mbm_keras.cli", "train", "--config", str(path)]
+    reference = subprocess.run(command + ["--out", str(tmp_path / "straight")], capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metadata = killed / "backup-stage1" / "training_metadata.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if metadata.is_file() and '"epoch": 2' in metadata.read_text():
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.keras").exists()
+
+    resumed = subprocess.run(command + ["--out", str(killed)], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for a, b in zip(_final_weights(tmp_path / "straight"), _final_weights(killed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    epochs = [line.split(",")[0] for line in (killed / "history.csv").read_text().strip().splitlines()[1:]]
+    assert epochs == ["0", "1", "2", "3", "4"]

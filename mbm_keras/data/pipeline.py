@@ -153,6 +153,7 @@ def make_dataset(
     drop_remainder=False,
     deterministic=True,
     allow_outside_root=False,
+    initial_epoch=0,
     verbose=True,
 ):
     """Reads a manifest of files and returns a batched `tf.data.Dataset` of
@@ -192,6 +193,9 @@ def make_dataset(
         drop_remainder: drop the last partial batch (static shapes; TPUs).
         deterministic: keep element order under parallel decoding.
         allow_outside_root: accept paths outside the manifest's folder.
+        initial_epoch: the epoch the first pass over the dataset counts as;
+            shuffling and random draws depend on (seed, epoch) only, so a run
+            resumed at epoch k sees the data an uninterrupted run saw.
         verbose: print what was skipped.
 
     Returns:
@@ -243,15 +247,16 @@ def make_dataset(
             print(f"  ... {len(errors) - 10} more in dataset.report['errors']", file=sys.stderr)
 
     ds = _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modalities, modality_dropout,
-                cache, drop_remainder, deterministic, shuffle if shuffle is not None else training, report)
+                cache, drop_remainder, deterministic, shuffle if shuffle is not None else training, report,
+                initial_epoch)
     ds.report = report
     return ds
 
 
 def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modalities, modality_dropout,
-           cache, drop_remainder, deterministic, shuffle, report):
+           cache, drop_remainder, deterministic, shuffle, report, initial_epoch):
     idx = np.array(keep)
-    cols = {}
+    cols = {"_row": idx.astype(np.int64)}
     for m in pre.modalities:
         if m in ("image", "audio", "text"):
             cols[m] = np.array(arrays[m], dtype=object)[idx].astype(str)
@@ -294,7 +299,6 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
     def finish(x, seeds):
         """The random part: audio crop, augmentation, modality dropout."""
         x = dict(x)
-        seeds = tf.reshape(seeds, [4, 2])
         if "audio" in x:
             x["audio"] = fix_length(x["audio"], length, seeds[0] if training else None)
         if "image" in x and training and augment:
@@ -311,18 +315,27 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
             x = {k: v for k, v in x.items() if not k.endswith("_mask")}
         return x
 
-    # Per-element seeds: a new stream each epoch, the same streams for the same seed.
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(8, drop_remainder=True)
+    # Every epoch's order and random draws are a function of (seed, epoch): the
+    # counter below advances once per pass over the dataset, so a run resumed at
+    # `initial_epoch` sees exactly what an uninterrupted run saw from there on.
+    epoch = tf.Variable(initial_epoch - 1, dtype=tf.int64, trainable=False, name="epoch")
     if cache:
         ds = ds.map(lambda x, *y: (decode(x), *y), **parallel)
         ds = ds.cache("" if cache == "memory" else cache)
-        if shuffle:
-            ds = ds.shuffle(len(keep), seed=seed, reshuffle_each_iteration=True)
-        ds = tf.data.Dataset.zip(ds, seeds).map(lambda e, s: (finish(e[0], s), *e[1:]), **parallel)
-    else:
-        if shuffle:
-            ds = ds.shuffle(len(keep), seed=seed, reshuffle_each_iteration=True)
-        ds = tf.data.Dataset.zip(ds, seeds).map(lambda e, s: (finish(decode(e[0]), s), *e[1:]), **parallel)
+    base = ds
+
+    def one_epoch(e):
+        d = base.shuffle(len(keep), seed=seed * 1000003 + e, reshuffle_each_iteration=False) if shuffle else base
+        return d.map(lambda *el: (e, *el))
+
+    def per_element(e, x, *y):
+        x = dict(x)
+        row = x.pop("_row")
+        seeds = tf.random.experimental.stateless_split(tf.stack([seed * 1000003 + e, row]), 4)
+        return (finish(x if cache else decode(x), seeds), *y)
+
+    ds = tf.data.Dataset.range(1).map(lambda _: epoch.assign_add(1)).flat_map(one_epoch)
+    ds = ds.map(per_element, **parallel)
 
     if report["skipped"]:
         note = f"make_dataset: {report['skipped']} of {report['rows']} rows were skipped (see dataset.report)"

@@ -21,6 +21,16 @@ def _write_json(path, value):
     os.replace(tmp, path)
 
 
+def _resume_point(out):
+    """(stage, epoch) recorded by BackupAndRestore in `out`, or (None, 0)."""
+    for stage in ("stage2", "stage1"):
+        path = os.path.join(out, f"backup-{stage}", "training_metadata.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                return stage, int(json.load(f)["epoch"])
+    return None, 0
+
+
 def train(config, epochs=None, output=None, verbose="auto"):
     """Trains the model a config describes and writes the run folder.
 
@@ -41,6 +51,7 @@ def train(config, epochs=None, output=None, verbose="auto"):
 
     from mbm_keras import build_fusion_model, get_head, unfreeze_backbone
     from mbm_keras.data import fit_preprocessor, make_dataset
+    from mbm_keras.training.callbacks import EpochLog, ReseedEachEpoch
     from mbm_keras.training.strategy import get_strategy
 
     config = load_config(config)
@@ -66,8 +77,16 @@ def train(config, epochs=None, output=None, verbose="auto"):
         on_error=data["on_error"],
         drop_remainder=static,
     )
+    # A run that was killed resumes at the epoch its backup reached; the data
+    # order and random draws of every epoch depend only on (seed, epoch).
+    resume_stage, resume_epoch = _resume_point(out)
     train_ds = make_dataset(
-        data["train"], training=True, augment=data["augment"], modality_dropout=data["modality_dropout"], **common
+        data["train"],
+        training=True,
+        augment=data["augment"],
+        modality_dropout=data["modality_dropout"],
+        initial_epoch=resume_epoch,
+        **common,
     )
     val_ds = make_dataset(data["val"], **common) if data["val"] else None
 
@@ -99,11 +118,15 @@ def train(config, epochs=None, output=None, verbose="auto"):
         monitor = train_cfg["monitor"] or ("val_loss" if val_ds is not None else "loss")
 
         def callbacks(stage):
+            # The backup comes last: whatever an epoch writes is on disk before the
+            # backup marks the epoch done, so a kill in between repeats the epoch
+            # (its log row is replaced) instead of losing its outputs.
             cbs = [
-                keras.callbacks.BackupAndRestore(os.path.join(out, f"backup-{stage}")),
+                ReseedEachEpoch(train_cfg["seed"]),
                 keras.callbacks.ModelCheckpoint(os.path.join(out, "best.keras"), monitor=monitor, save_best_only=True),
-                keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
+                EpochLog(os.path.join(out, "history.csv")),
                 keras.callbacks.TensorBoard(os.path.join(out, "logs")),
+                keras.callbacks.BackupAndRestore(os.path.join(out, f"backup-{stage}"), double_checkpoint=True),
             ]
             if train_cfg["early_stopping_patience"]:
                 cbs.append(keras.callbacks.EarlyStopping(
@@ -114,8 +137,9 @@ def train(config, epochs=None, output=None, verbose="auto"):
         print(f"Training on strategy '{used}' ({strategy.num_replicas_in_sync} replica(s))"
               + (f", {train_cfg['mixed_precision']}" if train_cfg["mixed_precision"] else ""), flush=True)
         fit = dict(validation_data=val_ds, shuffle=False, verbose=verbose)  # make_dataset reshuffles itself
-        history = model.fit(train_ds, epochs=train_cfg["epochs"], callbacks=callbacks("stage1"), **fit)
-        history = dict(history.history)
+        history = {}
+        if resume_stage != "stage2":  # stage 1 finished before the crash otherwise
+            history = dict(model.fit(train_ds, epochs=train_cfg["epochs"], callbacks=callbacks("stage1"), **fit).history)
         fine_tune = train_cfg["fine_tune"]
         if fine_tune:
             with strategy.scope():
