@@ -315,18 +315,30 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
             x = {k: v for k, v in x.items() if not k.endswith("_mask")}
         return x
 
-    # Every epoch's order and random draws are a function of (seed, epoch): the
-    # counter below advances once per pass over the dataset, so a run resumed at
-    # `initial_epoch` sees exactly what an uninterrupted run saw from there on.
+    # Every epoch's random draws, and without `cache` its order too, are a
+    # function of (seed, epoch): the counter below advances once per pass over
+    # the dataset, so a run resumed at `initial_epoch` sees what an
+    # uninterrupted run saw from there on. (Dataset.shuffle cannot take a
+    # per-epoch tensor seed once a global TF seed is set, hence the explicit
+    # stateless permutation.)
     epoch = tf.Variable(initial_epoch - 1, dtype=tf.int64, trainable=False, name="epoch")
+    n = len(keep)
     if cache:
-        ds = ds.map(lambda x, *y: (decode(x), *y), **parallel)
-        ds = ds.cache("" if cache == "memory" else cache)
-    base = ds
+        base = ds.map(lambda x, *y: (decode(x), *y), **parallel).cache("" if cache == "memory" else cache)
+        if shuffle:  # order from the shuffle's own stream: exact resume needs cache=None
+            base = base.shuffle(n, seed=seed, reshuffle_each_iteration=True)
 
-    def one_epoch(e):
-        d = base.shuffle(len(keep), seed=seed * 1000003 + e, reshuffle_each_iteration=False) if shuffle else base
-        return d.map(lambda *el: (e, *el))
+        def one_epoch(e):
+            return base.map(lambda *el: (e, *el))
+    else:
+        columns = tf.nest.map_structure(tf.constant, elements)
+
+        def one_epoch(e):
+            order = tf.range(n, dtype=tf.int64)
+            if shuffle:
+                order = tf.argsort(tf.random.stateless_uniform([n], tf.stack([tf.constant(seed, tf.int64), e])))
+            take = lambda i: (e, *tf.nest.map_structure(lambda t: tf.gather(t, i), columns))  # noqa: E731
+            return tf.data.Dataset.from_tensor_slices(order).map(take)
 
     def per_element(e, x, *y):
         x = dict(x)

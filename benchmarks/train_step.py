@@ -1,0 +1,99 @@
+"""Training speed: build_fusion_model vs the same network written by hand, and
+the effect of XLA (jit_compile=True) and bfloat16 on this machine.
+
+Side by side in one run, alternating the contenders so they see the same machine
+state; prints training examples/s (best of --repeats epochs after a warm-up).
+
+Usage:
+    python benchmarks/train_step.py [--examples 2048] [--batch-size 64] [--repeats 3]
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+IMAGE, TEXT, VOCAB, CLASSES = (64, 64, 3), 32, 5000, 10
+
+
+def hand_written():
+    """small_cnn image branch + cnn text branch + concat fusion + softmax head, by hand."""
+    import keras
+
+    image = keras.Input(IMAGE, name="image")
+    x = keras.layers.Rescaling(1.0 / 255)(image)
+    for f in (16, 32, 64):
+        x = keras.layers.Conv2D(f, 3, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization(momentum=0.9)(x)
+        x = keras.layers.Activation("relu")(x)
+        x = keras.layers.MaxPooling2D(2, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    text = keras.Input((TEXT,), dtype="int32", name="text")
+    t = keras.layers.Embedding(VOCAB, 64)(text)
+    branches = [keras.layers.GlobalMaxPooling1D()(keras.layers.Conv1D(64, k, padding="same", activation="relu")(t)) for k in (3, 5)]
+    t = keras.layers.Concatenate()(branches)
+    fused = keras.layers.Dense(128, activation="relu")(keras.layers.Concatenate()([x, t]))
+    out = keras.layers.Dense(CLASSES, activation="softmax", dtype="float32")(fused)
+    return keras.Model({"image": image, "text": text}, out)
+
+
+def library():
+    from mbm_keras import build_fusion_model
+
+    return build_fusion_model(image="small_cnn", text="cnn", fusion="concat", num_classes=CLASSES,
+                              image_shape=IMAGE, text_length=TEXT, vocab_size=VOCAB, compile=False)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=2048)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    import keras
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = {"image": rng.uniform(0, 255, (args.examples, *IMAGE)).astype("float32"),
+         "text": rng.integers(1, VOCAB, (args.examples, TEXT)).astype("int32")}
+    y = rng.integers(0, CLASSES, args.examples).astype("int32")
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size, drop_remainder=True).cache().prefetch(2)
+
+    def make(builder, jit=False, policy="float32"):
+        keras.mixed_precision.set_global_policy(policy)
+        keras.utils.set_random_seed(0)
+        model = builder()
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", jit_compile=jit)
+        keras.mixed_precision.set_global_policy("float32")
+        model.fit(data, epochs=1, verbose=0)  # trace and warm up
+        return model
+
+    contenders = {
+        "hand-written functional": make(hand_written),
+        "build_fusion_model": make(library),
+        "build_fusion_model + jit_compile": make(library, jit=True),
+        "build_fusion_model + mixed_bfloat16": make(library, policy="mixed_bfloat16"),
+    }
+    rates = {k: [] for k in contenders}
+    for _ in range(args.repeats):
+        for name, model in contenders.items():
+            start = time.perf_counter()
+            model.fit(data, epochs=1, verbose=0)
+            rates[name].append(args.examples // args.batch_size * args.batch_size / (time.perf_counter() - start))
+    best = {k: max(v) for k, v in rates.items()}
+    print(f"training examples/s, best of {args.repeats} epochs ({args.examples} examples, batch {args.batch_size}, "
+          f"{os.cpu_count()} cores)")
+    for name, rate in best.items():
+        print(f"  {name:<38}{rate:10.1f}")
+    base = best["build_fusion_model"]
+    print(f"build_fusion_model / hand-written = {base / best['hand-written functional']:.3f} (target >= 0.97)")
+    print(f"jit_compile speed-up = {best['build_fusion_model + jit_compile'] / base:.2f}x")
+    print(f"mixed_bfloat16 speed-up = {best['build_fusion_model + mixed_bfloat16'] / base:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
