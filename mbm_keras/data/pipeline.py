@@ -354,6 +354,8 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
         # An element made only to print at the end of each epoch, then dropped.
         tail = ds.take(1).map(lambda *e: (tf.print(note, output_stream=sys.stderr), e)[1]).filter(lambda *e: False)
         ds = ds.concatenate(tail)
+    # The epoch counter hides the length from tf.data; Keras needs it to count steps.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n))
     if len(elements) == 1:  # no label column: batches of features alone
         ds = ds.map(lambda x: x)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
