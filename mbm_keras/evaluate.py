@@ -1,10 +1,11 @@
 """Evaluating a trained run on a manifest: loss, metrics, per-class precision and
 recall, and the confusion matrix."""
 
-import json
 import os
 
 import numpy as np
+
+from mbm_keras.export import write_json
 
 
 def load_run(run_dir):
@@ -68,10 +69,7 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise"):
         results.update(classification_report(labels, probabilities, pre.labels.classes))
     name = os.path.splitext(os.path.basename(os.fspath(manifest)))[0]
     out = out or os.path.join(run_dir, f"eval-{name}.json")
-    tmp = out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({**results, "manifest": os.path.abspath(os.fspath(manifest))}, f, indent=1, ensure_ascii=False)
-    os.replace(tmp, out)
+    write_json(out, {**results, "manifest": os.path.abspath(os.fspath(manifest))})
     results["path"] = out
     return results
 

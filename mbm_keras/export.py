@@ -5,11 +5,20 @@ place at the end; an earlier export at the same path survives any failure.
 """
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 
 import numpy as np
+
+
+def write_json(path, value):
+    """Writes `value` as JSON through a temporary file, so `path` is never half written."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=1, ensure_ascii=False)
+    os.replace(tmp, path)
 
 
 # Written into every export folder; only folders holding it are ever replaced.

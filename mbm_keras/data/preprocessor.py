@@ -5,6 +5,7 @@ import json
 import os
 
 from mbm_keras.data.labels import LabelEncoder
+from mbm_keras.export import write_json
 from mbm_keras.data.manifest import DataError, read_manifest
 from mbm_keras.data.tabular import TabularEncoder
 from mbm_keras.data.text import TextTokenizer
@@ -152,10 +153,7 @@ class Preprocessor:
         }
         if self.tokenizer is not None:
             self.tokenizer.save(folder)
-        tmp = os.path.join(folder, CONFIG_FILE + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=1, ensure_ascii=False)
-        os.replace(tmp, os.path.join(folder, CONFIG_FILE))
+        write_json(os.path.join(folder, CONFIG_FILE), config)
 
     @classmethod
     def load(cls, folder):

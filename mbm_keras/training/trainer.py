@@ -11,14 +11,8 @@ finished epoch when started again; they are removed when a stage completes.
 import json
 import os
 
+from mbm_keras.export import write_json
 from mbm_keras.training.config import load_config
-
-
-def _write_json(path, value):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1, ensure_ascii=False)
-    os.replace(tmp, path)
 
 
 def _resume_point(out):
@@ -159,6 +153,6 @@ def train(config, epochs=None, output=None, verbose="auto"):
     os.replace(tmp_model, os.path.join(out, "model.keras"))
     pre.save(out)
     if pre.labels is not None and pre.labels.classes is not None:
-        _write_json(os.path.join(out, "labels.json"), pre.labels.classes)
-    _write_json(os.path.join(out, "config.json"), config)
+        write_json(os.path.join(out, "labels.json"), pre.labels.classes)
+    write_json(os.path.join(out, "config.json"), config)
     return {"output": out, "history": history, "model": model, "strategy": used}
