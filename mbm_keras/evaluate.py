@@ -59,7 +59,9 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise"):
 
     model, pre = load_run(run_dir)
     masks = any(name.endswith("_mask") for name in model.input)
-    ds = make_dataset(manifest, preprocessor=pre, batch_size=batch_size, missing_modalities=masks, on_error=on_error)
+    # Three passes below (metrics, labels, predictions): decode each file once.
+    ds = make_dataset(manifest, preprocessor=pre, batch_size=batch_size, missing_modalities=masks, on_error=on_error,
+                      cache="memory")
     results = {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
     results["examples"] = ds.report["kept"]
     results["skipped"] = ds.report["skipped"]
