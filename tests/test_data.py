@@ -370,3 +370,10 @@ def test_static_shapes_for_tpu(files):
     spec = ds.element_spec[0]
     assert all(s.shape[0] == 5 and s.shape.is_fully_defined() for s in spec.values())
     assert sum(1 for _ in ds) == 24 // 5
+
+
+def test_manifest_without_labels_gives_feature_batches(files):
+    _, _, csv_path = files
+    pre = fit_preprocessor(csv_path, {"text": "caption", "tabular": ["age"]}, text_length=6)
+    batch = next(iter(make_dataset(csv_path, preprocessor=pre, batch_size=8)))
+    assert isinstance(batch, dict) and batch["text"].shape == (8, 6) and batch["tabular"].shape == (8, 1)

@@ -267,7 +267,6 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
     if pre.labels is not None:
         dtype = np.int32 if pre.labels.label_type == "single" else np.float32
         elements = (cols, np.array([arrays["labels"][i] for i in keep], dtype=dtype))
-    ds = tf.data.Dataset.from_tensor_slices(elements)
     options = pre.options
     size, resize = options["image_size"], options["resize"]
     rate, length = float(options["sample_rate"]), options["audio_length"]
@@ -324,7 +323,8 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
     epoch = tf.Variable(initial_epoch - 1, dtype=tf.int64, trainable=False, name="epoch")
     n = len(keep)
     if cache:
-        base = ds.map(lambda x, *y: (decode(x), *y), **parallel).cache("" if cache == "memory" else cache)
+        base = tf.data.Dataset.from_tensor_slices(elements).map(lambda x, *y: (decode(x), *y), **parallel)
+        base = base.cache("" if cache == "memory" else cache)
         if shuffle:  # order from the shuffle's own stream: exact resume needs cache=None
             base = base.shuffle(n, seed=seed, reshuffle_each_iteration=True)
 
@@ -366,7 +366,7 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
             x["text"] = pre.tokenizer(x["text"])
             if drop_remainder:
                 x["text"].set_shape([batch_size, pre.tokenizer.length])
-            return (x, *y)
+            return (x, *y) if y else x
 
         ds = ds.map(tokenize, **parallel)
     return ds.prefetch(tf.data.AUTOTUNE)
