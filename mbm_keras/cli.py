@@ -20,6 +20,9 @@ EPILOG_TRAIN = """example run.yaml:
   output: runs/first
 
   mbm-keras train --config run.yaml --epochs 3
+  mbm-keras train --config run.yaml --strategy mirrored      # all local GPUs
+  TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, "task": {"type": "worker", "index": 0}}' \
+    mbm-keras train --config run.yaml --strategy multi_worker  # same on each machine, its own index
 """
 
 EPILOG_ZOO = """example:
@@ -57,7 +60,7 @@ def cmd_demo(args):
 def cmd_train(args):
     from mbm_keras.training import train
 
-    result = train(args.config, epochs=args.epochs, output=args.out)
+    result = train(args.config, epochs=args.epochs, output=args.out, strategy=args.strategy)
     print(f"Run written to {result['output']}")
     return 0
 
@@ -157,6 +160,8 @@ def make_parser():
     demo.add_argument("--quiet", action="store_true", help="print nothing but errors")
     demo.set_defaults(func=cmd_demo)
 
+    from mbm_keras.training.strategy import STRATEGIES
+
     train = sub.add_parser(
         "train",
         help="train the model a YAML/JSON config describes",
@@ -172,6 +177,11 @@ def make_parser():
     train.add_argument("--config", required=True, help="YAML or JSON run config")
     train.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     train.add_argument("--out", default=None, help="override output (the run folder)")
+    train.add_argument(
+        "--strategy", default=None, choices=STRATEGIES,
+        help="override train.strategy: auto (TPU, else all GPUs, else CPU), cpu, mirrored, tpu, or "
+             "multi_worker (every machine runs the same command with its own TF_CONFIG)",
+    )
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser(

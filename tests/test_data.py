@@ -235,6 +235,29 @@ def test_augmentation_only_in_training_and_seeded(files):
     np.testing.assert_array_equal(next(iter(again))[0]["image"].numpy(), e1)  # same seed, same run
 
 
+def test_each_epoch_is_a_function_of_seed_and_epoch(files):
+    # Order and random draws of epoch e do not depend on how often the dataset
+    # was iterated before: Keras' fit under a tf.distribute strategy takes one
+    # batch before training, and a resumed run starts at epoch k.
+    _, _, csv_path = files
+    pre = fit_preprocessor(csv_path, {"image": "img", "text": "caption", "label": "label"}, image_size=(16, 16))
+    kwargs = dict(preprocessor=pre, batch_size=8, training=True, augment=True, seed=5)
+    ds = make_dataset(csv_path, **kwargs)
+    epochs = [batches(ds) for _ in range(3)]
+    assert not np.array_equal(epochs[0][0][1], epochs[1][0][1])  # reshuffled
+    other = make_dataset(csv_path, **kwargs)
+    next(iter(other))  # an extra pass started, as fit does
+    other.set_epoch(0)
+    for epoch in (0, 1):
+        for (x, y), (x2, y2) in zip(epochs[epoch], batches(other)):
+            np.testing.assert_array_equal(y, y2)
+            np.testing.assert_array_equal(x["image"], x2["image"])
+    resumed = make_dataset(csv_path, initial_epoch=2, **kwargs)
+    for (x, y), (x2, y2) in zip(epochs[2], batches(resumed)):
+        np.testing.assert_array_equal(x["text"], x2["text"])
+        np.testing.assert_array_equal(x["image"], x2["image"])
+
+
 @pytest.mark.parametrize("kind", ["word", "character", "wordpiece"])
 def test_chinese_text_gets_several_tokens(kind, tmp_path):
     captions = ["一只黑猫坐在垫子上", "小狗在公园里跑", "我们今天吃饭了", "天气很好 sunny day"]

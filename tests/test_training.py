@@ -134,8 +134,78 @@ def test_strategy_and_precision_choices_are_checked(tmp_path):
     config["train"].update(mixed_precision=None, fine_tune={"epoch": 1})
     with pytest.raises(ConfigError, match=r"train.fine_tune.epoch"):
         load_config(config)
-    with pytest.raises(NotImplementedError, match="keras-team/keras#20585"):
+    config.update(train={"optimizer": "lamb"})
+    with pytest.raises(ConfigError, match=r"train.optimizer must be one of \('adam', 'adamw', 'sgd', 'rmsprop'\)"):
+        load_config(config)
+    config.update(train={"lr_schedule": "linear"})
+    with pytest.raises(ConfigError, match=r"train.lr_schedule must be one of"):
+        load_config(config)
+
+
+def test_multi_worker_needs_tf_config(tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="strategy 'multi_worker' needs the TF_CONFIG environment variable"):
         train(run_config(tmp_path, train__strategy="multi_worker"), verbose=0)
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match=r"TF_CONFIG must be JSON .* Received: TF_CONFIG='\{not json'"):
+        train(run_config(tmp_path, train__strategy="multi_worker"), verbose=0)
+
+
+def _free_ports(n):
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_two_processes_match_one_process(tmp_path):
+    # Two workers on 127.0.0.1 (MultiWorkerMirroredStrategy, the custom loop
+    # that replaces Keras' broken fit) end with identical weights, equal to one
+    # process training with fit on the same global batches of 8. small_cnn's
+    # BatchNormalization uses global-batch statistics, so its moving averages
+    # match too. SGD: Adam would amplify float rounding in near-zero gradients.
+    path = run_config(tmp_path, train__epochs=2, train__optimizer="sgd", train__lr_schedule="cosine",
+                      train__learning_rate=0.05)
+    command = [sys.executable, "-m", "mbm_keras.cli", "train", "--config", str(path)]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    logs, workers = [], []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        logs.append(open(tmp_path / f"worker{index}.log", "w+"))
+        workers.append(subprocess.Popen(command + ["--strategy", "multi_worker", "--out", str(tmp_path / "mw")],
+                                        env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
+    try:
+        codes = [w.wait(timeout=600) for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    outputs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    single = subprocess.run(command + ["--strategy", "auto", "--out", str(tmp_path / "single")],
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    chief, worker1 = tmp_path / "mw", tmp_path / "mw" / "workers" / "worker-1"
+    for i, text in enumerate(outputs):
+        assert f"multi_worker: task worker {i} of 2 worker(s)" in text
+        assert "Training on strategy 'multi_worker' (2 replica(s))" in text and "Epoch 2/2" in text  # Keras' progress bar
+    for name in ("model.keras", "best.keras", "history.csv", "config.json", "labels.json"):
+        assert (chief / name).is_file() and (worker1 / name).is_file()
+    assert not (chief / "backup-stage1").exists()
+    reference = _final_weights(tmp_path / "single")
+    for a, b, c in zip(_final_weights(chief), _final_weights(worker1), reference):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-4)
+    # Same metrics as the single process, summed over both workers.
+    mw_log, single_log = [(p / "history.csv").read_text().splitlines() for p in (chief, tmp_path / "single")]
+    assert mw_log[0] == single_log[0]
+    for row_a, row_b in zip(mw_log[1:], single_log[1:]):
+        np.testing.assert_allclose([float(v) for v in row_a.split(",")], [float(v) for v in row_b.split(",")], rtol=1e-4)
 
 
 MIRRORED = r"""
@@ -222,3 +292,28 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     epochs = [line.split(",")[0] for line in (killed / "history.csv").read_text().strip().splitlines()[1:]]
     assert epochs == ["0", "1", "2", "3", "4"]
+
+
+def test_best_checkpoint_and_early_stopping_remember_epochs_before_a_resume(tmp_path):
+    from mbm_keras.training.callbacks import BestModelCheckpoint, EpochLog, ResumableEarlyStopping
+
+    history = tmp_path / "history.csv"
+    log = EpochLog(str(history))
+    for epoch, val_loss in enumerate([1.0, 0.5, 0.7]):  # the run that was killed
+        log.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss})
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile("sgd", "mse")
+    best = BestModelCheckpoint(str(tmp_path / "best.keras"), "val_loss", str(history))
+    stop = ResumableEarlyStopping(str(history), monitor="val_loss", patience=2)
+    for callback in (best, stop):
+        callback.set_model(model)
+        callback.on_train_begin()
+        callback.on_epoch_begin(3)  # resumed at epoch 3
+    assert best.best == 0.5 and stop.best == 0.5 and stop.wait == 1
+    best.on_epoch_end(3, {"val_loss": 0.6})
+    assert not (tmp_path / "best.keras").exists()  # worse than epoch 1: not the best model
+    stop.on_epoch_end(3, {"val_loss": 0.6})
+    assert model.stop_training  # patience 2 counted from epoch 1, across the crash
+    best.on_epoch_end(4, {"val_loss": 0.4})
+    assert (tmp_path / "best.keras").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["best.keras", "history.csv"]

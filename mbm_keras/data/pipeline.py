@@ -200,7 +200,8 @@ def make_dataset(
 
     Returns:
         A `tf.data.Dataset`; `dataset.report` holds `rows`, `kept`,
-        `skipped` and `errors` (texts).
+        `skipped` and `errors` (texts); `dataset.set_epoch(e)` makes the next
+        pass over it epoch `e`.
 
     Example:
         >>> pre = fit_preprocessor("train.csv", {"image": "path", "text": "caption", "label": "label"})
@@ -250,6 +251,17 @@ def make_dataset(
                 cache, drop_remainder, deterministic, shuffle if shuffle is not None else training, report,
                 initial_epoch)
     ds.report = report
+    return ds
+
+
+def _attach_epoch(ds, epoch):
+    """`ds.set_epoch(e)`: the next pass over `ds` counts as epoch `e`.
+
+    Each pass advances the count by itself; setting it at the start of every
+    epoch (as `train()` does) keeps the (seed, epoch) data even when something
+    else iterates the dataset in between (Keras' `fit` takes one batch to
+    build a model compiled under a `tf.distribute` strategy)."""
+    ds.set_epoch = lambda e: epoch.assign(int(e) - 1)
     return ds
 
 
@@ -369,4 +381,4 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
             return (x, *y) if y else x
 
         ds = ds.map(tokenize, **parallel)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _attach_epoch(ds.prefetch(tf.data.AUTOTUNE), epoch)

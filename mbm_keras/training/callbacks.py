@@ -9,17 +9,22 @@ import numpy as np
 
 class ReseedEachEpoch(keras.callbacks.Callback):
     """Sets every random-state variable of the model (dropout, stochastic depth)
-    to a function of (seed, epoch) at the start of each epoch.
+    to a function of (seed, epoch) at the start of each epoch, and tells the
+    `make_dataset` datasets given which epoch starts (their order and random
+    draws are a function of (seed, epoch)).
 
     BackupAndRestore restores weights and optimizer state but not these, so
     without this a resumed run draws different dropout masks.
     """
 
-    def __init__(self, seed):
+    def __init__(self, seed, datasets=()):
         super().__init__()
         self.seed = int(seed)
+        self.datasets = list(datasets)
 
     def on_epoch_begin(self, epoch, logs=None):
+        for dataset in self.datasets:
+            dataset.set_epoch(epoch)
         for variable in self.model.non_trainable_variables:
             if variable.path.endswith("seed_generator_state"):
                 value = np.array([self.seed, 1000003 * (epoch + 1)], dtype=variable.dtype)
@@ -48,3 +53,69 @@ class EpochLog(keras.callbacks.Callback):
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, self.path)
+
+
+def read_history(path, first_epoch, end_epoch):
+    """Rows of `history.csv` (as dicts of floats) for epochs in [first, end)."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as f:
+        rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+    return [r for r in rows if first_epoch <= int(r["epoch"]) < end_epoch]
+
+
+class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Saves the model whenever `monitor` improves, atomically (a temporary
+    file renamed over the last one), and after a resume remembers the best
+    value of the epochs trained before the crash from `history.csv`, so a
+    worse epoch never replaces the best model."""
+
+    def __init__(self, filepath, monitor, history_path, **kwargs):
+        self.final_path = filepath
+        self.history_path = history_path
+        root, ext = os.path.splitext(filepath)
+        super().__init__(f"{root}.tmp{ext}", monitor=monitor, save_best_only=True, **kwargs)
+        self._replayed = False
+
+    def on_train_begin(self, logs=None):
+        self._replayed = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._replayed:
+            return
+        self._replayed = True
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        for row in read_history(self.history_path, 0, epoch):
+            value = row.get(self.monitor)
+            if value is not None and self._is_improvement(value, self.best):
+                self.best = value
+
+    def _save_model(self, epoch, batch, logs):
+        super()._save_model(epoch, batch, logs)
+        if os.path.exists(self.filepath):
+            os.replace(self.filepath, self.final_path)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose patience counts the epochs trained before a resume:
+    their `history.csv` rows (from `first_epoch` on, the start of the current
+    stage) are replayed before the first epoch runs. Weights are not restored
+    at the end: `best.keras` holds the best model, `model.keras` the last."""
+
+    def __init__(self, history_path, first_epoch=0, **kwargs):
+        super().__init__(restore_best_weights=False, **kwargs)
+        self.history_path = history_path
+        self.first_epoch = first_epoch
+        self._replayed = False
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._replayed = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._replayed:
+            return
+        self._replayed = True
+        for row in read_history(self.history_path, self.first_epoch, epoch):
+            super().on_epoch_end(int(row["epoch"]), row)

@@ -34,6 +34,10 @@ SCHEMA = {
     "train": {
         "epochs": (int, 10),
         "learning_rate": (float, 1e-3),
+        "optimizer": (str, "adam"),
+        "lr_schedule": (str, "constant"),
+        "warmup_epochs": (int, 0),
+        "weight_decay": (float, None),
         "seed": (int, 0),
         "early_stopping_patience": (int, None),
         "monitor": (str, None),
@@ -65,10 +69,16 @@ FINE_TUNE_KEYS = {"epochs": int, "num_layers": int, "learning_rate": float}
 
 
 def _check_choices(out, source):
+    from mbm_keras.training.optimizer import OPTIMIZERS, SCHEDULES
     from mbm_keras.training.strategy import STRATEGIES
 
     train = out["train"]
-    choices = {"strategy": STRATEGIES, "mixed_precision": (None, "mixed_bfloat16", "mixed_float16")}
+    choices = {
+        "strategy": STRATEGIES,
+        "mixed_precision": (None, "mixed_bfloat16", "mixed_float16"),
+        "optimizer": tuple(OPTIMIZERS),
+        "lr_schedule": SCHEDULES,
+    }
     for key, valid in choices.items():
         if train[key] not in valid:
             raise ConfigError(f"{source}: train.{key} must be one of {valid}. Received: train.{key}={train[key]!r}")

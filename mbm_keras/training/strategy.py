@@ -19,6 +19,28 @@ def _tpu_strategy():
     return tf.distribute.TPUStrategy(resolver)
 
 
+def _multi_worker_strategy():
+    import json
+
+    import tensorflow as tf
+
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise ValueError(
+            "strategy 'multi_worker' needs the TF_CONFIG environment variable on every worker, e.g. "
+            'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}\''
+        )
+    try:
+        spec = json.loads(raw)
+        workers = spec["cluster"]["worker"]
+        task = spec["task"]["type"], int(spec["task"]["index"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"TF_CONFIG must be JSON with cluster.worker and task.type/index ({e}). Received: TF_CONFIG={raw!r}") from None
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    print(f"multi_worker: task {task[0]} {task[1]} of {len(workers)} worker(s)", flush=True)
+    return strategy
+
+
 def get_strategy(name="auto"):
     """Returns `(strategy, name actually used)`.
 
@@ -26,9 +48,11 @@ def get_strategy(name="auto"):
       there are several, else the default strategy (one GPU or the CPU);
     - "cpu": the CPU only; "mirrored": MirroredStrategy over the local GPUs
       (or logical CPU devices); "tpu": TPUStrategy, an error if there is none.
-    - "multi_worker": not available yet: Keras 3's `model.fit` fails under
-      MultiWorkerMirroredStrategy (keras-team/keras#20585) and mbm_keras has no
-      custom training loop for it yet.
+    - "multi_worker": MultiWorkerMirroredStrategy over the cluster in the
+      `TF_CONFIG` environment variable (required). Keras 3's `model.fit` fails
+      under it (keras-team/keras#20585); `train()` uses
+      `mbm_keras.training.distributed_fit` instead. Create it before any other
+      TensorFlow work in the process (collective ops are set up at start-up).
 
     Example:
         >>> strategy, used = get_strategy("auto")
@@ -40,11 +64,7 @@ def get_strategy(name="auto"):
     if name not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}. Received: strategy={name!r}")
     if name == "multi_worker":
-        raise NotImplementedError(
-            "strategy 'multi_worker' is not implemented yet: Keras 3's model.fit breaks under "
-            "MultiWorkerMirroredStrategy (keras-team/keras#20585, tensorflow/tensorflow#72388), and the "
-            "custom training loop that replaces it has not landed."
-        )
+        return _multi_worker_strategy(), "multi_worker"
     if name == "tpu":
         return _tpu_strategy(), "tpu"
     if name == "cpu":

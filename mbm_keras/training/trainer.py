@@ -1,13 +1,14 @@
 """`train(config)`: data -> preprocessor -> model -> fit -> a run folder.
 
 The run folder holds, when training ends: `model.keras` (last epoch),
-`best.keras` (best epoch by `train.monitor`), `config.json` (the full config,
+`best.keras` (best epoch by `train.monitor`, over both stages), `config.json` (the full config,
 defaults filled in), `preprocessor.json` + `vocabulary.txt`, `labels.json`,
 `history.csv` and TensorBoard logs under `logs/`. `backup-stage1/` (and
 `backup-stage2/` when fine-tuning) let a killed run resume from its last
 finished epoch when started again; they are removed when a stage completes.
 """
 
+import functools
 import json
 import os
 
@@ -25,13 +26,15 @@ def _resume_point(out):
     return None, 0
 
 
-def train(config, epochs=None, output=None, verbose="auto"):
+def train(config, epochs=None, output=None, strategy=None, verbose="auto"):
     """Trains the model a config describes and writes the run folder.
 
     Args:
         config: a YAML/JSON path or a dict (see `load_config`).
         epochs: overrides `train.epochs`.
         output: overrides `output`.
+        strategy: overrides `train.strategy` ("auto", "cpu", "mirrored", "tpu",
+            "multi_worker").
         verbose: Keras' fit verbosity ("auto", 0, 1, 2).
 
     Returns:
@@ -45,8 +48,10 @@ def train(config, epochs=None, output=None, verbose="auto"):
 
     from mbm_keras import build_fusion_model, get_head, unfreeze_backbone
     from mbm_keras.data import fit_preprocessor, make_dataset
-    from mbm_keras.training.callbacks import EpochLog, ReseedEachEpoch
-    from mbm_keras.training.strategy import get_strategy
+    from mbm_keras.training.callbacks import BestModelCheckpoint, EpochLog, ReseedEachEpoch, ResumableEarlyStopping
+    from mbm_keras.training.loop import distributed_fit, is_chief
+    from mbm_keras.training.optimizer import make_optimizer
+    from mbm_keras.training.strategy import STRATEGIES, get_strategy
 
     config = load_config(config)
     if epochs is not None:
@@ -55,11 +60,21 @@ def train(config, epochs=None, output=None, verbose="auto"):
         config["train"]["epochs"] = epochs
     if output is not None:
         config["output"] = os.path.abspath(output)
+    if strategy is not None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}. Received: strategy={strategy!r}")
+        config["train"]["strategy"] = strategy
     data, model_cfg, train_cfg, out = config["data"], config["model"], config["train"], config["output"]
+    # First: MultiWorkerMirroredStrategy must be made before other TF work.
+    strategy, used = get_strategy(train_cfg["strategy"])
+    if not is_chief(strategy):
+        # Every worker trains and checkpoints (so each can resume), but only the
+        # chief writes the run folder; the others keep theirs beside it.
+        task = strategy.cluster_resolver
+        out = os.path.join(out, "workers", f"{task.task_type}-{task.task_id}")
     os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(train_cfg["seed"])
 
-    strategy, used = get_strategy(train_cfg["strategy"])
     static = used == "tpu" or train_cfg["jit_compile"]  # XLA wants static batch shapes
     pre = fit_preprocessor(data["train"], data["columns"], **data["preprocessing"])
     common = dict(
@@ -99,50 +114,63 @@ def train(config, epochs=None, output=None, verbose="auto"):
             )
             head = get_head(pre.model_kwargs().get("head", "softmax"))
 
-            def compile_model(learning_rate):
+            steps_per_epoch = int(train_ds.cardinality())
+
+            def compile_model(learning_rate, epochs):
+                optimizer = make_optimizer(
+                    train_cfg["optimizer"], learning_rate, train_cfg["lr_schedule"],
+                    total_steps=epochs * steps_per_epoch,
+                    warmup_steps=min(train_cfg["warmup_epochs"], epochs) * steps_per_epoch,
+                    weight_decay=train_cfg["weight_decay"],
+                )
                 model.compile(
-                    optimizer=keras.optimizers.Adam(learning_rate),
+                    optimizer=optimizer,
                     loss=head.loss(),
                     metrics=head.metrics(),
                     jit_compile=train_cfg["jit_compile"] or used == "tpu",
                     steps_per_execution=train_cfg["steps_per_execution"],
                 )
 
-            compile_model(train_cfg["learning_rate"])
+            compile_model(train_cfg["learning_rate"], train_cfg["epochs"])
         monitor = train_cfg["monitor"] or ("val_loss" if val_ds is not None else "loss")
 
         def callbacks(stage):
             # The backup comes last: whatever an epoch writes is on disk before the
             # backup marks the epoch done, so a kill in between repeats the epoch
             # (its log row is replaced) instead of losing its outputs.
+            history_path = os.path.join(out, "history.csv")
             cbs = [
-                ReseedEachEpoch(train_cfg["seed"]),
-                keras.callbacks.ModelCheckpoint(os.path.join(out, "best.keras"), monitor=monitor, save_best_only=True),
-                EpochLog(os.path.join(out, "history.csv")),
+                ReseedEachEpoch(train_cfg["seed"], datasets=[train_ds]),
+                BestModelCheckpoint(os.path.join(out, "best.keras"), monitor, history_path),
+                EpochLog(history_path),
                 keras.callbacks.TensorBoard(os.path.join(out, "logs")),
-                keras.callbacks.BackupAndRestore(os.path.join(out, f"backup-{stage}"), double_checkpoint=True),
             ]
             if train_cfg["early_stopping_patience"]:
-                cbs.append(keras.callbacks.EarlyStopping(
-                    monitor=monitor, patience=train_cfg["early_stopping_patience"], restore_best_weights=True
+                cbs.append(ResumableEarlyStopping(
+                    history_path, first_epoch=0 if stage == "stage1" else train_cfg["epochs"],
+                    monitor=monitor, patience=train_cfg["early_stopping_patience"], verbose=1,
                 ))
+            cbs.append(keras.callbacks.BackupAndRestore(os.path.join(out, f"backup-{stage}"), double_checkpoint=True))
             return cbs
 
         print(f"Training on strategy '{used}' ({strategy.num_replicas_in_sync} replica(s))"
               + (f", {train_cfg['mixed_precision']}" if train_cfg["mixed_precision"] else ""), flush=True)
-        fit = dict(validation_data=val_ds, shuffle=False, verbose=verbose)  # make_dataset reshuffles itself
+        if used == "multi_worker":  # Keras' fit fails under MultiWorkerMirroredStrategy
+            fit = functools.partial(distributed_fit, model, strategy, validation_data=val_ds, verbose=verbose)
+        else:  # make_dataset reshuffles itself
+            fit = functools.partial(model.fit, validation_data=val_ds, shuffle=False, verbose=verbose)
         history = {}
         if resume_stage != "stage2":  # stage 1 finished before the crash otherwise
-            history = dict(model.fit(train_ds, epochs=train_cfg["epochs"], callbacks=callbacks("stage1"), **fit).history)
+            history = dict(fit(train_ds, epochs=train_cfg["epochs"], callbacks=callbacks("stage1")).history)
         fine_tune = train_cfg["fine_tune"]
         if fine_tune:
             with strategy.scope():
                 unfreeze_backbone(model, fine_tune.get("num_layers"), recompile=False)
-                compile_model(fine_tune.get("learning_rate", train_cfg["learning_rate"] / 10))
+                compile_model(fine_tune.get("learning_rate", train_cfg["learning_rate"] / 10), fine_tune["epochs"])
             total = train_cfg["epochs"] + fine_tune["epochs"]
             print(f"Fine-tuning: {fine_tune['epochs']} epoch(s), top {fine_tune.get('num_layers') or 'all'} backbone layers",
                   flush=True)
-            stage2 = model.fit(train_ds, epochs=total, initial_epoch=train_cfg["epochs"], callbacks=callbacks("stage2"), **fit)
+            stage2 = fit(train_ds, epochs=total, initial_epoch=train_cfg["epochs"], callbacks=callbacks("stage2"))
             for k, v in stage2.history.items():
                 history.setdefault(k, []).extend(v)
     finally:
