@@ -25,6 +25,16 @@ EPILOG_TRAIN = """example run.yaml:
     mbm-keras train --config run.yaml --strategy multi_worker  # same on each machine, its own index
 """
 
+EPILOG_EXPORT = """examples:
+  mbm-keras export --model runs/first --format saved_model --out saved_models/first
+  mbm-keras export --model runs/first --format tflite --quantize int8 --out saved_models/first-int8
+"""
+
+EPILOG_PREDICT = """examples:
+  mbm-keras predict --model saved_models/demo --image cat.png --text "a small red cat" --audio meow.wav
+  mbm-keras predict --model saved_models/first-int8/model.tflite --image cat.png --text "a small red cat"
+"""
+
 EPILOG_ZOO = """example:
   mbm-keras zoo
   mbm-keras zoo --modality text
@@ -69,6 +79,24 @@ def cmd_evaluate(args):
     from mbm_keras.evaluate import evaluate, format_report
 
     print(format_report(evaluate(args.model, args.data, batch_size=args.batch_size, out=args.out)))
+    return 0
+
+
+def cmd_export(args):
+    from mbm_keras.deploy import export_model
+
+    export_model(args.model, args.format, args.out, quantize=args.quantize, data=args.data,
+                 num_examples=args.examples)
+    return 0
+
+
+def cmd_predict(args):
+    from mbm_keras.deploy import predict
+
+    tabular = args.tabular.split(",") if args.tabular is not None else None
+    results = predict(args.model, image=args.image, text=args.text, audio=args.audio, tabular=tabular, top=args.top)
+    for name, value in results:
+        print(f"{name:<30}{value:.4f}" if isinstance(value, float) else f"{name:<30}{value}")
     return 0
 
 
@@ -197,6 +225,44 @@ def make_parser():
     evaluate.add_argument("--out", default=None, help="JSON output (default: <model>/eval-<data name>.json)")
     evaluate.set_defaults(func=cmd_evaluate)
 
+    export = sub.add_parser(
+        "export",
+        help="export a trained run as a SavedModel (raw inputs) or a TFLite file (phones), checked against Keras",
+        description=(
+            "Writes a SavedModel (signature serving_default takes image bytes, text, WAV bytes, tabular cells; "
+            "serve_tensors takes preprocessed tensors) or a batch-1, builtin-ops TFLite model with model.json, "
+            "vocabulary.txt and a reference tokenizer.py. The export is checked against Keras on examples of "
+            "--data (default: the run's validation manifest) and moved into place only when complete."
+        ),
+        epilog=EPILOG_EXPORT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("--model", required=True, help="run folder (model.keras + preprocessor.json) or .keras file")
+    export.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model",
+                        help="saved_model (GPU/TPU/CPU serving) or tflite (edge/mobile) (default: %(default)s)")
+    export.add_argument("--out", default=None, help="export folder (default: saved_models/<run>-<format>[-<quantize>])")
+    export.add_argument("--quantize", choices=["none", "float16", "dynamic", "int8"], default="none",
+                        help="TFLite weights/activations: none (float32), float16, dynamic (int8 weights), "
+                             "int8 (int8 weights and activations, calibrated on --data) (default: %(default)s)")
+    export.add_argument("--data", default=None, help="manifest for int8 calibration and the check (default: the run's val/train)")
+    export.add_argument("--examples", type=int, default=100, help="examples for calibration and the check (default: %(default)s)")
+    export.set_defaults(func=cmd_export)
+
+    predict = sub.add_parser(
+        "predict",
+        help="top classes for one example, from a .keras run, a SavedModel or a .tflite export",
+        description="Runs one example through any mbm_keras model artifact and prints the top classes.",
+        epilog=EPILOG_PREDICT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    predict.add_argument("--model", required=True, help="run folder / .keras file, SavedModel folder, or .tflite file / export folder")
+    predict.add_argument("--image", default=None, help="image file (JPEG, PNG, GIF, BMP)")
+    predict.add_argument("--text", default=None, help="the text")
+    predict.add_argument("--audio", default=None, help="WAV file")
+    predict.add_argument("--tabular", default=None, help="tabular cells, comma-separated, numeric columns then categorical")
+    predict.add_argument("--top", type=int, default=3, help="classes to print (default: %(default)s)")
+    predict.set_defaults(func=cmd_predict)
+
     zoo = sub.add_parser(
         "zoo",
         help="list the encoders and fusions",
@@ -215,10 +281,12 @@ def main(argv=None):
         make_parser().error(f"--epochs must be >= 1. Received: --epochs {args.epochs}")
     _quiet_tensorflow()
     from mbm_keras.weights import PretrainedWeightsUnavailable
+    from mbm_keras.deploy.tflite import TFLiteExportError
 
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotImplementedError, PretrainedWeightsUnavailable) as e:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotImplementedError, PretrainedWeightsUnavailable,
+            TFLiteExportError) as e:
         # DataError and ConfigError are ValueErrors: they name the row or the key.
         print(f"mbm-keras {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -81,3 +81,26 @@ class ModalityMask(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
+
+
+@keras.saving.register_keras_serializable(package="mbm_keras")
+class ElementwiseMelSpectrogram(keras.layers.MelSpectrogram):
+    """`keras.layers.MelSpectrogram` with the mel projection written as a
+    broadcast multiply and a sum instead of a matrix product.
+
+    Same result; used in TFLite exports only (see `mbm_keras.deploy.tflite`):
+    quantizing converters turn the constant mel matrix of a matrix product into
+    int8 weights, which zeroes the small filter weights and wrecks the log-mel
+    features, while a multiply's constant operand stays float. Training keeps
+    the faster matrix product.
+    """
+
+    def _melscale(self, inputs):
+        matrix = self.linear_to_mel_weight_matrix(
+            num_mel_bins=self.num_mel_bins,
+            num_spectrogram_bins=self.backend.shape(inputs)[-1],
+            sampling_rate=self.sampling_rate,
+            lower_edge_hertz=self.min_freq,
+            upper_edge_hertz=self.max_freq,
+        )
+        return ops.sum(ops.expand_dims(inputs, -1) * matrix, axis=-2)

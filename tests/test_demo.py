@@ -11,6 +11,7 @@ import wave
 import numpy as np
 import pytest
 
+from mbm_keras.data import read_manifest
 from mbm_keras.demo import write_demo_dataset
 from mbm_keras.demo.data import CLASS_NAMES
 from mbm_keras.export import EXPORT_MARKER, atomic_output_dir
@@ -123,15 +124,22 @@ def test_demo_command_end_to_end(demo_data, tmp_path):
     assert fusion > 0.6  # chance is 1/8
     assert all(d <= 1e-5 for d in metrics["export_diffs"].values())
     assert json.loads((out / "labels.json").read_text()) == sorted(CLASS_NAMES)  # the preprocessor sorts labels
-    # The exported SavedModel reloads in a fresh process and serves a batch.
+    # The exported SavedModel reloads in a fresh process and serves raw files:
+    # PNG bytes, text, WAV bytes of three test examples -> their labels.
+    rows = [r for r in read_manifest(os.path.join(folder, "manifest.csv")).rows if r["split"] == "test"][:3]
     check = (
-        "import numpy as np, tensorflow as tf, sys;"
-        "m = tf.saved_model.load(sys.argv[1]);"
-        "x = {'image': np.zeros((3, 32, 32, 3), 'float32'), 'text': np.ones((3, 8), 'int32'), 'audio': np.zeros((3, 2000), 'float32')};"
-        "p = m.serve(x).numpy(); assert p.shape == (3, 8) and np.allclose(p.sum(1), 1, atol=1e-5); print('ok')"
+        "import json, os, sys, tensorflow as tf;"
+        "m = tf.saved_model.load(sys.argv[1]); rows = json.loads(sys.argv[3]);"
+        "read = lambda p: open(os.path.join(sys.argv[2], p), 'rb').read();"
+        "out = m.signatures['serving_default'](image=tf.constant([read(r['image']) for r in rows]),"
+        " text=tf.constant([r['text'] for r in rows]), audio=tf.constant([read(r['audio']) for r in rows]));"
+        "print(json.dumps([list(out['probabilities'].shape), [x.decode() for x in out['label'].numpy()]]))"
     )
-    fresh = subprocess.run([sys.executable, "-c", check, str(out / "saved_model")], capture_output=True, text=True, timeout=300)
-    assert fresh.stdout.strip().endswith("ok"), fresh.stderr[-2000:]
+    fresh = subprocess.run([sys.executable, "-c", check, str(out / "saved_model"), folder, json.dumps(rows)],
+                           capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    shape, labels = json.loads(fresh.stdout.strip().splitlines()[-1])
+    assert shape == [3, 8] and sum(a == r["label"] for a, r in zip(labels, rows)) >= 2
 
 
 def test_demo_rejects_bad_arguments(tmp_path):

@@ -58,7 +58,8 @@ def run_demo(out="saved_models/demo", data_dir=None, seed=0, epochs=12, batch_si
 
     from mbm_keras import build_fusion_model
     from mbm_keras.data import fit_preprocessor, make_dataset, read_manifest
-    from mbm_keras.export import atomic_output_dir, check_reloaded, export_saved_model
+    from mbm_keras.deploy import export_serving_model
+    from mbm_keras.export import atomic_output_dir, check_reloaded
 
     def say(msg):
         if verbose:
@@ -142,7 +143,7 @@ def run_demo(out="saved_models/demo", data_dir=None, seed=0, epochs=12, batch_si
     }
     with atomic_output_dir(out) as tmp:
         model.save(os.path.join(tmp, "model.keras"))
-        export_saved_model(model, os.path.join(tmp, "saved_model"))
+        export_serving_model(model, pre, os.path.join(tmp, "saved_model"))  # raw inputs in
         with open(os.path.join(tmp, "labels.json"), "w", encoding="utf-8") as f:
             json.dump(pre.labels.classes, f, indent=1)
         pre.save(tmp)  # preprocessor.json + vocabulary.txt

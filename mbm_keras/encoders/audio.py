@@ -8,6 +8,9 @@ import keras
 
 from mbm_keras.encoders.base import encoder_input
 
+# Layers of the front end (kept float in int8 TFLite exports).
+FRONT_END_LAYERS = ("log_mel", "mel_norm")
+
 
 def log_mel_frames(input_shape, name, sample_rate, num_mel_bins=40, frame_ms=25.0, hop_ms=10.0):
     """Returns `(waveform_input, frames)` with frames `(batch, time, num_mel_bins)`.

@@ -1,0 +1,145 @@
+"""`export_model`: a trained run folder -> a SavedModel or TFLite export, checked."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+
+FORMATS = ("saved_model", "tflite")
+
+
+def load_run_model(path):
+    """`(model, preprocessor)` from a run folder (`mbm-keras train`, `mbm-keras demo`)
+    or a `model.keras` file with `preprocessor.json` beside it."""
+    import keras
+
+    import mbm_keras  # noqa: F401  (registers the custom layers)
+    from mbm_keras.data import Preprocessor
+
+    path = os.path.abspath(path)
+    model_file = os.path.join(path, "model.keras") if os.path.isdir(path) else path
+    if not os.path.isfile(model_file) or not model_file.endswith(".keras"):
+        raise FileNotFoundError(f"No model.keras at {path}: pass a run folder (from mbm-keras train) or a .keras file")
+    folder = os.path.dirname(model_file)
+    pre = Preprocessor.load(folder)
+    return keras.models.load_model(model_file, safe_mode=True), pre
+
+
+def _default_data(folder):
+    """The validation (else training) manifest named in a run folder's config.json."""
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f).get("data", {})
+    return data.get("val") or data.get("train")
+
+
+def example_inputs(model, pre, manifest, count):
+    """Up to `count` preprocessed examples of `manifest` as `{input: array}`."""
+    from mbm_keras.data import make_dataset
+
+    masks = any(t.name.endswith("_mask") for t in model.inputs)
+    ds = make_dataset(manifest, preprocessor=pre, batch_size=count, missing_modalities=masks, verbose=False)
+    batch = next(iter(ds))
+    x = batch[0] if isinstance(batch, tuple) else batch
+    return {k: v.numpy() for k, v in x.items()}
+
+
+def _agreement(got, expected):
+    if expected.ndim == 2 and expected.shape[1] > 1:
+        return float(np.mean(got.argmax(-1) == expected.argmax(-1)))
+    return None
+
+
+def export_model(model, format="saved_model", out=None, quantize="none", data=None, num_examples=100, verbose=True):
+    """Exports a trained model and checks the export against Keras.
+
+    Args:
+        model: a run folder (model.keras + preprocessor.json) or a .keras file.
+        format: "saved_model" (raw-input `serving_default` + `serve_tensors`
+            signatures) or "tflite" (batch 1, builtin ops only).
+        out: the export folder (replaced atomically; default
+            `saved_models/<run name>-<format>`).
+        quantize: TFLite only: "none", "float16", "dynamic" or "int8".
+        data: a manifest whose examples calibrate int8 and check the export
+            (default: the run's validation, else training, manifest).
+        num_examples: examples used for calibration and the check.
+        verbose: print what was written and the check's figures.
+
+    Returns:
+        dict with `out`, `format`, `quantize`, `bytes` (model file size) and
+        `check` (`examples`, `max_abs_diff`, `top1_agreement`).
+
+    Raises:
+        TFLiteExportError: the converter failed or crashed.
+        AssertionError: a float export differs from Keras by more than 1e-4.
+
+    Example:
+        >>> export_model("runs/first", "tflite", "saved_models/first-int8", quantize="int8")
+    """
+    from mbm_keras.deploy.saved_model import export_serving_model
+    from mbm_keras.deploy.tflite import QUANTIZATIONS, convert_to_tflite, run_tflite, sidecar, tflite_interpreter
+    from mbm_keras.export import atomic_output_dir, write_json
+
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}. Received: format={format!r}")
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}. Received: quantize={quantize!r}")
+    if format == "saved_model" and quantize != "none":
+        raise ValueError(f"quantize applies to TFLite only. Received: format='saved_model', quantize={quantize!r}")
+    source = os.path.abspath(model)
+    folder = source if os.path.isdir(source) else os.path.dirname(source)
+    keras_model, pre = load_run_model(source)
+    data = data or _default_data(folder)
+    if quantize == "int8" and not data:
+        raise ValueError("quantize='int8' needs calibration examples: pass data=<manifest> (--data)")
+    examples = example_inputs(keras_model, pre, data, num_examples) if data else None
+    out = os.path.abspath(out or os.path.join("saved_models", f"{os.path.basename(folder)}-{format}"
+                                              + (f"-{quantize}" if quantize != "none" else "")))
+    say = print if verbose else (lambda *a, **k: None)
+
+    with atomic_output_dir(out) as tmp:
+        if format == "saved_model":
+            export_serving_model(keras_model, pre, tmp)
+            model_file = os.path.join(tmp, "saved_model.pb")
+        else:
+            model_file = os.path.join(tmp, "model.tflite")
+            representative = None
+            if examples is not None:
+                n = len(next(iter(examples.values())))
+                representative = [{k: v[i] for k, v in examples.items()} for i in range(n)]
+            say(f"Converting to TFLite (quantize={quantize}) ...", flush=True)
+            convert_to_tflite(keras_model, model_file, quantize, representative=representative)
+            interpreter = tflite_interpreter(model_file)
+            write_json(os.path.join(tmp, "model.json"), sidecar(keras_model, pre, interpreter, quantize))
+            shutil.copy(os.path.join(os.path.dirname(__file__), "reference_tokenizer.py"), os.path.join(tmp, "tokenizer.py"))
+        pre.save(tmp)  # preprocessor.json (+ vocabulary.txt): `predict` and apps read them
+
+        check = None
+        if examples is not None:
+            expected = keras_model.predict(examples, verbose=0)
+            if format == "saved_model":
+                import tensorflow as tf
+
+                served = tf.saved_model.load(tmp)
+                got = served.signatures["serve_tensors"](**{k: tf.constant(v) for k, v in examples.items()})
+                got = next(v for k, v in got.items() if k in ("probabilities", "predictions")).numpy()
+            else:
+                got = run_tflite(interpreter, examples)
+            check = {
+                "examples": int(len(expected)),
+                "max_abs_diff": float(np.abs(got - expected).max()),
+                "top1_agreement": _agreement(got, expected),
+            }
+            if quantize == "none" and not check["max_abs_diff"] <= 1e-4:
+                raise AssertionError(f"The {format} export differs from Keras by {check['max_abs_diff']:.2e} (> 1e-4) "
+                                     f"on {check['examples']} examples; nothing was written to {out}")
+        size = os.path.getsize(model_file)
+    result = {"out": out, "format": format, "quantize": quantize, "bytes": size, "check": check}
+    say(f"Wrote {out} ({format}" + (f", quantize={quantize}" if format == "tflite" else "") + f", {size / 1e6:.2f} MB)")
+    if check:
+        agreement = "" if check["top1_agreement"] is None else f", top-1 agreement {100 * check['top1_agreement']:.1f}%"
+        say(f"Checked against Keras on {check['examples']} examples: max |diff| {check['max_abs_diff']:.2e}{agreement}")
+    return result

@@ -1,0 +1,74 @@
+"""SavedModel for serving (TF Serving, Vertex AI, `tf.saved_model.load`).
+
+Two signatures:
+- `serving_default`: raw inputs (image bytes, UTF-8 text, WAV bytes, tabular
+  cells as strings; see `raw_inputs`) -> `probabilities` and the top class's
+  `label` and `score` (regression heads: `predictions`);
+- `serve_tensors`: the preprocessed tensors the Keras model takes.
+
+Models with a wordpiece tokenizer need `import tensorflow_text` before loading.
+"""
+
+import os
+
+import keras
+import tensorflow as tf
+
+from mbm_keras.deploy.raw_inputs import raw_signature, raw_to_inputs
+
+
+def tensor_signature(model, batch_size=None):
+    """`{input name: tf.TensorSpec}` of a functional model's inputs."""
+    return {
+        t.name: tf.TensorSpec((batch_size, *t.shape[1:]), t.dtype, name=t.name)
+        for t in model.inputs
+    }
+
+
+def _outputs(probabilities, pre):
+    if pre.labels is None or pre.labels.label_type == "regression" or pre.labels.classes is None:
+        return {"predictions": probabilities}
+    classes = tf.constant([str(c) for c in pre.labels.classes])
+    top = tf.argmax(probabilities, axis=-1)
+    return {
+        "probabilities": probabilities,
+        "label": tf.gather(classes, top),
+        "score": tf.reduce_max(probabilities, axis=-1),
+    }
+
+
+def export_serving_model(model, pre, path):
+    """Writes a SavedModel with `serving_default` (raw inputs) and
+    `serve_tensors` (preprocessed tensors) signatures to `path`.
+
+    Args:
+        model: the trained Keras model.
+        pre: the fitted `Preprocessor` it was trained with.
+        path: the SavedModel folder to write (use `atomic_output_dir` around it).
+
+    Example:
+        >>> export_serving_model(model, pre, "saved_models/demo/saved_model")
+        >>> served = tf.saved_model.load("saved_models/demo/saved_model")
+        >>> served.signatures["serving_default"](text=tf.constant(["a red cat"]), image=...)
+    """
+    names = [t.name for t in model.inputs]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    if pre.tokenizer is not None:
+        layer = pre.tokenizer._layer
+        if isinstance(layer, keras.layers.Layer):
+            pre.tokenizer(tf.constant(["warm up"]))  # a TextVectorization must be built to be tracked
+            archive.track(layer)
+        else:  # tensorflow-text tokenizer: its lookup table is a trackable resource
+            archive._tf_trackable.tokenizer = layer
+
+    def serve_raw(raw):
+        return _outputs(model(raw_to_inputs(raw, pre, names), training=False), pre)
+
+    def serve_tensors(inputs):
+        return _outputs(model(inputs, training=False), pre)
+
+    archive.add_endpoint("serving_default", serve_raw, input_signature=[raw_signature(pre)])
+    archive.add_endpoint("serve_tensors", serve_tensors, input_signature=[tensor_signature(model)])
+    archive.write_out(path, verbose=False)
+    return os.path.abspath(path)

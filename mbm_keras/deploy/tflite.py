@@ -1,0 +1,247 @@
+"""TFLite export for phones and edge devices: builtin ops only, batch size 1.
+
+What runs where:
+- inside the .tflite graph: the model, including image scaling and the audio
+  log-mel front end;
+- in the app: decoding the image to `image_size` RGB floats in [0, 255],
+  decoding and resampling audio to `sample_rate` mono floats, tokenizing text
+  with `vocabulary.txt` (a pure-Python reference tokenizer, `tokenizer.py`, is
+  written beside the model), scaling tabular values. `model.json` lists
+  inputs, shapes, dtypes, labels and all of these settings.
+
+Conversion runs in a child process: a converter crash (TF 2.21's int8
+converter segfaults on some recurrent graphs) becomes a `TFLiteExportError`
+in the caller instead of killing it.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+RECURRENT = ("LSTM", "GRU", "SimpleRNN")
+
+
+class TFLiteExportError(RuntimeError):
+    """A model that cannot be converted to builtin-op TFLite with the options given."""
+
+
+def _export_config(config, unroll):
+    """A copy of a model config for quantized TFLite: recurrent layers unrolled
+    (if `unroll`), MelSpectrogram as `ElementwiseMelSpectrogram`."""
+    if isinstance(config, dict):
+        out = {k: _export_config(v, unroll) for k, v in config.items()}
+        if unroll and out.get("class_name") in RECURRENT and isinstance(out.get("config"), dict):
+            out["config"] = {**out["config"], "unroll": True}
+        if out.get("class_name") == "MelSpectrogram":
+            out.update(module="mbm_keras.layers", class_name="ElementwiseMelSpectrogram",
+                       registered_name="mbm_keras>ElementwiseMelSpectrogram")
+        return out
+    if isinstance(config, list):
+        return [_export_config(v, unroll) for v in config]
+    return config
+
+
+def export_copy(model, unroll=False):
+    """The same model (same weights) rebuilt for a quantized TFLite export:
+    recurrent layers unrolled when `unroll` (a fixed number of steps instead of
+    a TensorList loop, which full-integer quantization needs, see
+    ../shared/FINDINGS.md) and the mel projection as an elementwise product
+    (`ElementwiseMelSpectrogram`), whose constant stays float."""
+    import mbm_keras.layers  # noqa: F401  (registers ElementwiseMelSpectrogram)
+
+    clone = model.__class__.from_config(_export_config(model.get_config(), unroll))
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _front_end_tensors(float_model):
+    """Names of the tensors of the audio front-end layers in a float .tflite model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mbm_keras.encoders.audio import FRONT_END_LAYERS
+
+    names = [t["name"] for t in Interpreter(model_content=float_model).get_tensor_details()]
+    return [n for n in names if any(f"/{layer}" in n for layer in FRONT_END_LAYERS)]
+
+
+def _convert_main(saved_model, out, quantize, representative):
+    """Child process: SavedModel -> .tflite with builtin ops only."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize == "int8":
+        samples = np.load(representative)
+        names = sorted({k.split("/")[1] for k in samples.files})
+        count = len({k.split("/")[0] for k in samples.files})
+
+        def dataset():
+            for i in range(count):
+                yield {name: samples[f"{i}/{name}"] for name in names}
+
+        # The audio front end (power spectrum -> log-mel -> normalization) spans
+        # many orders of magnitude: int8 activations there wreck the features,
+        # so it stays float; everything after it is int8.
+        float_nodes = _front_end_tensors(converter.convert())
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = dataset
+        # int8 kernels everywhere they exist; float kept only where none does.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        if float_nodes:
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter,
+                debug_dataset=dataset,
+                debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes),
+            )
+            data = debugger.get_nondebug_quantized_model()
+        else:
+            data = converter.convert()
+        with open(out, "wb") as f:
+            f.write(data)
+        return
+    data = converter.convert()
+    with open(out, "wb") as f:
+        f.write(data)
+
+
+def convert_to_tflite(model, path, quantize="none", representative=None, timeout=900):
+    """Converts a Keras model to a batch-1, builtin-ops-only `.tflite` file.
+
+    Args:
+        model: a functional Keras model with named inputs.
+        path: the `.tflite` file to write.
+        quantize: "none" (float32), "float16" (float16 weights), "dynamic"
+            (int8 weights, float activations) or "int8" (int8 weights and
+            activations, calibrated on `representative`; float inputs/outputs).
+        representative: for "int8", a list of input dicts (one example each,
+            no batch axis) shaped like the model's inputs; 50-200 real examples.
+        timeout: seconds the converter may run.
+
+    Raises:
+        TFLiteExportError: the conversion failed or crashed (the message says
+            which model option and quantization, and the converter's last words).
+
+    Example:
+        >>> convert_to_tflite(model, "model_int8.tflite", "int8", representative=examples[:100])
+    """
+    from mbm_keras.deploy.saved_model import tensor_signature
+
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}. Received: quantize={quantize!r}")
+    if quantize == "int8" and not representative:
+        raise ValueError("quantize='int8' needs representative examples (a list of input dicts) to calibrate on")
+    if quantize != "none":
+        model = export_copy(model, unroll=quantize == "int8")
+    work = tempfile.mkdtemp(prefix="mbm_keras_tflite-")
+    try:
+        saved = os.path.join(work, "saved_model")
+        # A fixed batch of 1: recurrent layers then convert to builtin ops.
+        model.export(saved, format="tf_saved_model", input_signature=[tensor_signature(model, 1)], verbose=False)
+        args = [sys.executable, "-m", "mbm_keras.deploy.tflite", saved, os.path.join(work, "model.tflite"), quantize]
+        if quantize == "int8":
+            npz = os.path.join(work, "representative.npz")
+            np.savez(npz, **{f"{i}/{k}": np.asarray(v)[None] for i, ex in enumerate(representative) for k, v in ex.items()})
+            args.append(npz)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        try:
+            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            raise TFLiteExportError(f"TFLite conversion (quantize={quantize!r}) ran past {timeout} s") from None
+        if proc.returncode != 0:
+            how = f"crashed (signal {-proc.returncode})" if proc.returncode < 0 else f"failed (exit {proc.returncode})"
+            tail = "\n".join((proc.stderr or "").strip().splitlines()[-8:])
+            hint = " Try quantize='dynamic'." if quantize == "int8" else ""
+            raise TFLiteExportError(f"The TFLite converter {how} for quantize={quantize!r}.{hint}\n{tail}")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        shutil.move(os.path.join(work, "model.tflite"), path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return path
+
+
+def tflite_interpreter(path, num_threads=None):
+    """An `ai_edge_litert` interpreter for `path`, tensors allocated."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def run_tflite(interpreter, inputs):
+    """Runs a batch through a batch-1 interpreter, one example at a time.
+
+    Args:
+        interpreter: from `tflite_interpreter`.
+        inputs: `{input name: array (batch, ...)}`.
+
+    Returns:
+        the output array `(batch, ...)`.
+    """
+    runner = interpreter.get_signature_runner()
+    n = len(next(iter(inputs.values())))
+    outputs = []
+    for i in range(n):
+        result = runner(**{k: np.asarray(v[i : i + 1]) for k, v in inputs.items()})
+        outputs.append(next(iter(result.values()))[0])
+    return np.stack(outputs)
+
+
+def sidecar(model, pre, interpreter, quantize):
+    """The JSON an app needs next to the .tflite file."""
+    runner = interpreter.get_signature_runner()
+    inputs = {
+        name: {"shape": [int(d) for d in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name}
+        for name, detail in runner.get_input_details().items()
+    }
+    options = pre.options
+    preprocessing = {}
+    if "image" in pre.modalities:
+        preprocessing["image"] = {
+            "size": list(options["image_size"]), "resize": options["resize"],
+            "channels": "RGB", "range": [0, 255], "note": "decoded pixels as float32; scaling happens in the model",
+        }
+    if "text" in pre.modalities:
+        preprocessing["text"] = {
+            **pre.tokenizer.get_config(), "vocabulary": "vocabulary.txt", "reference": "tokenizer.py",
+            "padding_id": 0, "unknown_id": 1,
+        }
+    if "audio" in pre.modalities:
+        preprocessing["audio"] = {
+            "sample_rate": options["sample_rate"], "length": options["audio_length"], "channels": "mono (mean of channels)",
+            "range": [-1, 1], "note": "resample, then pad with zeros or keep the first `length` samples; log-mel is in the model",
+        }
+    if "tabular" in pre.modalities:
+        tab = pre.tabular
+        preprocessing["tabular"] = {
+            "numeric": [{"column": c, "mean": tab.stats[c][0], "std": tab.stats[c][1]} for c in tab.numeric],
+            "categorical": [{"column": c, "categories": tab.categories[c], "unknown_slot": len(tab.categories[c])}
+                            for c in tab.categorical],
+            "note": "(value - mean) / std, then one-hot per categorical column (unknown/empty -> last slot)",
+        }
+    masks = [k for k in inputs if k.endswith("_mask")]
+    return {
+        "format": "tflite",
+        "quantize": quantize,
+        "batch_size": 1,
+        "inputs": inputs,
+        "masks": {k: "1.0 when the modality is present, 0.0 when absent (its input is then ignored)" for k in masks},
+        "output": {"name": "predictions", "meaning": "class probabilities" if pre.labels and pre.labels.classes else "values"},
+        "labels": [str(c) for c in pre.labels.classes] if pre.labels is not None and pre.labels.classes is not None else None,
+        "preprocessing": preprocessing,
+    }
+
+
+if __name__ == "__main__":
+    _convert_main(*sys.argv[1:4], sys.argv[4] if len(sys.argv) > 4 else None)

@@ -1,0 +1,296 @@
+"""Deployment: raw-input SavedModel, builtin-ops TFLite (float/float16/dynamic/int8), predict.
+
+A small image + LSTM text + audio model is trained once (with `train()`, masks on)
+on the built-in demo data; every artifact is loaded in its real runtime
+(`tf.saved_model.load` in a fresh process, `saved_model_cli`, `ai_edge_litert`)
+and compared with Keras on the held-out split.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import TINY, tiny_inputs
+
+from mbm_keras import build_fusion_model, list_encoders, list_fusions
+from mbm_keras.data import read_manifest, write_manifest
+from mbm_keras.demo import write_demo_dataset
+from mbm_keras.deploy import (
+    TFLiteExportError,
+    convert_to_tflite,
+    export_model,
+    load_run_model,
+    predict,
+    run_tflite,
+    tflite_interpreter,
+)
+from mbm_keras.deploy.exporting import example_inputs
+from mbm_keras.deploy.reference_tokenizer import Tokenizer
+from mbm_keras.training import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A trained run folder and the demo data's test manifest."""
+    root = tmp_path_factory.mktemp("deploy")
+    manifest = read_manifest(write_demo_dataset(str(root / "data"), seed=0))
+    paths = {}
+    for split in ("train", "val", "test"):
+        subset = manifest.subset([i for i, r in enumerate(manifest.rows) if r["split"] == split])
+        paths[split] = str(root / f"{split}.csv")
+        write_manifest(subset, paths[split])
+    config = {
+        "data": {
+            "train": paths["train"], "val": paths["val"],
+            "columns": {"image": "image", "text": "text", "audio": "audio", "label": "label"},
+            "preprocessing": {"image_size": [32, 32], "text_length": 8, "sample_rate": 8000, "audio_length": 2000},
+            "batch_size": 32, "missing_modalities": True, "modality_dropout": 0.2,
+        },
+        # Sizes where the weights, not the graph, make most of the file (as in
+        # real models), so the int8 size ratio means something.
+        "model": {"image": "small_cnn", "text": "lstm", "audio": "logmel_cnn", "fusion": "concat",
+                  "image_kwargs": {"filters": [32, 64, 256]}, "text_kwargs": {"units": 128},
+                  "fusion_kwargs": {"units": 1024}},
+        "train": {"epochs": 6, "learning_rate": 0.003, "seed": 0},
+        "output": str(root / "run"),
+    }
+    result = train(config, verbose=0)
+    assert result["history"]["val_accuracy"][-1] > 0.5
+    return result["output"], paths["test"]
+
+
+def _raw_rows(test_manifest, n=None):
+    manifest = read_manifest(test_manifest)
+    root = os.path.dirname(manifest.path)
+    rows = manifest.rows[:n] if n else manifest.rows
+
+    def read(p):
+        with open(os.path.join(root, p), "rb") as f:
+            return f.read()
+
+    return {
+        "image": [read(r["image"]) for r in rows],
+        "text": [r["text"] for r in rows],
+        "audio": [read(r["audio"]) for r in rows],
+    }, [os.path.join(root, r["image"]) for r in rows], [os.path.join(root, r["audio"]) for r in rows], rows
+
+
+SERVE = r"""
+import json, sys, numpy as np, tensorflow as tf
+raw = np.load(sys.argv[2], allow_pickle=True)
+m = tf.saved_model.load(sys.argv[1])
+out = m.signatures["serving_default"](**{k: tf.constant(list(raw[k])) for k in raw.files})
+np.save(sys.argv[3], out["probabilities"].numpy())
+print(json.dumps([x.decode() for x in out["label"].numpy()]))
+"""
+
+
+def test_saved_model_serves_raw_files_like_keras(run, tmp_path):
+    folder, test_manifest = run
+    model, pre = load_run_model(folder)
+    result = export_model(folder, "saved_model", str(tmp_path / "served"), data=test_manifest, num_examples=16, verbose=False)
+    assert result["check"]["max_abs_diff"] <= 1e-5  # serve_tensors vs Keras
+    raw, _, _, rows = _raw_rows(test_manifest, 12)
+    raw["image"][3] = b""  # example 3 arrives without its image
+    np.savez(tmp_path / "raw.npz", **{k: np.array(v, dtype=object) for k, v in raw.items()})
+    proc = subprocess.run([sys.executable, "-c", SERVE, result["out"], str(tmp_path / "raw.npz"), str(tmp_path / "p.npy")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = np.load(tmp_path / "p.npy")
+    x = example_inputs(model, pre, test_manifest, 12)
+    x["image"][3] = 0
+    x["image_mask"][3] = 0
+    expected = model.predict(x, verbose=0)
+    assert served.shape == (12, len(pre.labels.classes))
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    labels = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert labels == [pre.labels.classes[i] for i in expected.argmax(1)]
+    assert np.mean([a == r["label"] for a, r in zip(labels, rows)]) > 0.5
+
+
+def test_saved_model_cli_runs_the_raw_signature(run, tmp_path):
+    folder, test_manifest = run
+    model, pre = load_run_model(folder)
+    out = export_model(folder, "saved_model", str(tmp_path / "served"), verbose=False)["out"]
+    raw, _, _, _ = _raw_rows(test_manifest, 2)
+    for k, v in raw.items():
+        np.save(tmp_path / f"{k}.npy", np.array([s.encode() if isinstance(s, str) else s for s in v], dtype=bytes))
+    cli = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable)) or "saved_model_cli"
+    proc = subprocess.run(
+        [cli, "run", "--dir", out, "--tag_set", "serve", "--signature_def", "serving_default",
+         "--inputs", ";".join(f"{k}={tmp_path / k}.npy" for k in raw), "--outdir", str(tmp_path / "cli")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = model.predict(example_inputs(model, pre, test_manifest, 2), verbose=0)
+    np.testing.assert_allclose(np.load(tmp_path / "cli" / "probabilities.npy"), expected, atol=1e-5)
+
+
+def test_wrong_inputs_to_the_signatures_give_clear_errors(run, tmp_path):
+    folder, test_manifest = run
+    out = export_model(folder, "saved_model", str(tmp_path / "served"), verbose=False)["out"]
+    loaded = tf.saved_model.load(out)
+    raw, _, _, _ = _raw_rows(test_manifest, 1)
+    good = {k: tf.constant(v) for k, v in raw.items()}
+    # The restored endpoint function names the input, what it got and what it expects.
+    with pytest.raises(TypeError, match=r"Can not cast TensorSpec\(shape=\(1, 32, 32, 3\), dtype=tf.float32, name='image'\) "
+                                        r"to TensorSpec\(shape=\(None,\), dtype=tf.string, name='image'\)"):
+        loaded.serving_default({**good, "image": tf.zeros([1, 32, 32, 3])})  # wrong dtype
+    with pytest.raises(TypeError, match=r"Can not cast TensorSpec\(shape=\(1, 2\), dtype=tf.string, name='text'\) "
+                                        r"to TensorSpec\(shape=\(None,\), dtype=tf.string, name='text'\)"):
+        loaded.serving_default({**good, "text": tf.constant([["a", "b"]])})  # wrong rank
+    serve = loaded.signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a string tensor but is a float tensor"):
+        serve(**{**good, "image": tf.zeros([1, 32, 32, 3])})  # the signature (TF Serving's view): input # only
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
+        serve(**{**good, "image": tf.constant([b"not an image"])})
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input audio must hold WAV file bytes"):
+        serve(**{**good, "audio": tf.constant([b"OggS...."])})
+
+
+@pytest.fixture(scope="module")
+def tflite_exports(run, tmp_path_factory):
+    folder, test_manifest = run
+    root = tmp_path_factory.mktemp("tflite")
+    return {
+        q: export_model(folder, "tflite", str(root / q), quantize=q, data=test_manifest, num_examples=200, verbose=False)
+        for q in ("none", "float16", "dynamic", "int8")
+    }
+
+
+def test_tflite_float_matches_keras_and_quantized_agree(run, tflite_exports):
+    folder, test_manifest = run
+    model, pre = load_run_model(folder)
+    x = example_inputs(model, pre, test_manifest, 200)
+    expected = model.predict(x, verbose=0)
+    n = len(expected)
+    assert n >= 100
+    results = {}
+    for q, export in tflite_exports.items():
+        got = run_tflite(tflite_interpreter(os.path.join(export["out"], "model.tflite")), x)
+        results[q] = (float(np.abs(got - expected).max()), float(np.mean(got.argmax(1) == expected.argmax(1))))
+    assert results["none"][0] <= 1e-4, results
+    assert results["float16"][1] >= 0.99 and results["dynamic"][1] >= 0.99, results
+    assert results["int8"][1] >= 0.97, results  # an LSTM text branch, full-integer quantized
+    sizes = {q: e["bytes"] for q, e in tflite_exports.items()}
+    assert sizes["int8"] <= 0.3 * sizes["none"], sizes
+    for q, export in tflite_exports.items():
+        assert export["check"]["examples"] == n
+
+
+def test_tflite_sidecar_vocabulary_and_reference_tokenizer(run, tflite_exports):
+    folder, _ = run
+    _, pre = load_run_model(folder)
+    out = tflite_exports["int8"]["out"]
+    assert {"model.tflite", "model.json", "vocabulary.txt", "tokenizer.py", "preprocessor.json"} <= set(os.listdir(out))
+    side = json.loads(open(os.path.join(out, "model.json"), encoding="utf-8").read())
+    assert side["labels"] == pre.labels.classes and side["quantize"] == "int8" and side["batch_size"] == 1
+    assert side["inputs"]["image"] == {"shape": [1, 32, 32, 3], "dtype": "float32"}
+    assert side["inputs"]["text"] == {"shape": [1, 8], "dtype": "int32"}
+    assert side["inputs"]["audio"] == {"shape": [1, 2000], "dtype": "float32"}
+    assert side["preprocessing"]["audio"]["sample_rate"] == 8000 and side["preprocessing"]["image"]["size"] == [32, 32]
+    # The reference tokenizer shipped beside the model reproduces the training tokenizer.
+    reference = Tokenizer.from_export(os.path.join(out, "model.json"))
+    texts = ["A small RED dog, barking!", "一只猫", "unknown words here", ""]
+    assert [reference(t) for t in texts] == pre.tokenizer(tf.constant(texts)).numpy().tolist()
+
+
+def test_predict_gives_the_same_answer_from_every_artifact(run, tflite_exports, tmp_path):
+    folder, test_manifest = run
+    saved = export_model(folder, "saved_model", str(tmp_path / "served"), verbose=False)["out"]
+    raw, images, audios, rows = _raw_rows(test_manifest, 1)
+    answers = {}
+    for name, path in {"keras": folder, "saved_model": saved,
+                       "tflite": os.path.join(tflite_exports["none"]["out"], "model.tflite")}.items():
+        answers[name] = predict(path, image=images[0], text=rows[0]["text"], audio=audios[0], top=3)
+    assert [c for c, _ in answers["keras"]] == [c for c, _ in answers["saved_model"]] == [c for c, _ in answers["tflite"]]
+    np.testing.assert_allclose([p for _, p in answers["keras"]], [p for _, p in answers["tflite"]], atol=1e-4)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mbm_keras.cli", "predict", "--model", saved, "--image", images[0], "--text", rows[0]["text"]],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(proc.stdout.strip().splitlines()) == 3  # audio missing: the model has masks
+    proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "predict", "--model", saved, "--image", "nope.png"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Image file not found: nope.png" in proc.stderr
+
+
+def test_cli_export_and_its_errors(run, tmp_path):
+    folder, test_manifest = run
+    cmd = [sys.executable, "-m", "mbm_keras.cli", "export", "--model", folder]
+    proc = subprocess.run(cmd + ["--format", "tflite", "--quantize", "dynamic", "--out", str(tmp_path / "e"),
+                                 "--data", test_manifest, "--examples", "20"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Checked against Keras on 20 examples" in proc.stdout and "top-1 agreement" in proc.stdout
+    proc = subprocess.run(cmd + ["--format", "saved_model", "--quantize", "int8"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "quantize applies to TFLite only" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "export", "--model", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "No model.keras at" in proc.stderr
+
+
+def test_failed_export_keeps_the_previous_one(run, tmp_path, monkeypatch):
+    # A converter that dies from a signal (as TF 2.21's int8 converter does on
+    # some LSTM graphs) raises in the caller; the earlier export stays intact.
+    folder, test_manifest = run
+    out = tmp_path / "e"
+    export_model(folder, "tflite", str(out), verbose=False)
+    before = (out / "model.tflite").read_bytes()
+    crash = tmp_path / "crash.sh"
+    crash.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    crash.chmod(0o755)
+    monkeypatch.setattr("mbm_keras.deploy.tflite.sys.executable", str(crash))
+    with pytest.raises(TFLiteExportError, match=r"crashed \(signal 11\) for quantize='int8'. Try quantize='dynamic'"):
+        export_model(folder, "tflite", str(out), quantize="int8", data=test_manifest, num_examples=8, verbose=False)
+    assert (out / "model.tflite").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".e.")] == []  # no temp folder left
+
+
+# --- every encoder and fusion of the zoo converts to builtin-op TFLite ---
+
+def _check_tflite(model, tmp_path, modalities, quantize="none"):
+    x = tiny_inputs(modalities, batch=3)
+    expected = model.predict(x, verbose=0)
+    rep = [{k: v[i] for k, v in tiny_inputs(modalities, batch=8, seed=1).items()} for i in range(8)]
+    path = convert_to_tflite(model, str(tmp_path / "m.tflite"), quantize, representative=rep)
+    return run_tflite(tflite_interpreter(path), x), expected
+
+
+def _zoo_groups():
+    """Every encoder and every fusion, in as few 4-modality models as cover them
+    all (a conversion costs seconds of fixed overhead)."""
+    encoders = {m: list_encoders(m) for m in ("image", "text", "audio", "tabular")}
+    fusions = list_fusions()
+    count = max(len(fusions), *(len(v) for v in encoders.values()))
+    return [({m: names[i % len(names)] for m, names in encoders.items()}, fusions[i % len(fusions)]) for i in range(count)]
+
+
+@pytest.mark.parametrize("encoders,fusion", _zoo_groups(), ids=lambda v: "+".join(v.values()) if isinstance(v, dict) else v)
+def test_every_encoder_and_fusion_converts_to_builtin_tflite(encoders, fusion, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model(**encoders, fusion=fusion, num_classes=3, **TINY, compile=False)
+    got, expected = _check_tflite(model, tmp_path, list(encoders))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_zoo_groups_cover_everything():
+    groups = _zoo_groups()
+    for m in ("image", "text", "audio", "tabular"):
+        assert {g[0][m] for g in groups} == set(list_encoders(m))
+    assert {g[1] for g in groups} == set(list_fusions())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", ["bilstm", "gru"])  # lstm: the trained model above
+def test_recurrent_text_branches_quantize_to_int8(text, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model(image="small_cnn", text=text, num_classes=3, **TINY, compile=False)
+    got, expected = _check_tflite(model, tmp_path, ["image", "text"], quantize="int8")
+    assert np.abs(got - expected).max() < 0.05
