@@ -1,0 +1,103 @@
+"""Batch-1 inference latency and file size of every deployment artifact of one model.
+
+Side by side in one run, interleaved (each round times every runtime once, so
+they share the machine's state): Keras `model(x)`, Keras `model.predict(x)`, the
+SavedModel (`serve_tensors`), and TFLite float32 / float16 / dynamic / int8
+through `ai_edge_litert` (XNNPACK). Prints the median latency of each, ratios
+against Keras `model(x)` and TFLite float, and file sizes.
+
+The model: MobileNetV3Small image branch (224x224), BiLSTM text branch (32
+tokens), log-mel CNN audio branch (1 s at 16 kHz), concat fusion, 10 classes;
+random weights (latency and size do not depend on their values). ONNX is not
+exported by mbm_keras (the issue lists it as optional), so it is not timed.
+
+Usage:
+    python benchmarks/inference.py [--runs 200] [--threads 2]
+"""
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=200, help="timed calls per runtime (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="TFLite threads (default: all cores)")
+    args = parser.parse_args()
+
+    import keras
+    import tensorflow as tf
+
+    from mbm_keras import build_fusion_model
+    from mbm_keras.deploy import convert_to_tflite, tflite_interpreter
+    from mbm_keras.deploy.saved_model import tensor_signature
+
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model(image="mobilenet_v3_small", text="bilstm", audio="logmel_cnn", fusion="concat",
+                               num_classes=10, image_shape=(224, 224, 3), text_length=32, vocab_size=5000,
+                               audio_length=16000, sample_rate=16000, compile=False)
+    rng = np.random.default_rng(0)
+
+    def example():
+        return {"image": rng.uniform(0, 255, (1, 224, 224, 3)).astype("float32"),
+                "text": rng.integers(1, 5000, (1, 32)).astype("int32"),
+                "audio": rng.uniform(-0.5, 0.5, (1, 16000)).astype("float32")}
+
+    x = example()
+    work = tempfile.mkdtemp(prefix="mbm_keras_inference-")
+    print(f"Exporting ({model.count_params():,} parameters) to {work} ...", flush=True)
+    saved = os.path.join(work, "saved_model")
+    model.export(saved, format="tf_saved_model", input_signature=[tensor_signature(model)], verbose=False)
+    serve = tf.saved_model.load(saved).serve
+    files, runners = {}, {}
+    for q in ("none", "float16", "dynamic", "int8"):
+        path = os.path.join(work, f"model_{q}.tflite")
+        t = time.time()
+        convert_to_tflite(model, path, q, representative=[{k: v[0] for k, v in example().items()} for _ in range(32)])
+        print(f"  tflite {q:<8} converted in {time.time() - t:.0f} s", flush=True)
+        files[q] = path
+        runner = tflite_interpreter(path, num_threads=args.threads).get_signature_runner()
+        runners[f"TFLite {'float32' if q == 'none' else q} (XNNPACK)"] = (lambda r: lambda: r(**x))(runner)
+
+    tensors = {k: tf.constant(v) for k, v in x.items()}
+    contenders = {
+        "Keras model(x)": lambda: model(x, training=False),
+        "Keras model.predict(x)": lambda: model.predict(x, verbose=0),
+        "SavedModel (tf.saved_model.load)": lambda: serve(tensors),
+        **runners,
+    }
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    got = next(iter(runners["TFLite float32 (XNNPACK)"]().values()))
+    print(f"TFLite float32 vs Keras on the timed example: max |diff| = {np.abs(got - expected).max():.2e}")
+    for fn in contenders.values():  # warm up
+        for _ in range(5):
+            fn()
+    times = {k: [] for k in contenders}
+    for _ in range(args.runs):
+        for name, fn in contenders.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    median = {k: 1000 * float(np.median(v)) for k, v in times.items()}
+    keras_ms, float_ms = median["Keras model(x)"], median["TFLite float32 (XNNPACK)"]
+    print(f"\nbatch-1 latency, median of {args.runs} interleaved runs ({os.cpu_count()} cores, TFLite threads={args.threads})")
+    for name, ms in median.items():
+        print(f"  {name:<36}{ms:9.2f} ms   {keras_ms / ms:6.1f}x vs Keras model(x)")
+    print(f"TFLite float32 speed-up over Keras model(x) = {keras_ms / float_ms:.1f}x (target >= 5x)")
+    sizes = {q: os.path.getsize(p) for q, p in files.items()}
+    saved_size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(saved) for f in fs)
+    print("\nfile sizes")
+    print(f"  {'SavedModel (folder)':<36}{saved_size / 1e6:9.2f} MB")
+    for q, size in sizes.items():
+        print(f"  {'TFLite ' + q:<36}{size / 1e6:9.2f} MB   {size / sizes['none']:.2f}x float")
+    print(f"int8 / float32 file size = {sizes['int8'] / sizes['none']:.2f} (target <= 0.3)")
+
+
+if __name__ == "__main__":
+    main()
