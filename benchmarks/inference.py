@@ -6,13 +6,13 @@ SavedModel (`serve_tensors`), and TFLite float32 / float16 / dynamic / int8
 through `ai_edge_litert` (XNNPACK). Prints the median latency of each, ratios
 against Keras `model(x)` and TFLite float, and file sizes.
 
-The model: MobileNetV3Small image branch (224x224), BiLSTM text branch (32
+The model: MobileNetV3Small (or --image) image branch (224x224), BiLSTM text branch (32
 tokens), log-mel CNN audio branch (1 s at 16 kHz), concat fusion, 10 classes;
 random weights (latency and size do not depend on their values). ONNX is not
 exported by mbm_keras (the issue lists it as optional), so it is not timed.
 
 Usage:
-    python benchmarks/inference.py [--runs 200] [--threads 2]
+    python benchmarks/inference.py [--runs 200] [--threads 2] [--image resnet50]
 """
 
 import argparse
@@ -29,6 +29,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=200, help="timed calls per runtime (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="TFLite threads (default: all cores)")
+    parser.add_argument("--image", default="mobilenet_v3_small", help="image encoder (default: %(default)s)")
     args = parser.parse_args()
 
     import keras
@@ -39,7 +40,7 @@ def main():
     from mbm_keras.deploy.saved_model import tensor_signature
 
     keras.utils.set_random_seed(0)
-    model = build_fusion_model(image="mobilenet_v3_small", text="bilstm", audio="logmel_cnn", fusion="concat",
+    model = build_fusion_model(image=args.image, text="bilstm", audio="logmel_cnn", fusion="concat",
                                num_classes=10, image_shape=(224, 224, 3), text_length=32, vocab_size=5000,
                                audio_length=16000, sample_rate=16000, compile=False)
     rng = np.random.default_rng(0)
@@ -54,7 +55,8 @@ def main():
     print(f"Exporting ({model.count_params():,} parameters) to {work} ...", flush=True)
     saved = os.path.join(work, "saved_model")
     model.export(saved, format="tf_saved_model", input_signature=[tensor_signature(model)], verbose=False)
-    serve = tf.saved_model.load(saved).serve
+    loaded = tf.saved_model.load(saved)  # keep it referenced: its variables live as long as it does
+    serve = loaded.serve
     files, runners = {}, {}
     for q in ("none", "float16", "dynamic", "int8"):
         path = os.path.join(work, f"model_{q}.tflite")

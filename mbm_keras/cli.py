@@ -78,7 +78,8 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from mbm_keras.evaluate import evaluate, format_report
 
-    print(format_report(evaluate(args.model, args.data, batch_size=args.batch_size, out=args.out)))
+    print(format_report(evaluate(args.model, args.data, batch_size=args.batch_size, out=args.out,
+                                 robustness=args.robustness)))
     return 0
 
 
@@ -216,13 +217,17 @@ def make_parser():
         "evaluate",
         help="loss, metrics, per-class precision/recall and confusion matrix of a run on a manifest",
         description="Evaluates a run folder (from mbm-keras train) on a manifest and writes the results as JSON.",
-        epilog="example:\n  mbm-keras evaluate --model runs/first --data data/test.csv\n",
+        epilog="examples:\n  mbm-keras evaluate --model runs/first --data data/test.csv\n"
+               "  mbm-keras evaluate --model runs/first --data data/test.csv --robustness\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evaluate.add_argument("--model", required=True, help="run folder (model.keras + preprocessor.json)")
     evaluate.add_argument("--data", required=True, help="manifest to evaluate on")
     evaluate.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
     evaluate.add_argument("--out", default=None, help="JSON output (default: <model>/eval-<data name>.json)")
+    evaluate.add_argument("--robustness", action="store_true",
+                          help="also: accuracy with each modality removed, under increasing noise per modality, and each "
+                               "modality's reliance share, as <out>-robustness.json and a PNG plot")
     evaluate.set_defaults(func=cmd_evaluate)
 
     export = sub.add_parser(

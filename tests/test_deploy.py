@@ -294,3 +294,16 @@ def test_recurrent_text_branches_quantize_to_int8(text, tmp_path):
     model = build_fusion_model(image="small_cnn", text=text, num_classes=3, **TINY, compile=False)
     got, expected = _check_tflite(model, tmp_path, ["image", "text"], quantize="int8")
     assert np.abs(got - expected).max() < 0.05
+
+
+@pytest.mark.parametrize("kind", ["word", "character", "wordpiece"])
+def test_reference_tokenizer_reproduces_each_training_tokenizer(kind):
+    from mbm_keras.data.text import TextTokenizer
+
+    train_texts = ["A red CAT, sits!", "一只猫在睡觉。", "Ünïcode café naïve", "tabs\tand\nnewlines", "ไทย ภาษา",
+                   "カタカナ ひらがな", "x-ray e-mail 3.14", "running runners run quickly", "the cats were sitting"] * 3
+    texts = train_texts[:9] + ["unknown WORDS here", "猫猫狗", "", "  spaces   ", "CAFÉ Ünïcode", "runs sitting catnap"]
+    tokenizer = TextTokenizer(kind, length=12, max_tokens=200).fit(train_texts)
+    reference = Tokenizer(tokenizer.vocabulary, kind, 12)
+    assert [reference(t) for t in texts] == tokenizer(tf.constant(texts)).numpy().tolist()
+    assert any(1 in reference(t) for t in texts)  # unknown tokens do occur

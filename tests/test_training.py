@@ -110,11 +110,15 @@ def test_evaluate_reports_per_class_and_confusion(tmp_path):
     path = run_config(tmp_path)
     train(path, verbose=0, epochs=2)
     proc = subprocess.run(
-        [sys.executable, "-m", "mbm_keras.cli", "evaluate", "--model", str(tmp_path / "run"), "--data", str(tmp_path / "val.csv")],
+        [sys.executable, "-m", "mbm_keras.cli", "evaluate", "--model", str(tmp_path / "run"), "--data", str(tmp_path / "val.csv"),
+         "--robustness"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "confusion matrix" in proc.stdout and "precision" in proc.stdout
+    assert "confusion matrix" in proc.stdout and "precision" in proc.stdout and "reliance" in proc.stdout
+    robust = json.loads((tmp_path / "run" / "eval-val-robustness.json").read_text())
+    assert set(robust["ablation"]) == {"image", "text"} and set(robust["noise"]["image"]) == {"0.1", "0.3", "0.6", "1.0"}
+    assert (tmp_path / "run" / "eval-val-robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "run" / "eval-val.json").read_text())
     assert saved["examples"] == 8 and sum(map(sum, saved["confusion_matrix"])) == 8
     assert set(saved["per_class"]) == {"blue", "red"} and 0 <= saved["loss"]
@@ -317,3 +321,37 @@ def test_best_checkpoint_and_early_stopping_remember_epochs_before_a_resume(tmp_
     assert model.stop_training  # patience 2 counted from epoch 1, across the crash
     best.on_epoch_end(4, {"val_loss": 0.4})
     assert (tmp_path / "best.keras").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["best.keras", "history.csv"]
+
+
+def test_robustness_report_finds_the_modality_the_model_uses(tmp_path):
+    # A model whose answer depends on the image's brightness only (fixed
+    # weights): removing the image drops accuracy to chance, removing the text
+    # changes nothing, and only image noise hurts.
+    import tensorflow as tf
+
+    from mbm_keras.evaluate import robustness_report
+
+    image, text = keras.Input((1, 1, 3), name="image"), keras.Input((4,), dtype="int32", name="text")
+    bright = keras.layers.GlobalAveragePooling2D()(image)
+    words = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(10, 3)(text))
+    features = keras.layers.Concatenate()([bright, words])
+    out = keras.layers.Dense(2, activation="softmax")(features)
+    model = keras.Model({"image": image, "text": text}, out)
+    kernel = np.zeros((6, 2), "float32")
+    kernel[:3, 0], kernel[:3, 1] = 0.2, -0.2  # class 0 when bright
+    model.layers[-1].set_weights([kernel, np.array([-76.5, 76.5], "float32")])  # threshold at 127.5
+    rng = np.random.default_rng(0)
+    y = np.arange(64) % 2
+    x = {"image": np.where(y[:, None, None, None] == 0, 200.0, 55.0).astype("float32") + rng.normal(0, 10, (64, 1, 1, 3)).astype("float32"),
+         "text": rng.integers(1, 10, (64, 4)).astype("int32")}
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype("int32"))).batch(16)
+    report = robustness_report(model, ds, out=str(tmp_path / "r"))
+    assert report["accuracy"] == 1.0 and report["examples"] == 64
+    assert report["ablation"] == {"image": 0.5, "text": 1.0}
+    assert report["reliance"] == {"image": 1.0, "text": 0.0}
+    assert all(v == 1.0 for v in report["noise"]["text"].values())
+    assert report["noise"]["image"]["0.1"] == 1.0 and report["noise"]["image"]["1.0"] < 0.95
+    assert json.loads((tmp_path / "r.json").read_text())["reliance"]["image"] == 1.0
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "r.png").stat().st_size > 10_000
+    with pytest.raises(ValueError, match="single-label classifiers"):
+        robustness_report(model, tf.data.Dataset.from_tensor_slices((x, y.astype("float32"))).batch(16))

@@ -2,10 +2,8 @@
 
 Standalone (Python standard library only) and copied next to every TFLite
 export as `tokenizer.py`: port it to your app's language. It reproduces the
-"word" and "character" tokenizers the model was trained with (mbm_keras
-checks it against them in its tests); "wordpiece" needs a BERT WordPiece
-implementation (tensorflow_text.BertTokenizer with vocabulary.txt,
-lower_case=True, unknown token "[UNK]").
+"word", "character" and "wordpiece" tokenizers the model was trained with
+(mbm_keras checks it against them in its tests).
 
 Usage:
     python tokenizer.py model.json "a red cat"      # prints the ids
@@ -14,6 +12,7 @@ Usage:
 import json
 import os
 import sys
+import unicodedata
 
 # Characters the "word" tokenizer turns into spaces.
 PUNCTUATION = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~。，、！？；：「」『』（）《》【】")
@@ -50,13 +49,63 @@ def split_characters(text):
     return list(text.translate(ASCII_LOWER))
 
 
+# CJK ideographs: split into single characters by BERT's basic tokenizer.
+CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+       (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+
+
+def _bert_punctuation(ch):
+    code = ord(ch)
+    ascii_punct = 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126
+    return ascii_punct or unicodedata.category(ch).startswith("P")
+
+
+def split_bert(text):
+    """BERT's basic tokenizer with lower_case=True: case fold, NFD, accents
+    stripped, split on whitespace, punctuation and CJK characters kept as tokens."""
+    text = unicodedata.normalize("NFD", text.casefold())
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Mn")
+    tokens, current = [], []
+    for ch in text:
+        if ch in " \t\n\r\f":
+            tokens.append("".join(current))
+            current = []
+        elif _bert_punctuation(ch) or any(lo <= ord(ch) <= hi for lo, hi in CJK):
+            tokens += ["".join(current), ch]
+            current = []
+        else:
+            current.append(ch)
+    tokens.append("".join(current))
+    return [t for t in tokens if t]
+
+
+def wordpieces(word, vocabulary, unknown="[UNK]", max_bytes=100):
+    """Greedy longest-match-first subwords of one word ("##" marks a continuation)."""
+    if len(word.encode("utf-8")) > max_bytes:
+        return [unknown]
+    pieces, start = [], 0
+    while start < len(word):
+        end = len(word)
+        while end > start:
+            piece = word[start:end] if start == 0 else "##" + word[start:end]
+            if piece in vocabulary:
+                break
+            end -= 1
+        if end == start:
+            return [unknown]
+        pieces.append(piece)
+        start = end
+    return pieces
+
+
 class Tokenizer:
     """Token ids for one text: 0 pads, 1 is an unknown token, `length` ids."""
 
     def __init__(self, vocabulary, kind="word", length=64):
-        if kind not in ("word", "character"):
-            raise ValueError(f"The reference tokenizer covers 'word' and 'character'; received kind={kind!r}")
+        if kind not in ("word", "character", "wordpiece"):
+            raise ValueError(f"kind must be 'word', 'character' or 'wordpiece'. Received: kind={kind!r}")
         self.kind, self.length = kind, length
+        # Ids 0 and 1 are padding and unknown ("[PAD]", "[UNK]" for wordpiece).
         self.ids = {token: i for i, token in enumerate(vocabulary) if i >= 2}
 
     @classmethod
@@ -69,7 +118,12 @@ class Tokenizer:
         return cls(vocabulary, text["kind"], text["length"])
 
     def __call__(self, text):
-        tokens = split_words(text) if self.kind == "word" else split_characters(text)
+        if self.kind == "word":
+            tokens = split_words(text)
+        elif self.kind == "character":
+            tokens = split_characters(text)
+        else:
+            tokens = [p for w in split_bert(text) for p in wordpieces(w, self.ids)]
         ids = [self.ids.get(t, 1) for t in tokens][: self.length]
         return ids + [0] * (self.length - len(ids))
 

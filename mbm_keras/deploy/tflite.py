@@ -96,6 +96,10 @@ def _convert_main(saved_model, out, quantize, representative):
         float_nodes = _front_end_tensors(converter.convert())
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = dataset
+        # One scale per dense weight instead of one per output: an unrolled
+        # recurrent layer repeats its dense ops at every step, each with its own
+        # copy of the per-channel scales (about 400 KB for a 32-step BiLSTM).
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
         # int8 kernels everywhere they exist; float kept only where none does.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
         if float_nodes:
@@ -107,12 +111,23 @@ def _convert_main(saved_model, out, quantize, representative):
             data = debugger.get_nondebug_quantized_model()
         else:
             data = converter.convert()
-        with open(out, "wb") as f:
-            f.write(data)
-        return
-    data = converter.convert()
+    if quantize != "int8":
+        data = converter.convert()
     with open(out, "wb") as f:
-        f.write(data)
+        f.write(_strip_tensor_names(data))
+
+
+def _strip_tensor_names(data):
+    """The model without its tensor names (a few hundred KB in unrolled
+    recurrent graphs); inputs and outputs keep their signature names, which is
+    how apps and `run_tflite` address them."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            tensor.name = None
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def convert_to_tflite(model, path, quantize="none", representative=None, timeout=900):
