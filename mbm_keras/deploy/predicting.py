@@ -1,6 +1,5 @@
 """`predict`: one example through a `.keras` run folder, a SavedModel or a `.tflite` export."""
 
-import json
 import os
 
 import numpy as np
@@ -79,10 +78,7 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3):
         except tf.errors.InvalidArgumentError as e:
             raise ValueError(explain(e)) from None
         probabilities = out.get("probabilities", out.get("predictions")).numpy()[0]
-        classes = None
-        if "label" in out:
-            with open(os.path.join(path, "preprocessor.json"), encoding="utf-8") as f:
-                classes = [str(c) for c in json.load(f)["labels"]["classes"]]
+        classes = [c.decode("utf-8") for c in out["classes"].numpy()] if "classes" in out else None
     else:
         from mbm_keras.data import Preprocessor
 

@@ -3,7 +3,8 @@
 Two signatures:
 - `serving_default`: raw inputs (image bytes, UTF-8 text, WAV bytes, tabular
   cells as strings; see `raw_inputs`) -> `probabilities` and the top class's
-  `label` and `score` (regression heads: `predictions`);
+  `label` and `score` of the top class, and `classes` (the class names in
+  column order; regression heads: `predictions` only);
 - `serve_tensors`: the preprocessed tensors the Keras model takes.
 
 Models with a wordpiece tokenizer need `import tensorflow_text` before loading.
@@ -34,6 +35,7 @@ def _outputs(probabilities, pre):
         "probabilities": probabilities,
         "label": tf.gather(classes, top),
         "score": tf.reduce_max(probabilities, axis=-1),
+        "classes": classes,  # the class of each probability column, so the SavedModel is self-describing
     }
 
 
