@@ -10,14 +10,11 @@ from mbm_keras.export import write_json
 
 def load_run(run_dir):
     """`(model, preprocessor)` of a run folder written by `train()`."""
-    import keras
+    from mbm_keras.deploy.exporting import load_run_model
 
-    from mbm_keras.data import Preprocessor
-
-    path = os.path.join(run_dir, "model.keras")
-    if not os.path.isfile(path):
+    if not os.path.isfile(os.path.join(run_dir, "model.keras")):
         raise FileNotFoundError(f"No model.keras in {os.path.abspath(run_dir)} (expected a run folder written by mbm-keras train)")
-    return keras.models.load_model(path), Preprocessor.load(run_dir)
+    return load_run_model(run_dir)
 
 
 def classification_report(labels, probabilities, classes):

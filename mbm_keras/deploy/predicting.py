@@ -80,17 +80,16 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3):
         probabilities = out.get("probabilities", out.get("predictions")).numpy()[0]
         classes = [c.decode("utf-8") for c in out["classes"].numpy()] if "classes" in out else None
     else:
-        from mbm_keras.data import Preprocessor
-
-        pre = Preprocessor.load(folder)
         if kind == "keras":
             from mbm_keras.deploy.exporting import load_run_model
 
             model, pre = load_run_model(path)
             names = [t.name for t in model.inputs]
         else:
+            from mbm_keras.data import Preprocessor
             from mbm_keras.deploy.tflite import run_tflite, tflite_interpreter
 
+            pre = Preprocessor.load(folder)
             tflite_file = path if path.endswith(".tflite") else os.path.join(path, "model.tflite")
             interpreter = tflite_interpreter(tflite_file)
             names = list(interpreter.get_signature_runner().get_input_details())

@@ -9,21 +9,18 @@ finished epoch when started again; they are removed when a stage completes.
 """
 
 import functools
-import json
 import os
 
 from mbm_keras.export import write_json
 from mbm_keras.training.config import load_config
 
 
-def _resume_point(out):
-    """(stage, epoch) recorded by BackupAndRestore in `out`, or (None, 0)."""
+def _resume_stage(out):
+    """The stage ("stage1"/"stage2") whose BackupAndRestore backup is in `out`, or None."""
     for stage in ("stage2", "stage1"):
-        path = os.path.join(out, f"backup-{stage}", "training_metadata.json")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                return stage, int(json.load(f)["epoch"])
-    return None, 0
+        if os.path.isfile(os.path.join(out, f"backup-{stage}", "training_metadata.json")):
+            return stage
+    return None
 
 
 def train(config, epochs=None, output=None, strategy=None, verbose="auto"):
@@ -87,14 +84,14 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto"):
         drop_remainder=static,
     )
     # A run that was killed resumes at the epoch its backup reached; the data
-    # order and random draws of every epoch depend only on (seed, epoch).
-    resume_stage, resume_epoch = _resume_point(out)
+    # order and random draws of every epoch depend only on (seed, epoch), and
+    # ReseedEachEpoch tells the dataset which epoch starts.
+    resume_stage = _resume_stage(out)
     train_ds = make_dataset(
         data["train"],
         training=True,
         augment=data["augment"],
         modality_dropout=data["modality_dropout"],
-        initial_epoch=resume_epoch,
         **common,
     )
     val_ds = make_dataset(data["val"], **common) if data["val"] else None
