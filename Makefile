@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast zoo clean
+.PHONY: demo test test-fast zoo clean graphviz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,19 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-dev: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e ".[dev]"
+	@command -v dot >/dev/null || $(MAKE) --no-print-directory graphviz
 	touch $@ $(VENV)/.installed
+
+# keras.utils.plot_model (notebook 01) needs Graphviz's `dot` program, a system
+# package: installed with apt-get (as root or with passwordless sudo) or brew.
+graphviz:
+	@if command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y -q graphviz || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q graphviz; } \
+			|| echo "NOTE: apt-get could not install graphviz; plot_model in notebook 01 will print a message instead."; \
+	elif command -v brew >/dev/null; then brew install graphviz || echo "NOTE: brew could not install graphviz."; \
+	else echo "NOTE: Graphviz's dot is missing and cannot be installed here (no root/sudo apt-get, no brew);" \
+		"plot_model in notebook 01 will print a message instead of drawing the graph."; fi
 
 demo: $(VENV)/.installed
 	$(BIN)/mbm-keras demo

@@ -4,6 +4,17 @@ import argparse
 import os
 import sys
 
+EPILOG_MAIN = """examples:
+  mbm-keras demo                                            # train and export on built-in data
+  mbm-keras zoo                                             # encoders and fusions
+  mbm-keras train --config run.yaml                         # a run folder: model, history, logs
+  mbm-keras evaluate --model runs/first --data data/test.csv --robustness
+  mbm-keras export --model runs/first --format tflite --quantize int8
+  mbm-keras predict --model saved_models/first-tflite-int8 --image cat.jpg --text "a small red cat"
+
+Each command's --help describes its options, with examples.
+"""
+
 EPILOG_DEMO = """example:
   mbm-keras demo                          # writes saved_models/demo/
   mbm-keras demo --epochs 20 --out /tmp/demo --seed 1
@@ -127,6 +138,7 @@ def zoo_rows(modality=None):
                 "params": encoder.count_params(),
                 "output": encoder.output.shape[-1],
                 "pretrained": "imagenet" if info["pretrained_file"] else "-",
+                "tflite": _tflite_support(encoder),
                 "description": info["description"],
             }
         )
@@ -136,17 +148,33 @@ def zoo_rows(modality=None):
     return rows
 
 
+def _tflite_support(encoder):
+    """What `mbm-keras export --format tflite` offers for an encoder. Every
+    encoder converts to builtin ops at every quantization (tests/test_deploy.py);
+    int8 unrolls recurrent layers over their time steps."""
+    import keras
+
+    def layers(model):
+        for layer in model.layers:
+            yield layer
+            if isinstance(layer, keras.Model):
+                yield from layers(layer)
+
+    recurrent = any(isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) for layer in layers(encoder))
+    return "f32 f16 dyn int8" + ("*" if recurrent else "")
+
+
 def cmd_zoo(args):
     rows = zoo_rows(args.modality)
     encoders = [r for r in rows if r["kind"] == "encoder"]
     print(
         f"{'encoder':<20}{'modality':<9}{'input':>12}{'params':>13}{'features':>9}  "
-        f"{'pretrained':<11}description"
+        f"{'pretrained':<11}{'tflite':<18}description"
     )
     for r in encoders:
         print(
             f"{r['name']:<20}{r['modality']:<9}{r['input']:>12}{r['params']:>13,}{r['output']:>9}  "
-            f"{r['pretrained']:<11}{r['description']}"
+            f"{r['pretrained']:<11}{r['tflite']:<18}{r['description']}"
         )
     fusions = [r for r in rows if r["kind"] == "fusion"]
     if fusions:
@@ -154,7 +182,9 @@ def cmd_zoo(args):
         for r in fusions:
             print(f"{r['name']:<20}{r['description']}")
     print("\nParameters at the default sizes (image 224x224, text 64 tokens / 20,000-word vocabulary, "
-          "audio 1 s at 16 kHz, 16 tabular features).")
+          "audio 1 s at 16 kHz, 16 tabular features).\n"
+          "tflite: builtin-op TFLite exports (mbm-keras export --format tflite --quantize none|float16|dynamic|int8); "
+          "* int8 unrolls the recurrent layers over their time steps.")
     return 0
 
 
@@ -162,6 +192,8 @@ def make_parser():
     parser = argparse.ArgumentParser(
         prog="mbm-keras",
         description="Multimodal fusion models in Keras 3: build, train, export.",
+        epilog=EPILOG_MAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -177,16 +209,17 @@ def make_parser():
         epilog=EPILOG_DEMO,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--out", default="saved_models/demo", help="export folder (default: %(default)s)")
+    demo.add_argument("--out", default="saved_models/demo", help="export folder, e.g. --out /tmp/demo (default: %(default)s)")
     demo.add_argument(
         "--data-dir",
         default=None,
-        help="where to write the dataset (default: ~/.cache/mbm_keras/demo-v1-seed<seed>, or $MBM_KERAS_CACHE)",
+        help="where to write the dataset, e.g. --data-dir /tmp/demo-data "
+             "(default: ~/.cache/mbm_keras/demo-v1-seed<seed>, or $MBM_KERAS_CACHE)",
     )
-    demo.add_argument("--seed", type=int, default=0, help="dataset and training seed (default: %(default)s)")
-    demo.add_argument("--epochs", type=int, default=12, help="epochs per model (default: %(default)s)")
-    demo.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
-    demo.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    demo.add_argument("--seed", type=int, default=0, help="dataset and training seed, e.g. --seed 1 (default: %(default)s)")
+    demo.add_argument("--epochs", type=int, default=12, help="epochs per model, e.g. --epochs 20 (default: %(default)s)")
+    demo.add_argument("--batch-size", type=int, default=32, help="batch size, e.g. --batch-size 64 (default: %(default)s)")
+    demo.add_argument("--quiet", action="store_true", help="print nothing but errors, e.g. --quiet in scripts and cron jobs")
     demo.set_defaults(func=cmd_demo)
 
     from mbm_keras.training.strategy import STRATEGIES
@@ -203,13 +236,13 @@ def make_parser():
         epilog=EPILOG_TRAIN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("--config", required=True, help="YAML or JSON run config")
-    train.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    train.add_argument("--out", default=None, help="override output (the run folder)")
+    train.add_argument("--config", required=True, help="YAML or JSON run config, e.g. --config run.yaml (see below)")
+    train.add_argument("--epochs", type=int, default=None, help="override train.epochs, e.g. --epochs 3")
+    train.add_argument("--out", default=None, help="override output (the run folder), e.g. --out runs/second")
     train.add_argument(
         "--strategy", default=None, choices=STRATEGIES,
         help="override train.strategy: auto (TPU, else all GPUs, else CPU), cpu, mirrored, tpu, or "
-             "multi_worker (every machine runs the same command with its own TF_CONFIG)",
+             "multi_worker (every machine runs the same command with its own TF_CONFIG), e.g. --strategy mirrored",
     )
     train.set_defaults(func=cmd_train)
 
@@ -221,13 +254,13 @@ def make_parser():
                "  mbm-keras evaluate --model runs/first --data data/test.csv --robustness\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    evaluate.add_argument("--model", required=True, help="run folder (model.keras + preprocessor.json)")
-    evaluate.add_argument("--data", required=True, help="manifest to evaluate on")
-    evaluate.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
-    evaluate.add_argument("--out", default=None, help="JSON output (default: <model>/eval-<data name>.json)")
+    evaluate.add_argument("--model", required=True, help="run folder (model.keras + preprocessor.json), e.g. --model runs/first")
+    evaluate.add_argument("--data", required=True, help="manifest to evaluate on, e.g. --data data/test.csv")
+    evaluate.add_argument("--batch-size", type=int, default=32, help="batch size, e.g. --batch-size 64 (default: %(default)s)")
+    evaluate.add_argument("--out", default=None, help="JSON output, e.g. --out eval.json (default: <model>/eval-<data name>.json)")
     evaluate.add_argument("--robustness", action="store_true",
                           help="also: accuracy with each modality removed, under increasing noise per modality, and each "
-                               "modality's reliance share, as <out>-robustness.json and a PNG plot")
+                               "modality's reliance share, as <out>-robustness.json and a PNG plot, e.g. --robustness")
     evaluate.set_defaults(func=cmd_evaluate)
 
     export = sub.add_parser(
@@ -242,15 +275,15 @@ def make_parser():
         epilog=EPILOG_EXPORT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    export.add_argument("--model", required=True, help="run folder (model.keras + preprocessor.json) or .keras file")
+    export.add_argument("--model", required=True, help="run folder (model.keras + preprocessor.json) or .keras file, e.g. --model runs/first")
     export.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model",
-                        help="saved_model (GPU/TPU/CPU serving) or tflite (edge/mobile) (default: %(default)s)")
-    export.add_argument("--out", default=None, help="export folder (default: saved_models/<run>-<format>[-<quantize>])")
+                        help="saved_model (GPU/TPU/CPU serving) or tflite (edge/mobile), e.g. --format tflite (default: %(default)s)")
+    export.add_argument("--out", default=None, help="export folder, e.g. --out saved_models/first-int8 (default: saved_models/<run>-<format>[-<quantize>])")
     export.add_argument("--quantize", choices=["none", "float16", "dynamic", "int8"], default="none",
                         help="TFLite weights/activations: none (float32), float16, dynamic (int8 weights), "
-                             "int8 (int8 weights and activations, calibrated on --data) (default: %(default)s)")
-    export.add_argument("--data", default=None, help="manifest for int8 calibration and the check (default: the run's val/train)")
-    export.add_argument("--examples", type=int, default=100, help="examples for calibration and the check (default: %(default)s)")
+                             "int8 (int8 weights and activations, calibrated on --data), e.g. --quantize int8 (default: %(default)s)")
+    export.add_argument("--data", default=None, help="manifest for int8 calibration and the check, e.g. --data data/val.csv (default: the run's val/train)")
+    export.add_argument("--examples", type=int, default=100, help="examples for calibration and the check, e.g. --examples 300 (default: %(default)s)")
     export.set_defaults(func=cmd_export)
 
     predict = sub.add_parser(
@@ -260,12 +293,12 @@ def make_parser():
         epilog=EPILOG_PREDICT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    predict.add_argument("--model", required=True, help="run folder / .keras file, SavedModel folder, or .tflite file / export folder")
-    predict.add_argument("--image", default=None, help="image file (JPEG, PNG, GIF, BMP)")
-    predict.add_argument("--text", default=None, help="the text")
-    predict.add_argument("--audio", default=None, help="WAV file")
-    predict.add_argument("--tabular", default=None, help="tabular cells, comma-separated, numeric columns then categorical")
-    predict.add_argument("--top", type=int, default=3, help="classes to print (default: %(default)s)")
+    predict.add_argument("--model", required=True, help="run folder / .keras file, SavedModel folder, or .tflite file / export folder, e.g. --model saved_models/demo")
+    predict.add_argument("--image", default=None, help="image file (JPEG, PNG, GIF, BMP), e.g. --image cat.jpg")
+    predict.add_argument("--text", default=None, help='the text, e.g. --text "a small red cat"')
+    predict.add_argument("--audio", default=None, help="WAV file, e.g. --audio meow.wav")
+    predict.add_argument("--tabular", default=None, help="tabular cells, comma-separated, numeric columns then categorical, e.g. --tabular 42,3.5,paris")
+    predict.add_argument("--top", type=int, default=3, help="classes to print, e.g. --top 5 (default: %(default)s)")
     predict.set_defaults(func=cmd_predict)
 
     zoo = sub.add_parser(
@@ -275,16 +308,16 @@ def make_parser():
         epilog=EPILOG_ZOO,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    zoo.add_argument("--modality", choices=["image", "text", "audio", "tabular"], help="only this modality's encoders")
+    zoo.add_argument("--modality", choices=["image", "text", "audio", "tabular"], help="only this modality's encoders, e.g. --modality text")
     zoo.set_defaults(func=cmd_zoo)
     return parser
 
 
 def main(argv=None):
+    _quiet_tensorflow()  # before make_parser, which imports TensorFlow (also for --help)
     args = make_parser().parse_args(argv)
     if getattr(args, "epochs", None) is not None and args.epochs < 1:
         make_parser().error(f"--epochs must be >= 1. Received: --epochs {args.epochs}")
-    _quiet_tensorflow()
     from mbm_keras.weights import PretrainedWeightsUnavailable
     from mbm_keras.deploy.tflite import TFLiteExportError
 

@@ -9,7 +9,14 @@ from mbm_keras.export import write_json
 
 
 def load_run(run_dir):
-    """`(model, preprocessor)` of a run folder written by `train()`."""
+    """`(model, preprocessor)` of a run folder written by `train()`.
+
+    Args:
+        run_dir: the run folder (model.keras + preprocessor.json).
+
+    Example:
+        >>> model, pre = load_run("runs/first")
+    """
     from mbm_keras.deploy.exporting import load_run_model
 
     if not os.path.isfile(os.path.join(run_dir, "model.keras")):
@@ -18,7 +25,21 @@ def load_run(run_dir):
 
 
 def classification_report(labels, probabilities, classes):
-    """Per-class precision/recall/F1 and the confusion matrix (rows: true, columns: predicted)."""
+    """Per-class precision/recall/F1 and the confusion matrix (rows: true, columns: predicted).
+
+    Args:
+        labels: integer class ids `(n,)`.
+        probabilities: `(n, num_classes)` model outputs.
+        classes: the class names, in column order.
+
+    Returns:
+        dict with `accuracy`, `per_class` (name -> precision, recall, f1,
+        support) and `confusion_matrix` (a list of rows).
+
+    Example:
+        >>> classification_report([0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], ["cat", "dog"])["accuracy"]
+        0.6666666666666666
+    """
     labels = np.asarray(labels).reshape(-1)
     predicted = np.argmax(probabilities, axis=-1)
     k = len(classes)
@@ -82,7 +103,14 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robus
 
 
 def format_report(results):
-    """The text `mbm-keras evaluate` prints."""
+    """The text `mbm-keras evaluate` prints.
+
+    Args:
+        results: the dict `evaluate()` returns.
+
+    Example:
+        >>> print(format_report(evaluate("runs/first", "data/test.csv")))
+    """
     lines = [f"examples: {results['examples']} (skipped {results['skipped']})"]
     lines += [f"{k}: {v:.4f}" for k, v in results.items() if isinstance(v, float)]
     if "per_class" in results:
@@ -184,7 +212,15 @@ def robustness_report(model, dataset, noise_levels=NOISE_LEVELS, seed=0, out=Non
 
 def plot_robustness(report, path):
     """A two-panel PNG of a `robustness_report`: accuracy with each modality
-    removed (and its reliance share), and accuracy against noise per modality."""
+    removed (and its reliance share), and accuracy against noise per modality.
+
+    Args:
+        report: the dict `robustness_report()` returns.
+        path: the PNG to write.
+
+    Example:
+        >>> plot_robustness(robustness_report(model, test), "robustness.png")
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -14,7 +14,15 @@ import numpy as np
 
 
 def write_json(path, value):
-    """Writes `value` as JSON through a temporary file, so `path` is never half written."""
+    """Writes `value` as JSON through a temporary file, so `path` is never half written.
+
+    Args:
+        path: the JSON file.
+        value: anything `json.dump` takes.
+
+    Example:
+        >>> write_json("runs/first/notes.json", {"accuracy": 0.91})
+    """
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(value, f, indent=1, ensure_ascii=False)
@@ -31,6 +39,9 @@ def atomic_output_dir(dest):
 
     `dest` must not exist, be empty, or be an earlier mbm_keras export: a
     folder with other content is refused rather than overwritten.
+
+    Args:
+        dest: the folder to (re)place.
 
     Example:
         >>> with atomic_output_dir("saved_models/demo") as tmp:
@@ -68,8 +79,18 @@ def check_reloaded(model, folder, inputs, atol=1e-5):
     """Reloads `model.keras` (safe_mode) and `saved_model/` from `folder` and
     returns `{artifact: max abs difference from model.predict(inputs)}`.
 
+    Args:
+        model: the Keras model that was exported.
+        folder: the export folder (with `model.keras` and `saved_model/`).
+        inputs: a dict batch of preprocessed inputs.
+        atol: the largest difference accepted.
+
     Raises:
         AssertionError: naming the artifact whose predictions differ by more than `atol`.
+
+    Example:
+        >>> check_reloaded(model, "saved_models/demo", next(iter(test))[0])
+        {'model.keras': 0.0, 'saved_model': 0.0}
     """
     import keras
     import tensorflow as tf  # export side

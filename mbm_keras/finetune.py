@@ -9,7 +9,18 @@ import keras
 
 
 def find_backbones(model):
-    """The nested backbone models of a fusion model's encoders."""
+    """The nested backbone models of a fusion model's encoders.
+
+    Args:
+        model: a model from `build_fusion_model` (or reloaded from `.keras`).
+
+    Returns:
+        A list of `keras.Model`s, e.g. the ResNet50 inside `image_encoder`.
+
+    Example:
+        >>> [b.name for b in find_backbones(model)]
+        ['resnet50']
+    """
     found = []
     for layer in model.layers:
         if isinstance(layer, keras.Model) and layer.name.endswith("_encoder"):
@@ -20,8 +31,12 @@ def find_backbones(model):
 def freeze_backbones(model):
     """Freezes every backbone (weights fixed, BatchNorm in inference mode).
 
-    Returns the names of the frozen backbones. Recompile afterwards if the
-    model was compiled (build_fusion_model does this for you).
+    Args:
+        model: a model from `build_fusion_model` (or reloaded from `.keras`).
+
+    Returns:
+        The names of the frozen backbones. Recompile afterwards if the model
+        was compiled (build_fusion_model does this for you).
 
     Example:
         >>> freeze_backbones(model)

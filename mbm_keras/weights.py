@@ -4,7 +4,16 @@ import os
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
-    """ImageNet weights could not be downloaded and are not in Keras' cache."""
+    """ImageNet weights could not be downloaded and are not in Keras' cache.
+
+    The message names the file and the folder to copy it into.
+
+    Example:
+        >>> try:
+        ...     model = build_fusion_model(image="resnet50", text="lstm", num_classes=3, weights="imagenet")
+        ... except PretrainedWeightsUnavailable as e:
+        ...     print(e)   # names resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 and ~/.keras/models/
+    """
 
 
 def keras_cache_dir():

@@ -34,3 +34,17 @@ def tiny_inputs(modalities, batch=4, seed=0):
 @pytest.fixture
 def tiny():
     return dict(TINY)
+
+
+# The longest test modules first: pytest-xdist (--dist loadscope) hands out
+# modules and test classes in collection order, so a long one collected last
+# would leave the other worker idle at the end.
+LONGEST_FIRST = ("test_notebooks.py", "test_deploy.py", "test_backends.py", "test_demo.py", "test_training.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside each module is kept

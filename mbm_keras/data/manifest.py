@@ -6,7 +6,14 @@ import os
 
 
 class DataError(ValueError):
-    """A manifest row that cannot be used; the message names file, row, column and value."""
+    """A manifest row that cannot be used; the message names file, row, column and value.
+
+    Example:
+        >>> try:
+        ...     make_dataset("train.csv", preprocessor=pre)
+        ... except DataError as e:
+        ...     print(e)   # train.csv row 7, column 'image' (cat.jpg): file not found ...
+    """
 
 
 SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
@@ -14,6 +21,13 @@ SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
 class Manifest:
     """The rows of a manifest file, with the folder its relative paths resolve against.
+
+    `read_manifest(path)` returns one; build one in memory to hand rows to
+    `make_dataset` without writing a file (paths resolve against `path`'s folder).
+
+    Example:
+        >>> m = Manifest("/data/all.csv", [{"image": "a.png", "label": "cat"}], ["image", "label"])
+        >>> train = m.subset([0])
 
     Attributes:
         path: absolute path of the manifest file.

@@ -176,6 +176,19 @@ class Preprocessor:
 def fit_preprocessor(manifest, columns, **options):
     """`Preprocessor(columns, **options).fit(manifest)` — fit on the training manifest only.
 
+    Args:
+        manifest: the training manifest (path or `Manifest`); label vocabulary,
+            tokenizer vocabulary and tabular statistics come from it alone.
+        columns: modality -> column name, e.g. `{"image": "path", "text":
+            "caption", "label": "label"}`; tabular takes `{"numeric": [...],
+            "categorical": [...]}`.
+        **options: the `Preprocessor` options (image_size, text_tokenizer,
+            text_length, max_tokens, sample_rate, audio_length, ...).
+
+    Returns:
+        A fitted `Preprocessor`; `pre.model_kwargs()` gives the matching
+        `build_fusion_model` arguments.
+
     Example:
         >>> pre = fit_preprocessor("train.csv", {"text": "caption", "label": "label"}, text_length=32)
     """

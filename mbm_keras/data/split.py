@@ -89,9 +89,22 @@ def split_manifest(manifest, fractions=(0.8, 0.1, 0.1), *, stratify=None, group=
 
 
 def write_manifest(manifest, path, path_columns=None):
-    """Writes a `Manifest` as CSV; relative paths in `path_columns` (default:
-    every column whose values all name existing files) are rewritten relative
-    to the new file's folder."""
+    """Writes a `Manifest` as CSV (through a temporary file), rewriting relative
+    paths so they still point at the same files from the new file's folder.
+
+    Args:
+        manifest: a `Manifest` (e.g. from `read_manifest` or `split_manifest`).
+        path: the CSV to write; its folder is created.
+        path_columns: the columns holding file paths; default: every column
+            whose values all name existing files.
+
+    Returns:
+        The absolute path written.
+
+    Example:
+        >>> m = read_manifest("data/all.csv")
+        >>> write_manifest(m.subset(range(100)), "data/first100.csv")
+    """
     path = os.path.abspath(path)
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)

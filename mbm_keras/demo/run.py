@@ -11,7 +11,16 @@ FUSION_ENCODERS = {"image": "small_cnn", "text": "cnn", "audio": "logmel_cnn"}
 REQUIRED_MARGIN = 0.05
 
 
-def default_data_dir(seed):
+def default_data_dir(seed=0):
+    """Where the demo dataset goes: `$MBM_KERAS_CACHE` or `~/.cache/mbm_keras/`,
+    in a folder named after the dataset version and seed.
+
+    Args:
+        seed: the dataset's seed.
+
+    Example:
+        >>> manifest = write_demo_dataset(default_data_dir(seed=0))
+    """
     root = os.environ.get("MBM_KERAS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mbm_keras")
     return os.path.join(root, f"demo-v{DEMO_SPEC['version']}-seed{seed}")
 

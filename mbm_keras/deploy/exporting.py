@@ -11,7 +11,15 @@ FORMATS = ("saved_model", "tflite")
 
 def load_run_model(path):
     """`(model, preprocessor)` from a run folder (`mbm-keras train`, `mbm-keras demo`)
-    or a `model.keras` file with `preprocessor.json` beside it."""
+    or a `model.keras` file with `preprocessor.json` beside it.
+
+    Args:
+        path: the run folder or the `.keras` file (loaded with `safe_mode=True`).
+
+    Example:
+        >>> model, pre = load_run_model("saved_models/demo")
+        >>> test = make_dataset("test.csv", preprocessor=pre)
+    """
     import keras
 
     import mbm_keras  # noqa: F401  (registers the custom layers)

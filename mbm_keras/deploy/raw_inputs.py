@@ -26,7 +26,17 @@ RAW_MODALITIES = ("image", "text", "audio", "tabular")
 
 
 def raw_signature(pre):
-    """`{modality: tf.TensorSpec}` of the raw inputs a preprocessor's model takes."""
+    """`{modality: tf.TensorSpec}` of the raw inputs a preprocessor's model takes:
+    a batch of strings per modality (encoded image bytes, UTF-8 text, WAV
+    bytes), tabular cells as a `(batch, columns)` string matrix.
+
+    Args:
+        pre: the fitted `Preprocessor` saved with the model.
+
+    Example:
+        >>> raw_signature(pre)["image"]
+        TensorSpec(shape=(None,), dtype=tf.string, name='image')
+    """
     spec = {}
     for m in pre.modalities:
         if m == "tabular":
@@ -95,6 +105,10 @@ def raw_to_inputs(raw, pre, input_names):
         pre: the fitted `Preprocessor` saved with the model.
         input_names: the model's input names (masks are produced when the
             model has `<modality>_mask` inputs).
+
+    Example:
+        >>> raw = {"image": tf.constant([open("cat.png", "rb").read()]), "text": tf.constant(["a cat"])}
+        >>> probabilities = model(raw_to_inputs(raw, pre, list(model.input)))
     """
     missing = [m for m in pre.modalities if m not in raw]
     if missing:

@@ -28,7 +28,15 @@ RECURRENT = ("LSTM", "GRU", "SimpleRNN")
 
 
 class TFLiteExportError(RuntimeError):
-    """A model that cannot be converted to builtin-op TFLite with the options given."""
+    """A model that cannot be converted to builtin-op TFLite with the options given
+    (a converter error, or the converter process killed by a signal).
+
+    Example:
+        >>> try:
+        ...     convert_to_tflite(model, "m.tflite", quantize="int8", representative=examples)
+        ... except TFLiteExportError as e:
+        ...     print(e)   # names the signal or the unsupported op, suggests quantize='dynamic'
+    """
 
 
 def _export_config(config, unroll):
@@ -186,7 +194,15 @@ def convert_to_tflite(model, path, quantize="none", representative=None, timeout
 
 
 def tflite_interpreter(path, num_threads=None):
-    """An `ai_edge_litert` interpreter for `path`, tensors allocated."""
+    """An `ai_edge_litert` interpreter for `path`, tensors allocated.
+
+    Args:
+        path: a `.tflite` file.
+        num_threads: CPU threads (None: the runtime's default).
+
+    Example:
+        >>> interpreter = tflite_interpreter("saved_models/first-tflite/model.tflite", num_threads=2)
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
@@ -203,6 +219,9 @@ def run_tflite(interpreter, inputs):
 
     Returns:
         the output array `(batch, ...)`.
+
+    Example:
+        >>> probabilities = run_tflite(tflite_interpreter("model.tflite"), {"image": images, "text": token_ids})
     """
     runner = interpreter.get_signature_runner()
     n = len(next(iter(inputs.values())))

@@ -67,7 +67,20 @@ def list_encoders(modality=None, pattern="*"):
 
 
 def encoder_info(name, modality=None):
-    """The registry metadata of one encoder (modality, pretrained file, ...)."""
+    """The registry metadata of one encoder.
+
+    Args:
+        name: a name from `list_encoders()`.
+        modality: if given, the encoder must be registered for it.
+
+    Returns:
+        dict with `modality`, `pretrained_file` (None without ImageNet weights)
+        and `description`.
+
+    Example:
+        >>> encoder_info("resnet50")["pretrained_file"]
+        'resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5'
+    """
     _check_modality(modality)
     ENCODERS.get(name, modality=modality)
     return ENCODERS.meta(name)

@@ -16,6 +16,10 @@ FUSIONS = Registry("fusion")
 def register_fusion(name, description=""):
     """Class decorator: registers a `Fusion` subclass and makes it serializable.
 
+    Args:
+        name: the name `build_fusion_model(fusion=...)` takes.
+        description: one line for `mbm-keras zoo`.
+
     Example:
         >>> @register_fusion("sum", description="sum of projections")
         ... class SumFusion(Fusion):
@@ -32,6 +36,9 @@ def register_fusion(name, description=""):
 def list_fusions(pattern="*"):
     """Names of the registered fusions.
 
+    Args:
+        pattern: shell-style wildcard on the name, e.g. "*tensor*".
+
     Example:
         >>> list_fusions()
         ['attention', 'concat', 'gated', 'late', 'low_rank_tensor']
@@ -41,6 +48,10 @@ def list_fusions(pattern="*"):
 
 def create_fusion(name, **kwargs):
     """Builds the fusion layer registered as `name` (the layer is named "fusion").
+
+    Args:
+        name: a name from `list_fusions()`.
+        **kwargs: the layer's arguments, e.g. `units`.
 
     Example:
         >>> fusion = create_fusion("gated", units=64)
@@ -66,6 +77,16 @@ class Fusion(keras.layers.Layer):
 
     Args:
         units: size of the fused vector.
+
+    Example:
+        >>> @register_fusion("sum", description="sum of per-modality projections")
+        ... class SumFusion(Fusion):
+        ...     def build_fusion(self, dims):
+        ...         self.projections = [keras.layers.Dense(self.units) for _ in dims]
+        ...         for layer, d in zip(self.projections, dims):
+        ...             layer.build((None, d))
+        ...     def fuse(self, features):
+        ...         return sum(p(f) for p, f in zip(self.projections, features))
     """
 
     produces_logits = False

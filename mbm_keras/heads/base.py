@@ -8,12 +8,29 @@ HEADS = Registry("head")
 
 
 def register_head(name, description=""):
-    """Class decorator registering a `Head` subclass under `name`."""
+    """Class decorator registering a `Head` subclass under `name`.
+
+    Args:
+        name: the name `build_fusion_model(head=...)` takes.
+        description: one line for listings.
+
+    Example:
+        >>> @register_head("poisson")
+        ... class PoissonHead(Head):
+        ...     activation = "exponential"
+        ...     def loss(self):
+        ...         return keras.losses.Poisson()
+        ...     def metrics(self):
+        ...         return [keras.metrics.MeanAbsoluteError(name="mae")]
+    """
     return HEADS.register(name, description=description)
 
 
 def list_heads(pattern="*"):
     """Names of the registered heads.
+
+    Args:
+        pattern: shell-style wildcard on the name.
 
     Example:
         >>> list_heads()
@@ -23,7 +40,15 @@ def list_heads(pattern="*"):
 
 
 def get_head(name):
-    """An instance of the head registered as `name`."""
+    """An instance of the head registered as `name`.
+
+    Args:
+        name: a name from `list_heads()`.
+
+    Example:
+        >>> head = get_head("softmax")
+        >>> model.compile("adam", loss=head.loss(), metrics=head.metrics())
+    """
     return HEADS.get(name)()
 
 
@@ -32,6 +57,11 @@ class Head:
 
     Subclasses set `activation` and `min_outputs` and implement `loss()` and
     `metrics()`. Outputs are float32 even under mixed precision.
+
+    Example:
+        >>> head = get_head("sigmoid")
+        >>> head.activation
+        'sigmoid'
     """
 
     activation = None

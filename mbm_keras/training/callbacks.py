@@ -15,6 +15,15 @@ class ReseedEachEpoch(keras.callbacks.Callback):
 
     BackupAndRestore restores weights and optimizer state but not these, so
     without this a resumed run draws different dropout masks.
+
+    Args:
+        seed: the run's seed.
+        datasets: datasets from `make_dataset` to keep in step with the epoch.
+
+    Example:
+        >>> train_ds = make_dataset("train.csv", preprocessor=pre, training=True, seed=0)
+        >>> model.fit(train_ds, epochs=10, callbacks=[ReseedEachEpoch(0, [train_ds]),
+        ...                                           keras.callbacks.BackupAndRestore("runs/first/backup")])
     """
 
     def __init__(self, seed, datasets=()):
@@ -68,7 +77,17 @@ class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """Saves the model whenever `monitor` improves, atomically (a temporary
     file renamed over the last one), and after a resume remembers the best
     value of the epochs trained before the crash from `history.csv`, so a
-    worse epoch never replaces the best model."""
+    worse epoch never replaces the best model.
+
+    Args:
+        filepath: the `.keras` file to keep the best model in.
+        monitor: the metric, e.g. "val_loss".
+        history_path: the run's `history.csv` (written by a CSVLogger).
+        **kwargs: other `keras.callbacks.ModelCheckpoint` arguments.
+
+    Example:
+        >>> best = BestModelCheckpoint("runs/first/best.keras", "val_loss", "runs/first/history.csv")
+    """
 
     def __init__(self, filepath, monitor, history_path, **kwargs):
         self.final_path = filepath
@@ -101,7 +120,16 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """EarlyStopping whose patience counts the epochs trained before a resume:
     their `history.csv` rows (from `first_epoch` on, the start of the current
     stage) are replayed before the first epoch runs. Weights are not restored
-    at the end: `best.keras` holds the best model, `model.keras` the last."""
+    at the end: `best.keras` holds the best model, `model.keras` the last.
+
+    Args:
+        history_path: the run's `history.csv`.
+        first_epoch: the first epoch of the current training stage.
+        **kwargs: other `keras.callbacks.EarlyStopping` arguments.
+
+    Example:
+        >>> stop = ResumableEarlyStopping("runs/first/history.csv", monitor="val_loss", patience=3)
+    """
 
     def __init__(self, history_path, first_epoch=0, **kwargs):
         super().__init__(restore_best_weights=False, **kwargs)

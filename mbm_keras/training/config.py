@@ -53,7 +53,15 @@ REQUIRED = {("data", "train"), ("data", "columns")}
 
 
 class ConfigError(ValueError):
-    """A config key or value that cannot be used."""
+    """A config key or value that cannot be used; the message names the key, the
+    value received and what is expected.
+
+    Example:
+        >>> try:
+        ...     load_config({"data": {"train": "train.csv"}, "train": {"epoch": 3}})
+        ... except ConfigError as e:
+        ...     print(e)   # unknown key train.epoch (did you mean train.epochs?) ...
+    """
 
 
 def _check(section, key, value, expected, source):
@@ -99,6 +107,13 @@ def load_config(config):
     """Reads (path) or checks (dict) a run config and fills in defaults.
 
     Unknown keys and wrongly typed values raise `ConfigError` naming them.
+
+    Args:
+        config: a YAML or JSON file path, or a dict with the same sections
+            (`data`, `model`, `train`, `output`).
+
+    Returns:
+        The checked config as a dict, defaults filled in.
 
     Example:
         >>> config = load_config("run.yaml")

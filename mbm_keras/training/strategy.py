@@ -54,6 +54,9 @@ def get_strategy(name="auto"):
       `mbm_keras.training.distributed_fit` instead. Create it before any other
       TensorFlow work in the process (collective ops are set up at start-up).
 
+    Args:
+        name: one of STRATEGIES.
+
     Example:
         >>> strategy, used = get_strategy("auto")
         >>> with strategy.scope():
