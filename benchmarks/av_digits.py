@@ -447,7 +447,13 @@ def main(argv=None):
 
     start = time.time()
     print(f"[1/3] Building the AV-digits files from {args.data} (cached under {args.work})", flush=True)
-    table, info = build_files(args.data, args.work)
+    try:
+        table, info = build_files(args.data, args.work)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(f"--data {args.data}: {e}")
+    unknown = sorted(set(settings["folds"] or ()) - {r["speaker"] for r in table})
+    if unknown:
+        parser.error(f"--folds: no recordings of {unknown} in {args.data}; speakers: {sorted({r['speaker'] for r in table})}")
     print(f"      {info['recordings']} pairs; images keep {info['pca_components']} PCA components "
           f"({info['pca_energy']:.1%} energy); audio SNR {info['snr_db'][0]:+.0f} dB", flush=True)
     settings["folds"] = settings["folds"] or tuple(sorted({r["speaker"] for r in table}))
