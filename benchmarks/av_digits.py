@@ -372,9 +372,7 @@ def summarize(per_fold):
     }
     checks["margin_ok"] = checks["margin"] >= FUSION_MARGIN
     losses = {}
-    for n in fusions:
-        if "dropout" not in n or "no dropout" in n:
-            continue
+    for n in (f for f in fusions if f.endswith(" + dropout")):  # not the "concat, no dropout" control
         image_missing = summary[n]["accuracy"]["image missing"][0] - both["audio only"]
         audio_missing = summary[n]["accuracy"]["audio missing"][0] - both["image only"]
         losses[n] = -min(image_missing, audio_missing)
