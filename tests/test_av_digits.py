@@ -170,6 +170,37 @@ def test_benchmark_runs_end_to_end_and_writes_its_table(synthetic_data, tmp_path
     assert (tmp_path / "results" / "av.json").is_file()
 
 
+def test_pretrained_fusions_start_from_the_single_models_encoders(synthetic_data, tmp_path, monkeypatch):
+    import mbm_keras
+
+    built = []
+    build = mbm_keras.build_fusion_model
+
+    def recording_build(**kwargs):
+        model = build(**kwargs)
+        encoders = {m: model.get_layer(f"{m}_encoder") for m in ("image", "audio") if kwargs.get(m)}
+        built.append((model, {m: [w.copy() for w in e.get_weights()] for m, e in encoders.items()}))
+        return model
+
+    monkeypatch.setattr(mbm_keras, "build_fusion_model", recording_build)
+    table, info = av.build_files(str(synthetic_data), str(tmp_path), verbose=False)
+    settings = dict(av.SETTINGS["quick"], epochs=2, audio_length=2000)
+    # Listed fusion first: the single models must still train first.
+    results = av.run_fold(table, info["folder"], "anna", settings,
+                          models=["concat + dropout", "image only", "audio only", "concat + dropout, from scratch"], verbose=0)
+    assert list(results) == ["image only", "audio only", "concat + dropout", "concat + dropout, from scratch"]
+    assert [results[n]["epochs"] for n in results] == [2, 2, 1, 2]
+    (image_model, _), (audio_model, _), (_, pretrained), (_, scratch) = built
+    trained = {"image": image_model.get_layer("image_encoder").get_weights(),
+               "audio": audio_model.get_layer("audio_encoder").get_weights()}
+    for m in ("image", "audio"):  # the fusion starts exactly where the single model ended; from scratch does not
+        assert all(np.array_equal(a, b) for a, b in zip(pretrained[m], trained[m])), m
+        assert not all(np.array_equal(a, b) for a, b in zip(scratch[m], trained[m])), m
+    assert results["concat + dropout"]["seconds"] > results["image only"]["seconds"] + results["audio only"]["seconds"]
+    with pytest.raises(ValueError, match=r"start from the encoders of \['image only', 'audio only'\]; include both"):
+        av.run_fold(table, info["folder"], "anna", settings, models=["image only", "late + dropout"], verbose=0)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "fsdd").is_dir() or not (SHARED_DATA / "mnist").is_dir(),
                     reason=f"needs the FSDD recordings and MNIST images in {SHARED_DATA} (absent here)")

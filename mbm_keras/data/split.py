@@ -115,7 +115,7 @@ def write_manifest(manifest, path, path_columns=None):
             if any(isinstance(r[c], str) for r in manifest.rows)
             and all(r[c] is None or (isinstance(r[c], str) and os.path.isfile(os.path.join(manifest.root, r[c]))) for r in manifest.rows)
         ]
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"  # per process: two writers of one manifest cannot collide
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=manifest.columns)
         writer.writeheader()
