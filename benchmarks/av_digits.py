@@ -24,10 +24,11 @@ the parameters and training time. The models:
   that fold's two single models (unimodal pretraining: saved with
   `model.get_layer("audio_encoder").save_weights(...)`, loaded through
   `build_fusion_model`'s `weights=` / `audio_kwargs={"weights": ...}`), then
-  trains half as many epochs with modality dropout. Trained from scratch, the
-  fusions leaned on the stronger image and lost 3-10 points against audio only
-  when the image was missing (unimodal pretraining is the remedy of Du et al.,
-  2023, "On Uni-Modal Feature Learning in Supervised Multi-Modal Learning");
+  trains half as many epochs with modality dropout. In an earlier version that
+  trained them from scratch, the fusions leaned on the stronger image and lost
+  3 to 10 points against audio only when the image was missing (one modality
+  starving the other's features; cf. Du et al., ICML 2023, on uni-modal
+  feature learning in multi-modal training);
 - "concat + dropout, from scratch", the control for that; `--models ...
   'concat, no dropout'` adds the control for modality dropout.
 
@@ -468,8 +469,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="one fold (test speaker theo), 6 epochs (fusions 3): under 5 minutes")
     parser.add_argument("--folds", nargs="+", help="test speakers to rotate over, e.g. --folds theo george (default: every speaker)")
     parser.add_argument("--epochs", type=int, help="override the single models' training epochs (pretrained fusions train half), e.g. --epochs 12")
-    parser.add_argument("--models", nargs="+", help="train these models (default: the single modalities and every fusion "
-                        "with modality dropout), e.g. --models 'image only' 'audio only' 'concat, no dropout'")
+    parser.add_argument("--models", nargs="+", help="train these models (default: the single modalities, every fusion "
+                        "with modality dropout and 'concat + dropout, from scratch'), e.g. --models 'image only' 'audio only' 'concat, no dropout'")
     parser.add_argument("--work", default=os.path.join(os.path.expanduser("~"), ".cache", "mbm_keras"),
                         help="where the generated PNG/WAV files go (default: ~/.cache/mbm_keras)")
     parser.add_argument("--out", help="markdown file for the table, e.g. --out /tmp/av.md (default: "
