@@ -151,17 +151,12 @@ def zoo_rows(modality=None):
 def _tflite_support(encoder):
     """What `mbm-keras export --format tflite` offers for an encoder. Every
     encoder converts to builtin ops at every quantization (tests/test_deploy.py);
-    int8 unrolls recurrent layers over their time steps."""
-    import keras
+    "*": int8 unrolls its recurrent layers over their time steps (the layers
+    `deploy.tflite.RECURRENT` names, the ones the export unrolls)."""
+    from mbm_keras.deploy.tflite import RECURRENT
 
-    def layers(model):
-        for layer in model.layers:
-            yield layer
-            if isinstance(layer, keras.Model):
-                yield from layers(layer)
-
-    recurrent = any(isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) for layer in layers(encoder))
-    return "f32 f16 dyn int8" + ("*" if recurrent else "")
+    layers = encoder._flatten_layers(include_self=False, recursive=True)
+    return "f32 f16 dyn int8" + ("*" if any(type(layer).__name__ in RECURRENT for layer in layers) else "")
 
 
 def cmd_zoo(args):
