@@ -81,7 +81,8 @@ def cmd_demo(args):
 def cmd_train(args):
     from mbm_keras.training import train
 
-    result = train(args.config, epochs=args.epochs, output=args.out, strategy=args.strategy)
+    result = train(args.config, epochs=args.epochs, output=args.out, strategy=args.strategy, restart=args.restart,
+                   overwrite=args.overwrite)
     print(f"Run written to {result['output']}")
     return 0
 
@@ -90,7 +91,7 @@ def cmd_evaluate(args):
     from mbm_keras.evaluate import evaluate, format_report
 
     print(format_report(evaluate(args.model, args.data, batch_size=args.batch_size, out=args.out,
-                                 robustness=args.robustness)))
+                                 robustness=args.robustness, allow_outside_root=args.allow_outside_root)))
     return 0
 
 
@@ -98,7 +99,7 @@ def cmd_export(args):
     from mbm_keras.deploy import export_model
 
     export_model(args.model, args.format, args.out, quantize=args.quantize, data=args.data,
-                 num_examples=args.examples)
+                 num_examples=args.examples, allow_outside_root=args.allow_outside_root)
     return 0
 
 
@@ -226,7 +227,8 @@ def make_parser():
             "Fits the preprocessing on data.train, builds the model of the model section, trains it "
             "and writes model.keras, best.keras, config.json, preprocessor.json, labels.json, "
             "history.csv and TensorBoard logs to the output folder. Started again after a crash, it "
-            "resumes from the last finished epoch."
+            "resumes from the last finished epoch (with the same config and data; --restart otherwise). "
+            "A folder holding a finished run or other files is refused unless --overwrite."
         ),
         epilog=EPILOG_TRAIN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -239,6 +241,12 @@ def make_parser():
         help="override train.strategy: auto (TPU, else all GPUs, else CPU), cpu, mirrored, tpu, or "
              "multi_worker (every machine runs the same command with its own TF_CONFIG), e.g. --strategy mirrored",
     )
+    train.add_argument("--restart", action="store_true",
+                       help="discard the backup of a killed run in the output folder and train from scratch "
+                            "(needed when the config or data changed since), e.g. --restart")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the output folder as a whole (a finished run or other files in it are "
+                            "refused otherwise), e.g. --overwrite")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser(
@@ -256,6 +264,8 @@ def make_parser():
     evaluate.add_argument("--robustness", action="store_true",
                           help="also: accuracy with each modality removed, under increasing noise per modality, and each "
                                "modality's reliance share, as <out>-robustness.json and a PNG plot, e.g. --robustness")
+    evaluate.add_argument("--allow-outside-root", action="store_true",
+                          help="accept file paths that resolve outside the manifest's folder, e.g. --allow-outside-root")
     evaluate.set_defaults(func=cmd_evaluate)
 
     export = sub.add_parser(
@@ -279,6 +289,8 @@ def make_parser():
                              "int8 (int8 weights and activations, calibrated on --data), e.g. --quantize int8 (default: %(default)s)")
     export.add_argument("--data", default=None, help="manifest for int8 calibration and the check, e.g. --data data/val.csv (default: the run's val/train)")
     export.add_argument("--examples", type=int, default=100, help="examples for calibration and the check, e.g. --examples 300 (default: %(default)s)")
+    export.add_argument("--allow-outside-root", action="store_true",
+                        help="accept file paths in --data that resolve outside its folder, e.g. --allow-outside-root")
     export.set_defaults(func=cmd_export)
 
     predict = sub.add_parser(
@@ -315,11 +327,12 @@ def main(argv=None):
         make_parser().error(f"--epochs must be >= 1. Received: --epochs {args.epochs}")
     from mbm_keras.weights import PretrainedWeightsUnavailable
     from mbm_keras.deploy.tflite import TFLiteExportError
+    from mbm_keras.training.callbacks import TrainingDiverged
 
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotImplementedError, PretrainedWeightsUnavailable,
-            TFLiteExportError) as e:
+            TFLiteExportError, TrainingDiverged) as e:
         # DataError and ConfigError are ValueErrors: they name the row or the key.
         print(f"mbm-keras {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -55,7 +55,7 @@ def classification_report(labels, probabilities, classes):
     return {"accuracy": float(np.trace(confusion) / max(1, confusion.sum())), "per_class": per_class, "confusion_matrix": confusion.tolist()}
 
 
-def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robustness=False):
+def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robustness=False, allow_outside_root=False):
     """Evaluates the run in `run_dir` on `manifest` and writes the results as JSON.
 
     Args:
@@ -66,6 +66,7 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robus
         on_error: as in `make_dataset`.
         robustness: also run `robustness_report` (single-label runs) and write
             `<out without .json>-robustness.json` / `.png`.
+        allow_outside_root: accept file paths outside the manifest's folder.
 
     Returns:
         dict with `loss`, the model's metrics, and for single-label runs
@@ -81,7 +82,7 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robus
     masks = any(name.endswith("_mask") for name in model.input)
     # Three passes below (metrics, labels, predictions): decode each file once.
     ds = make_dataset(manifest, preprocessor=pre, batch_size=batch_size, missing_modalities=masks, on_error=on_error,
-                      cache="memory")
+                      cache="memory", allow_outside_root=allow_outside_root)
     results = {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
     results["examples"] = ds.report["kept"]
     results["skipped"] = ds.report["skipped"]

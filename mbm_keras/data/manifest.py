@@ -139,7 +139,8 @@ def resolve_path(manifest, row, column, value, allow_outside_root=False):
     path = os.path.realpath(os.path.join(manifest.root, value))
     root = os.path.realpath(manifest.root)
     if not allow_outside_root and os.path.commonpath([path, root]) != root:
-        reason = f"path resolves to {path}, outside the data root {root}. Pass allow_outside_root=True to allow it."
+        reason = (f"path resolves to {path}, outside the data root {root}. To allow it: allow_outside_root=True (Python), "
+                  f"data.allow_outside_root: true (run config), or --allow-outside-root (mbm-keras evaluate/export).")
         error = DataError(f"{manifest.where(row)}, column {column!r} ({value}): {reason}")
         error.reason = reason
         raise error

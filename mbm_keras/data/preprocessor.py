@@ -12,6 +12,10 @@ from mbm_keras.data.text import TextTokenizer
 
 FEATURE_MODALITIES = ("image", "text", "audio", "tabular")
 CONFIG_FILE = "preprocessor.json"
+# Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS): far above any
+# camera photo, far below the 16000x16000 PNGs that take gigabytes to decode.
+MAX_IMAGE_PIXELS = 89_478_485
+MAX_AUDIO_SECONDS = 600.0
 
 
 def normalize_columns(columns):
@@ -64,6 +68,10 @@ class Preprocessor:
         audio_length: samples per clip.
         label_type: "single", "multi" or "regression".
         label_delimiter: separator of multi-label cells.
+        max_image_pixels: images with more pixels (width x height, read from
+            the file header before decoding) are refused, naming the file;
+            default Pillow's decompression-bomb limit, 89,478,485.
+        max_audio_seconds: audio longer than this (decoded) is refused.
 
     Example:
         >>> pre = Preprocessor({"image": "path", "text": "caption", "label": "label"},
@@ -84,7 +92,13 @@ class Preprocessor:
         audio_length=16000,
         label_type="single",
         label_delimiter="|",
+        max_image_pixels=MAX_IMAGE_PIXELS,
+        max_audio_seconds=MAX_AUDIO_SECONDS,
     ):
+        self.check_options(image_size=image_size, resize=resize, text_tokenizer=text_tokenizer, text_length=text_length,
+                           max_tokens=max_tokens, sample_rate=sample_rate, audio_length=audio_length,
+                           label_type=label_type, max_image_pixels=max_image_pixels,
+                           max_audio_seconds=max_audio_seconds)
         self.columns = normalize_columns(columns)
         self.options = dict(
             image_size=tuple(int(v) for v in image_size),
@@ -96,12 +110,49 @@ class Preprocessor:
             audio_length=int(audio_length),
             label_type=label_type,
             label_delimiter=label_delimiter,
+            max_image_pixels=int(max_image_pixels),
+            max_audio_seconds=float(max_audio_seconds),
         )
         self.labels = LabelEncoder(label_type, label_delimiter) if "label" in self.columns else None
         self.tokenizer = TextTokenizer(text_tokenizer, text_length, max_tokens) if "text" in self.columns else None
         tab = self.columns.get("tabular")
         self.tabular = TabularEncoder(tab["numeric"], tab["categorical"]) if tab else None
         self.fitted = False
+
+    @staticmethod
+    def check_options(**options):
+        """Raises ValueError naming the first option outside its valid range
+        ("text_length must be a positive int. Received: text_length=0")."""
+        import math
+
+        from mbm_keras.data.image import RESIZE_MODES
+        from mbm_keras.data.labels import LABEL_TYPES
+        from mbm_keras.data.text import TOKENIZER_KINDS as TOKENIZERS
+
+        def positive_int(v):
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+        def positive_number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+        checks = {
+            "image_size": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(positive_int(d) for d in v),
+                           "a pair of positive ints [height, width]"),
+            "resize": (lambda v: v in RESIZE_MODES, f"one of {RESIZE_MODES}"),
+            "text_tokenizer": (lambda v: v in TOKENIZERS, f"one of {TOKENIZERS}"),
+            "text_length": (positive_int, "a positive int"),
+            "max_tokens": (lambda v: positive_int(v) and v >= 3, "an int >= 3 (padding, unknown and one word)"),
+            "sample_rate": (positive_int, "a positive int (Hz)"),
+            "audio_length": (positive_int, "a positive int (samples)"),
+            "label_type": (lambda v: v in LABEL_TYPES, f"one of {LABEL_TYPES}"),
+            "label_delimiter": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+            "max_image_pixels": (positive_int, "a positive int"),
+            "max_audio_seconds": (positive_number, "a positive finite number"),
+        }
+        for key, value in options.items():
+            ok, expected = checks[key]
+            if not ok(value):
+                raise ValueError(f"{key} must be {expected}. Received: {key}={value!r}")
 
     @property
     def modalities(self):

@@ -44,12 +44,13 @@ def _default_data(folder):
     return data.get("val") or data.get("train")
 
 
-def example_inputs(model, pre, manifest, count):
+def example_inputs(model, pre, manifest, count, allow_outside_root=False):
     """Up to `count` preprocessed examples of `manifest` as `{input: array}`."""
     from mbm_keras.data import make_dataset
 
     masks = any(t.name.endswith("_mask") for t in model.inputs)
-    ds = make_dataset(manifest, preprocessor=pre, batch_size=count, missing_modalities=masks, verbose=False)
+    ds = make_dataset(manifest, preprocessor=pre, batch_size=count, missing_modalities=masks, verbose=False,
+                      allow_outside_root=allow_outside_root)
     batch = next(iter(ds))
     x = batch[0] if isinstance(batch, tuple) else batch
     return {k: v.numpy() for k, v in x.items()}
@@ -61,7 +62,8 @@ def _agreement(got, expected):
     return None
 
 
-def export_model(model, format="saved_model", out=None, quantize="none", data=None, num_examples=100, verbose=True):
+def export_model(model, format="saved_model", out=None, quantize="none", data=None, num_examples=100, verbose=True,
+                 allow_outside_root=False):
     """Exports a trained model and checks the export against Keras.
 
     Args:
@@ -75,6 +77,7 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
             (default: the run's validation, else training, manifest).
         num_examples: examples used for calibration and the check.
         verbose: print what was written and the check's figures.
+        allow_outside_root: accept file paths outside `data`'s folder.
 
     Returns:
         dict with `out`, `format`, `quantize`, `bytes` (model file size) and
@@ -103,7 +106,7 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
     data = data or _default_data(folder)
     if quantize == "int8" and not data:
         raise ValueError("quantize='int8' needs calibration examples: pass data=<manifest> (--data)")
-    examples = example_inputs(keras_model, pre, data, num_examples) if data else None
+    examples = example_inputs(keras_model, pre, data, num_examples, allow_outside_root) if data else None
     out = os.path.abspath(out or os.path.join("saved_models", f"{os.path.basename(folder)}-{format}"
                                               + (f"-{quantize}" if quantize != "none" else "")))
     say = print if verbose else (lambda *a, **k: None)

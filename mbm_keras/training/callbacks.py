@@ -40,6 +40,44 @@ class ReseedEachEpoch(keras.callbacks.Callback):
                 variable.assign(value)
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; nothing of that epoch was saved."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
+    """Keras' `TerminateOnNaN` in its strict form: the first NaN/inf batch loss
+    stops training at once with a `TrainingDiverged` naming the epoch and step,
+    before any epoch-end callback could save the non-finite weights (the
+    backup of the last finished epoch and `best.keras` stay as they were).
+
+    Example:
+        >>> model.fit(train_ds, epochs=10, callbacks=[StopOnNonFiniteLoss()])
+    """
+
+    def __init__(self):
+        super().__init__(raise_error=True)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_batch_end(self, batch, logs=None):
+        try:
+            super().on_batch_end(batch, logs)
+        except RuntimeError:
+            loss = (logs or {}).get("loss")
+            raise TrainingDiverged(
+                f"The training loss became {float(loss)} at epoch {self.epoch + 1}, step {batch + 1}; training stopped "
+                f"and this epoch was not saved. Lower train.learning_rate (or add train.warmup_epochs), check the "
+                f"data for extreme values, then train again (--restart to discard the run's backup)."
+            ) from None
+
+
+def weights_are_finite(model):
+    return all(np.all(np.isfinite(keras.ops.convert_to_numpy(v))) for v in model.weights
+               if "float" in str(v.dtype))
+
+
 class EpochLog(keras.callbacks.Callback):
     """`history.csv` with one row per epoch, keyed by epoch: an epoch that is
     trained again after a resume replaces its row instead of repeating it.
@@ -111,6 +149,8 @@ class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
                 self.best = value
 
     def _save_model(self, epoch, batch, logs):
+        if not weights_are_finite(self.model):  # never a non-finite model as the best
+            return
         super()._save_model(epoch, batch, logs)
         if os.path.exists(self.filepath):
             os.replace(self.filepath, self.final_path)

@@ -1,6 +1,8 @@
 """Run configuration: YAML or JSON, validated with errors that name the key and value."""
 
+import inspect
 import json
+import math
 import os
 
 SCHEMA = {
@@ -15,6 +17,8 @@ SCHEMA = {
         "modality_dropout": (float, 0.0),
         "cache": (str, None),
         "on_error": (str, "raise"),
+        "verify": (str, "decode"),
+        "allow_outside_root": (bool, False),
     },
     "model": {
         "image": (str, None),
@@ -50,6 +54,47 @@ SCHEMA = {
     "output": (str, "runs/latest"),
 }
 REQUIRED = {("data", "train"), ("data", "columns")}
+
+# The valid range of every numeric key: (low, high, low inclusive?, high inclusive?);
+# None is unbounded. Floats must also be finite (YAML's .nan and .inf are refused).
+RANGES = {
+    ("data", "batch_size"): (1, None, True, None),
+    ("data", "modality_dropout"): (0, 1, True, False),
+    ("model", "dropout"): (0, 1, True, False),
+    ("train", "epochs"): (1, None, True, None),
+    ("train", "learning_rate"): (0, None, False, None),
+    ("train", "warmup_epochs"): (0, None, True, None),
+    ("train", "weight_decay"): (0, None, True, None),
+    ("train", "seed"): (0, 2**31 - 1, True, True),
+    ("train", "early_stopping_patience"): (1, None, True, None),
+    ("train", "steps_per_execution"): (1, None, True, None),
+    ("train.fine_tune", "epochs"): (1, None, True, None),
+    ("train.fine_tune", "num_layers"): (1, None, True, None),
+    ("train.fine_tune", "learning_rate"): (0, None, False, None),
+}
+
+
+def _describe_range(low, high, low_in, high_in):
+    parts = []
+    if low is not None:
+        parts.append(f"{'>=' if low_in else '>'} {low}")
+    if high is not None:
+        parts.append(f"{'<=' if high_in else '<'} {high}")
+    return " and ".join(parts)
+
+
+def _check_range(section, key, value, source):
+    spec = RANGES.get((section, key))
+    if value is None or spec is None:
+        return
+    name = f"{section}.{key}"
+    low, high, low_in, high_in = spec
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{source}: {name} must be a finite number. Received: {name}={value!r}")
+    too_low = low is not None and (value < low if low_in else value <= low)
+    too_high = high is not None and (value > high if high_in else value >= high)
+    if too_low or too_high:
+        raise ConfigError(f"{source}: {name} must be {_describe_range(*spec)}. Received: {name}={value!r}")
 
 
 class ConfigError(ValueError):
@@ -101,6 +146,28 @@ def _check_choices(out, source):
         for key, expected in FINE_TUNE_KEYS.items():
             if key in fine_tune:
                 _check("train.fine_tune", key, fine_tune[key], expected, source)
+                _check_range("train.fine_tune", key, fine_tune[key], source)
+    data = out["data"]
+    for key, valid in (("on_error", ("raise", "skip")), ("verify", ("decode", "header", "none"))):
+        if data[key] not in valid:
+            raise ConfigError(f"{source}: data.{key} must be one of {valid}. Received: data.{key}={data[key]!r}")
+    _check_preprocessing(data["preprocessing"], source)
+
+
+def _check_preprocessing(options, source):
+    """data.preprocessing: known keys (the Preprocessor's options), each checked
+    the way the Preprocessor checks it, reported as a config error."""
+    from mbm_keras.data.preprocessor import Preprocessor
+
+    valid = [p for p in inspect.signature(Preprocessor.__init__).parameters if p not in ("self", "columns")]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {[f'data.preprocessing.{k}' for k in unknown]}. "
+                          f"Valid keys in data.preprocessing: {', '.join(valid)}")
+    try:
+        Preprocessor.check_options(**options)
+    except ValueError as e:
+        raise ConfigError(f"{source}: data.preprocessing.{e}") from None
 
 
 def load_config(config):
@@ -168,6 +235,7 @@ def load_config(config):
             value = given.get(key, default)
             if value is not None:
                 _check(section, key, value, expected, source)
+                _check_range(section, key, value, source)
             out[section][key] = value
     _check_choices(out, source)
     # Paths in a config file are relative to the file.

@@ -6,6 +6,8 @@ defaults filled in), `preprocessor.json` + `vocabulary.txt`, `labels.json`,
 `history.csv` and TensorBoard logs under `logs/`. `backup-stage1/` (and
 `backup-stage2/` when fine-tuning) let a killed run resume from its last
 finished epoch when started again; they are removed when a stage completes.
+`.mbm_keras_run` marks the folder as this run's (see `run_folder.py`): a
+folder holding another run, a finished run or foreign files is refused.
 """
 
 import functools
@@ -23,7 +25,7 @@ def _resume_stage(out):
     return None
 
 
-def train(config, epochs=None, output=None, strategy=None, verbose="auto"):
+def train(config, epochs=None, output=None, strategy=None, verbose="auto", restart=False, overwrite=False):
     """Trains the model a config describes and writes the run folder.
 
     Args:
@@ -33,9 +35,21 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto"):
         strategy: overrides `train.strategy` ("auto", "cpu", "mirrored", "tpu",
             "multi_worker").
         verbose: Keras' fit verbosity ("auto", 0, 1, 2).
+        restart: discard the backup of a killed run in the output folder and
+            train from scratch (a killed run started again with another
+            config or data is refused otherwise).
+        overwrite: replace the output folder as a whole, whatever it holds
+            (a finished run or foreign files are refused otherwise).
 
     Returns:
         dict with `output`, `history` (per-epoch metrics) and `model` (the trained model).
+
+    Raises:
+        ConfigError: a key or value of the config is invalid.
+        RunFolderError: the output folder holds a finished run or foreign files.
+        ResumeMismatchError: it holds a killed run with another config or data.
+        TrainingDiverged: the loss became NaN or infinite (nothing of that epoch is saved).
+        DataError: a row's file could not be decoded while training (verify="header"/"none").
 
     Example:
         >>> result = train("run.yaml", epochs=3)
@@ -45,11 +59,23 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto"):
 
     from mbm_keras import build_fusion_model, get_head, unfreeze_backbone
     from mbm_keras.data import fit_preprocessor, make_dataset
-    from mbm_keras.training.callbacks import BestModelCheckpoint, EpochLog, ReseedEachEpoch, ResumableEarlyStopping
+    import tensorflow as tf  # the data pipeline's errors
+
+    from mbm_keras.data.manifest import DataError
+    from mbm_keras.deploy.raw_inputs import explain
+    from mbm_keras.training.callbacks import (
+        BestModelCheckpoint,
+        EpochLog,
+        ReseedEachEpoch,
+        ResumableEarlyStopping,
+        StopOnNonFiniteLoss,
+    )
+    from mbm_keras.training.run_folder import prepare_run_folder
     from mbm_keras.training.loop import distributed_fit, is_chief
     from mbm_keras.training.optimizer import make_optimizer
     from mbm_keras.training.strategy import STRATEGIES, get_strategy
 
+    protected = [] if isinstance(config, dict) else [os.path.abspath(os.fspath(config))]
     config = load_config(config)
     if epochs is not None:
         if not isinstance(epochs, int) or epochs < 1:
@@ -69,7 +95,8 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto"):
         # chief writes the run folder; the others keep theirs beside it.
         task = strategy.cluster_resolver
         out = os.path.join(out, "workers", f"{task.task_type}-{task.task_id}")
-    os.makedirs(out, exist_ok=True)
+    protected += [data[k] for k in ("train", "val") if data[k]]
+    prepare_run_folder(out, config, chief=is_chief(strategy), restart=restart, overwrite=overwrite, protected=protected)
     keras.utils.set_random_seed(train_cfg["seed"])
 
     static = used == "tpu" or train_cfg["jit_compile"]  # XLA wants static batch shapes
@@ -81,6 +108,8 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto"):
         missing_modalities=data["missing_modalities"],
         cache=data["cache"],
         on_error=data["on_error"],
+        verify=data["verify"],
+        allow_outside_root=data["allow_outside_root"],
         drop_remainder=static,
     )
     # A run that was killed resumes at the epoch its backup reached; the data
@@ -137,6 +166,7 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto"):
             # (its log row is replaced) instead of losing its outputs.
             history_path = os.path.join(out, "history.csv")
             cbs = [
+                StopOnNonFiniteLoss(),  # first: raises before any callback sees a non-finite epoch
                 ReseedEachEpoch(train_cfg["seed"], datasets=[train_ds]),
                 BestModelCheckpoint(os.path.join(out, "best.keras"), monitor, history_path),
                 EpochLog(history_path),
@@ -153,9 +183,18 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto"):
         print(f"Training on strategy '{used}' ({strategy.num_replicas_in_sync} replica(s))"
               + (f", {train_cfg['mixed_precision']}" if train_cfg["mixed_precision"] else ""), flush=True)
         if used == "multi_worker":  # Keras' fit fails under MultiWorkerMirroredStrategy
-            fit = functools.partial(distributed_fit, model, strategy, validation_data=val_ds, verbose=verbose)
+            run_fit = functools.partial(distributed_fit, model, strategy, validation_data=val_ds, verbose=verbose)
         else:  # make_dataset reshuffles itself
-            fit = functools.partial(model.fit, validation_data=val_ds, shuffle=False, verbose=verbose)
+            run_fit = functools.partial(model.fit, validation_data=val_ds, shuffle=False, verbose=verbose)
+
+        def fit(*args, **kwargs):
+            try:
+                return run_fit(*args, **kwargs)
+            except tf.errors.InvalidArgumentError as e:
+                reason = explain(e)
+                if "make_dataset:" in reason:  # a file found unreadable while streaming
+                    raise DataError(reason) from None
+                raise
         history = {}
         if resume_stage != "stage2":  # stage 1 finished before the crash otherwise
             history = dict(fit(train_ds, epochs=train_cfg["epochs"], callbacks=callbacks("stage1")).history)
