@@ -31,6 +31,40 @@ def write_json(path, value):
 
 # Written into every export folder; only folders holding it are ever replaced.
 EXPORT_MARKER = ".mbm_keras_export"
+# Written into the temporary folder of an export in progress, with its process id.
+TMP_MARKER = ".mbm_keras_export_tmp"
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_temporaries(dest):
+    """Removes the temporary folders that killed exports to `dest` left behind:
+    siblings named after it that hold our marker, written by a process that is gone."""
+    parent, name = os.path.dirname(dest), os.path.basename(dest)
+    if not os.path.isdir(parent):
+        return
+    for entry in os.listdir(parent):
+        if not (entry.startswith(f".{name}.tmp-") or entry.startswith(f".{name}.old-")):
+            continue
+        folder = os.path.join(parent, entry)
+        marker = os.path.join(folder, TMP_MARKER)
+        if not os.path.isfile(marker):
+            continue  # not ours (an .old- folder is renamed from an export, which holds EXPORT_MARKER)
+        try:
+            with open(marker) as f:
+                pid = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -58,9 +92,13 @@ def atomic_output_dir(dest):
             )
     parent = os.path.dirname(dest)
     os.makedirs(parent, exist_ok=True)
+    _remove_stale_temporaries(dest)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.tmp-", dir=parent)
+    with open(os.path.join(tmp, TMP_MARKER), "w") as f:
+        f.write(str(os.getpid()))
     try:
         yield tmp
+        os.remove(os.path.join(tmp, TMP_MARKER))
         open(os.path.join(tmp, EXPORT_MARKER), "w").close()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -70,6 +108,8 @@ def atomic_output_dir(dest):
         old = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.old-", dir=parent)
         os.rmdir(old)
         os.replace(dest, old)
+        with open(os.path.join(old, TMP_MARKER), "w") as f:  # removable if a kill stops us here
+            f.write(str(os.getpid()))
     os.replace(tmp, dest)
     if old:
         shutil.rmtree(old, ignore_errors=True)

@@ -3,6 +3,7 @@ something else, and the resume that must not ignore a changed config."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -154,3 +155,327 @@ def test_a_finished_run_or_a_foreign_folder_is_never_overwritten_silently(tmp_pa
     with pytest.raises(RunFolderError, match="Refusing to overwrite"):
         train(path, verbose=0, output=str(tmp_path), overwrite=True)
     assert (tmp_path / "train.csv").is_file()
+
+
+# --- artifacts: a tiny run with every modality, categorical tabular included ---
+
+from test_data import COLUMNS, OPTIONS, make_files, write_csv  # noqa: E402
+
+from mbm_keras.data import DataError, fit_preprocessor, make_dataset  # noqa: E402
+from mbm_keras.deploy import export_model, predict  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A trained run folder (image + text + audio + age/city tabular, masks on)
+    and its three exports: SavedModel, float TFLite, int8 TFLite."""
+    root = tmp_path_factory.mktemp("hardening")
+    rows = make_files(root, n=32)
+    write_csv(root / "train.csv", rows[:24])
+    write_csv(root / "val.csv", rows[24:])
+    config = {
+        "data": {"train": str(root / "train.csv"), "val": str(root / "val.csv"), "columns": COLUMNS,
+                 "preprocessing": {k: list(v) if isinstance(v, tuple) else v for k, v in OPTIONS.items()},
+                 "batch_size": 8, "missing_modalities": True},
+        "model": {"image": "small_cnn", "text": "gru", "audio": "logmel_cnn", "tabular": "mlp", "fusion": "concat"},
+        "train": {"epochs": 2, "learning_rate": 0.01, "seed": 0},
+        "output": str(root / "run"),
+    }
+    train(config, verbose=0)
+    exports = {
+        "saved_model": export_model(str(root / "run"), "saved_model", str(root / "sm"), verbose=False)["out"],
+        "tflite": export_model(str(root / "run"), "tflite", str(root / "tfl"), verbose=False)["out"],
+        "int8": export_model(str(root / "run"), "tflite", str(root / "int8"), quantize="int8", verbose=False)["out"],
+    }
+    return root, rows, exports
+
+
+def _example(root, row):
+    return dict(image=str(root / row["img"]), text=row["caption"], audio=str(root / row["wav"]),
+                tabular=[row["age"], row["city"]])
+
+
+def test_categorical_tabular_exports_to_every_format(run):
+    root, rows, exports = run
+    for row in rows[24:28]:
+        example = _example(root, row)
+        expected = dict(predict(str(root / "run"), **example))
+        for kind in ("saved_model", "tflite"):
+            got = dict(predict(exports[kind], **example))
+            assert set(got) == set(expected)
+            for label, p in expected.items():
+                assert abs(got[label] - p) <= 1e-4, (kind, got, expected)
+        assert max(predict(exports["int8"], **example), key=lambda kv: kv[1])[0] == max(expected, key=expected.get)
+    unseen = dict(_example(root, rows[24]), tabular=["31", "tokyo"])  # an unseen city: the unknown slot
+    assert predict(exports["saved_model"], **unseen)[0][0] == predict(str(root / "run"), **unseen)[0][0]
+
+
+@pytest.mark.parametrize("cell, reason", [
+    ("nan", "not a number"), ("inf", "not a number"), ("-Infinity", "not a number"), ("1e39", "finite float32"),
+    ("abc", "not a number"), ("1_000", "not a number"),
+])
+def test_non_finite_or_non_numeric_cells_are_refused_on_every_path(run, cell, reason):
+    from mbm_keras.deploy.reference_tokenizer import TabularEncoder
+
+    root, rows, exports = run
+    example = dict(_example(root, rows[24]), tabular=[cell, "paris"])
+    for artifact in (str(root / "run"), exports["saved_model"], exports["tflite"]):
+        with pytest.raises(ValueError, match=f"tabular column 'age': .*{reason}"):
+            predict(artifact, **example)
+    with pytest.raises(ValueError, match=f"tabular column 'age': '{cell}' is not a (number|finite float32 number)"):
+        TabularEncoder.from_export(os.path.join(exports["tflite"], "model.json"))([cell, "paris"])
+    bad = [dict(r) for r in rows[24:]]
+    bad[2]["age"] = cell
+    path = write_csv(root / "bad.csv", bad)
+    from mbm_keras.data import Preprocessor
+
+    pre = Preprocessor.load(str(root / "run"))
+    with pytest.raises(DataError, match=r"bad.csv row 3, column 'age': value .* (is not a number|overflows float32)"):
+        make_dataset(path, preprocessor=pre, missing_modalities=True)
+
+
+def test_values_that_overflow_only_after_scaling_are_refused():
+    from mbm_keras.data.tabular import CellError, TabularEncoder
+
+    encoder = TabularEncoder(["x"], stats={"x": (0.0, 1e-3)})
+    assert encoder.encode({"x": "3e30"}) == [pytest.approx(3e33)]
+    with pytest.raises(CellError, match="not finite in float32 after scaling"):
+        encoder.encode({"x": "3e38"})
+
+
+def test_reference_tabular_encoder_matches_the_serving_graph(run):
+    import tensorflow as tf
+
+    from mbm_keras.data import Preprocessor
+    from mbm_keras.data.tabular import NUMBER_PATTERN
+    from mbm_keras.deploy.raw_inputs import raw_to_inputs
+    from mbm_keras.deploy.reference_tokenizer import NUMBER, TabularEncoder
+
+    root, rows, exports = run
+    assert NUMBER.pattern == NUMBER_PATTERN  # one definition of a number, copied into the standalone reference
+    pre = Preprocessor.load(str(root / "run"))
+    reference = TabularEncoder.from_export(os.path.join(exports["tflite"], "model.json"))
+    cells = [[r["age"], r["city"]] for r in rows] + [["", "tokyo"], [" 7.5e1 ", ""]]
+    graph = raw_to_inputs({"tabular": tf.constant(cells), "image": tf.constant([b""] * len(cells)),
+                           "text": tf.constant([""] * len(cells)), "audio": tf.constant([b""] * len(cells))},
+                          pre, ["tabular", "image_mask", "text_mask", "audio_mask"])["tabular"].numpy()
+    np.testing.assert_allclose(np.array([reference(c) for c in cells]), graph, rtol=1e-6, atol=1e-6)
+
+
+def test_tabular_cell_count_and_batch_sizes_are_checked(run):
+    import tensorflow as tf
+
+    root, rows, exports = run
+    example = _example(root, rows[24])
+    for artifact in (str(root / "run"), exports["saved_model"], exports["tflite"]):
+        with pytest.raises(ValueError, match=r"takes 2 tabular cell\(s\).*received 3"):
+            predict(artifact, **dict(example, tabular=["31", "paris", "extra"]))
+        with pytest.raises(ValueError, match=r"takes 2 tabular cell\(s\).*received 1"):
+            predict(artifact, **dict(example, tabular=["31"]))
+    serve = tf.saved_model.load(exports["saved_model"]).signatures["serving_default"]
+    raw = {"image": tf.constant([open(example["image"], "rb").read()] * 2), "text": tf.constant(["a", "b"]),
+           "audio": tf.constant([open(example["audio"], "rb").read()] * 2), "tabular": tf.constant([["1", "paris"]])}
+    from mbm_keras.deploy.raw_inputs import explain
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        serve(**raw)
+    assert explain(info.value) == "inputs 'image' and 'tabular' hold different numbers of examples"
+
+
+def _png(path, width, height):
+    from PIL import Image
+
+    Image.new("1", (width, height)).save(path)
+    return path
+
+
+def test_images_above_the_pixel_limit_are_refused_before_decoding(run, tmp_path):
+    root, rows, exports = run
+    bomb = _png(tmp_path / "bomb.png", 16000, 16000)
+    assert os.path.getsize(bomb) < 100_000
+    example = dict(_example(root, rows[24]), image=str(bomb))
+    for artifact in (str(root / "run"), exports["saved_model"], exports["tflite"]):
+        with pytest.raises(ValueError, match=r"image of 16000x16000 pixels is above the limit max_image_pixels=89,478,485"):
+            predict(artifact, **example)
+    # make_dataset: named with its row, whether found by the header check or while streaming.
+    shutil_rows = [dict(r) for r in rows[24:]]
+    os.replace(bomb, root / "img" / "bomb.png")
+    shutil_rows[1]["img"] = "img/bomb.png"
+    path = write_csv(root / "bomb.csv", shutil_rows)
+    from mbm_keras.data import Preprocessor
+
+    pre = Preprocessor.load(str(root / "run"))
+    with pytest.raises(DataError, match=r"bomb.csv row 2, column 'img' \(.*bomb.png\): image of 16000x16000 pixels"):
+        make_dataset(path, preprocessor=pre, missing_modalities=True, verify="header")
+    ds = make_dataset(path, preprocessor=pre, missing_modalities=True, verify="none")
+    with pytest.raises(Exception) as info:
+        list(ds)
+    from mbm_keras.deploy.raw_inputs import explain
+
+    assert re.search(r"bomb.csv row 2, column 'img' \(.*bomb.png\), column 'wav' .*: cannot decode", explain(info.value))
+    # The limit is an option: a JPEG over a small limit, found in-graph from its frame header.
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "small.jpg")
+    small = Preprocessor(COLUMNS, **{**OPTIONS, "max_image_pixels": 1000}).fit(root / "val.csv")
+    from mbm_keras.deploy.raw_inputs import explain, raw_to_inputs
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        raw_to_inputs({"image": tf.constant([open(tmp_path / "small.jpg", "rb").read()]), "text": tf.constant(["a"]),
+                       "audio": tf.constant([b""]), "tabular": tf.constant([["1", "paris"]])}, small, ["image", "audio_mask"])
+    assert explain(info.value).startswith("image of 40x30 pixels is above the limit max_image_pixels=1,000")
+
+
+def _wav(path, sampwidth, seconds=0.1, rate=8000):
+    import wave
+
+    samples = (np.sin(np.arange(int(seconds * rate)) / 5) * 0.5)
+    if sampwidth == 1:
+        data = (samples * 127 + 128).astype(np.uint8).tobytes()
+    else:
+        data = (samples * (2 ** (8 * sampwidth - 1) - 1)).astype(f"<i{sampwidth}").tobytes()
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(sampwidth)
+        f.setframerate(rate)
+        f.writeframes(data)
+    return str(path)
+
+
+def test_wav_bit_depths_long_audio_and_garbage_audio_give_the_reason(run, tmp_path):
+    root, rows, exports = run
+    example = _example(root, rows[24])
+    for width in (1, 4):
+        wav = _wav(tmp_path / f"{8 * width}.wav", width)
+        for artifact in (str(root / "run"), exports["saved_model"]):
+            with pytest.raises(ValueError, match=f"a {8 * width}-bit PCM WAV file: only 16-bit PCM WAV is read"):
+                predict(artifact, **dict(example, audio=wav))
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"OggS" + bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match="not a WAV file"):
+        predict(exports["saved_model"], **dict(example, audio=str(garbage)))
+    garbage.write_bytes(b"RIFF\xff\xff\xff\xffWAVE" + bytes(range(128, 256)) * 4)
+    with pytest.raises(ValueError) as info:
+        predict(exports["saved_model"], **dict(example, audio=str(garbage)))
+    assert "\n" not in str(info.value) and "user code" not in str(info.value)
+    # Longer than max_audio_seconds: refused naming the duration.
+    from mbm_keras.data import Preprocessor
+
+    short = Preprocessor(COLUMNS, **{**OPTIONS, "max_audio_seconds": 0.05}).fit(root / "val.csv")
+    with pytest.raises(DataError, match=r"row 1, column 'wav' \(.*\): cannot decode the audio file"):
+        make_dataset(root / "val.csv", preprocessor=short)
+    from mbm_keras.deploy.raw_inputs import explain, raw_to_inputs
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        raw_to_inputs({"audio": tf.constant([open(example["audio"], "rb").read()]), "image": tf.constant([b""]),
+                       "text": tf.constant(["a"]), "tabular": tf.constant([["1", "paris"]])}, short, ["image_mask"])
+    assert explain(info.value) == "audio of 0.1 s is longer than max_audio_seconds=0.05 (data.preprocessing.max_audio_seconds)"
+
+
+def test_unknown_image_bytes_keep_tensorflows_reason(run, tmp_path):
+    root, rows, exports = run
+    (tmp_path / "x.png").write_bytes(b"not an image at all")
+    proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "predict", "--model", exports["saved_model"],
+                           "--image", str(tmp_path / "x.png"), "--text", "a red thing", "--tabular", "30,paris"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("mbm-keras predict: error: Unknown image file format. One of JPEG") and last.endswith("required.")
+
+
+def test_damaged_artifacts_name_the_file_and_the_cause(run, tmp_path):
+    import shutil
+    import zipfile
+
+    root, rows, exports = run
+    example = _example(root, rows[24])
+    good = (root / "run" / "model.keras").read_bytes()
+    cases = {"empty": b"", "random": os.urandom(4096), "truncated": good[: len(good) // 2]}
+    for name, content in cases.items():
+        folder = tmp_path / name
+        shutil.copytree(root / "run", folder, ignore=shutil.ignore_patterns("backup-*", "logs"))
+        (folder / "model.keras").write_bytes(content)
+        with pytest.raises(ValueError, match=f"{folder / 'model.keras'}: (the file is empty|not a .keras model)"):
+            predict(str(folder), **example)
+    # Truncated weights inside a valid archive.
+    folder = tmp_path / "weights"
+    shutil.copytree(root / "run", folder, ignore=shutil.ignore_patterns("backup-*", "logs"))
+    with zipfile.ZipFile(root / "run" / "model.keras") as src, zipfile.ZipFile(folder / "model.keras", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(item, data[: len(data) // 3] if item.filename.endswith(".h5") else data)
+    with pytest.raises(ValueError, match=f"{folder / 'model.keras'}: cannot load the .keras model"):
+        predict(str(folder), **example)
+    # Garbage .tflite, SavedModel with truncated variables: one line naming the file.
+    tfl = tmp_path / "bad.tflite"
+    tfl.write_bytes(os.urandom(2048))
+    shutil.copy(os.path.join(exports["tflite"], "preprocessor.json"), tmp_path)
+    shutil.copy(os.path.join(exports["tflite"], "vocabulary.txt"), tmp_path)
+    with pytest.raises(ValueError, match=f"{tfl}: not a loadable TFLite model"):
+        predict(str(tfl), **example)
+    sm = tmp_path / "sm"
+    shutil.copytree(exports["saved_model"], sm)
+    for f in (sm / "variables").glob("variables.data*"):
+        f.write_bytes(f.read_bytes()[:100])
+    proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "predict", "--model", str(sm), "--text", "x",
+                           "--tabular", "30,paris"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"{sm}: cannot load the SavedModel" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_latin1_manifest_names_the_file_and_the_line(tmp_path):
+    from mbm_keras.data import read_manifest
+
+    (tmp_path / "m.csv").write_bytes("image,label\nok.png,a\ncaf\xe9.png,b\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"m.csv: not UTF-8 text \(byte 0xe9 on line 3\).*iconv -f latin1"):
+        read_manifest(tmp_path / "m.csv")
+    (tmp_path / "m.jsonl").write_bytes('{"image": "caf\xe9.png"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match=r"m.jsonl: not UTF-8 text \(byte 0xe9 on line 1\)"):
+        read_manifest(tmp_path / "m.jsonl")
+
+
+def test_an_export_removes_the_temporaries_of_killed_exports(run, tmp_path):
+    from mbm_keras.export import TMP_MARKER
+
+    root, rows, exports = run
+    dest = tmp_path / "export"
+    killed = tmp_path / ".export.tmp-abc123"
+    killed.mkdir()
+    (killed / TMP_MARKER).write_text("999999999")  # a process that is gone
+    (killed / "saved_model.pb").write_bytes(b"half")
+    foreign = tmp_path / ".export.tmp-notours"
+    foreign.mkdir()
+    export_model(str(root / "run"), "saved_model", str(dest), verbose=False)
+    assert not killed.exists() and foreign.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".export.tmp-notours", "export"]
+    assert not (dest / TMP_MARKER).exists()
+
+
+def test_rows_that_fail_while_streaming_are_named_or_skipped(tmp_path, capfd):
+    from mbm_keras.deploy.raw_inputs import explain
+
+    rows = make_files(tmp_path, n=12)
+    (tmp_path / "img" / "4.png").write_bytes((tmp_path / "img" / "4.png").read_bytes()[:60])  # truncated PNG
+    (tmp_path / "wav" / "7.wav").write_bytes((tmp_path / "wav" / "7.wav").read_bytes()[:30])  # truncated WAV
+    path = write_csv(tmp_path / "m.csv", rows)
+    pre = fit_preprocessor(path, {"image": "img", "audio": "wav", "label": "label"}, **OPTIONS)
+    for verify in ("header", "none"):
+        ds = make_dataset(path, preprocessor=pre, verify=verify, batch_size=4)
+        with pytest.raises(Exception) as info:
+            list(ds)
+        assert re.search(r"m.csv row 5, column 'img' \(.*4.png\), column 'wav' \(.*4.wav\): cannot decode", explain(info.value))
+    for cache in (None, "memory"):
+        ds = make_dataset(path, preprocessor=pre, verify="none", on_error="skip", training=True, batch_size=4, cache=cache)
+        for _ in range(2):  # every epoch keeps its length: the epoch's first rows stand in for the bad ones
+            labels = np.concatenate([y for _, y in ds.as_numpy_iterator()])
+            assert len(labels) == 12
+        err = capfd.readouterr().err
+        assert "m.csv row 5, column img" in err and "m.csv row 8" in err and "cannot decode the file(s), skipped" in err
+    # Through train(): the fit error becomes a DataError naming the row.
+    config = {"data": {"train": path, "columns": {"image": "img", "label": "label"}, "verify": "none",
+                       "preprocessing": {"image_size": [16, 16]}, "batch_size": 4},
+              "model": {"image": "small_cnn"}, "train": {"epochs": 1}, "output": str(tmp_path / "run")}
+    with pytest.raises(DataError, match=r"m.csv row 5, column 'img' \(.*4.png\): cannot decode"):
+        train(config, verbose=0)

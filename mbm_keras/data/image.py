@@ -1,5 +1,7 @@
 """Image decoding, resizing and training-time augmentation in tf.data."""
 
+import struct
+
 import tensorflow as tf
 
 RESIZE_MODES = ("stretch", "crop", "pad")
@@ -7,7 +9,81 @@ RESIZE_MODES = ("stretch", "crop", "pad")
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF87a", b"GIF89a")
 
 
-def decode_image(contents, size, resize="stretch"):
+def header_size(contents):
+    """`(height, width)` (int64) from an encoded image's header, without decoding
+    it: PNG, GIF and BMP from fixed offsets, JPEG from its frame marker;
+    (0, 0) for other bytes (the decoder then names the format problem)."""
+    head = tf.strings.substr(tf.strings.join([tf.strings.substr(contents, 0, 32), "\0" * 32]), 0, 32)
+    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+
+    def big(i, n):
+        return sum(b[i + k] * 256 ** (n - 1 - k) for k in range(n))
+
+    def little(i, n):
+        return sum(b[i + k] * 256**k for k in range(n))
+
+    def bmp_height():
+        h = little(22, 4)
+        return tf.where(h >= 2**31, 2**32 - h, h)  # negative height: a top-down bitmap
+
+    magic3 = tf.strings.substr(contents, 0, 3)
+    zero = tf.constant(0, tf.int64)
+    return tf.case(
+        [
+            (tf.equal(magic3, b"\xff\xd8\xff"), lambda: tuple(tf.unstack(tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64)))),
+            (tf.equal(tf.strings.substr(contents, 0, 8), b"\x89PNG\r\n\x1a\n")
+             & tf.equal(tf.strings.substr(contents, 12, 4), b"IHDR"), lambda: (big(20, 4), big(16, 4))),
+            (tf.equal(magic3, b"GIF"), lambda: (little(8, 2), little(6, 2))),
+            (tf.equal(tf.strings.substr(contents, 0, 2), b"BM"), lambda: (bmp_height(), little(18, 4))),
+        ],
+        default=lambda: (zero, zero),
+    )
+
+
+def check_pixels(contents, max_pixels):
+    """Asserts that the image in `contents` has at most `max_pixels` pixels,
+    from its header, before anything is decoded."""
+    height, width = header_size(contents)
+    message = tf.strings.join([
+        "image of ", tf.strings.as_string(width), "x", tf.strings.as_string(height),
+        f" pixels is above the limit max_image_pixels={max_pixels:,} (data.preprocessing.max_image_pixels)",
+    ])
+    return tf.debugging.Assert(height * width <= max_pixels, [message])
+
+
+def file_header_size(path):
+    """`(height, width)` of an image file from its header, read on the host
+    (what `header_size` reads in-graph); None for formats it does not know."""
+    with open(path, "rb") as f:
+        head = f.read(32)
+        if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            return height, width
+        if head.startswith(b"GIF") and len(head) >= 10:
+            width, height = struct.unpack("<HH", head[6:10])
+            return height, width
+        if head.startswith(b"BM") and len(head) >= 26:
+            width, height = struct.unpack("<ii", head[18:26])
+            return abs(height), width
+        if head.startswith(b"\xff\xd8"):  # walk the segments to the frame header
+            f.seek(2)
+            while True:
+                marker = f.read(2)
+                if len(marker) < 2 or marker[0] != 0xFF:
+                    return None
+                if marker[1] in (0xD8, 0x01) or 0xD0 <= marker[1] <= 0xD7:
+                    continue
+                length = f.read(2)
+                if len(length) < 2:
+                    return None
+                if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC):
+                    frame = f.read(5)
+                    return struct.unpack(">HH", frame[1:5]) if len(frame) == 5 else None
+                f.seek(struct.unpack(">H", length)[0] - 2, 1)
+    return None
+
+
+def decode_image(contents, size, resize="stretch", max_pixels=None):
     """JPEG/PNG/BMP/GIF (first frame) bytes -> float32 `(height, width, 3)` RGB in [0, 255].
 
     Args:
@@ -15,10 +91,15 @@ def decode_image(contents, size, resize="stretch"):
         size: `(height, width)`.
         resize: "stretch" (ignore aspect), "crop" (keep aspect, centre crop) or
             "pad" (keep aspect, pad with black).
+        max_pixels: refuse (InvalidArgumentError naming the size) images whose
+            header declares more pixels, before decoding them.
     """
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}. Received: resize={resize!r}")
     height, width = size
+    if max_pixels is not None:
+        with tf.control_dependencies([check_pixels(contents, max_pixels)]):
+            contents = tf.identity(contents)
     image = tf.cond(
         tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff"),
         lambda: _decode_jpeg_near(contents, height, width),

@@ -88,6 +88,22 @@ def read_manifest(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Manifest not found: {path}")
     suffix = os.path.splitext(path)[1].lower()
+    try:
+        columns, rows = _read_rows(path, suffix)
+    except UnicodeDecodeError as e:
+        with open(path, "rb") as f:
+            line = f.read(e.start).count(b"\n") + 1
+        raise DataError(
+            f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} on line {line}); save the manifest as UTF-8, "
+            f"e.g. iconv -f latin1 -t utf-8 {os.path.basename(path)} > utf8-{os.path.basename(path)}"
+        ) from None
+    rows = [{c: _clean(row.get(c)) for c in columns} for row in rows]
+    if not rows:
+        raise DataError(f"Manifest {path} has no rows")
+    return Manifest(path, rows, columns)
+
+
+def _read_rows(path, suffix):
     if suffix == ".csv":
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -122,10 +138,7 @@ def read_manifest(path):
         columns, rows = list(table.column_names), table.to_pylist()
     else:
         raise DataError(f"Unsupported manifest type {suffix!r} for {path}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
-    rows = [{c: _clean(row.get(c)) for c in columns} for row in rows]
-    if not rows:
-        raise DataError(f"Manifest {path} has no rows")
-    return Manifest(path, rows, columns)
+    return columns, rows
 
 
 def resolve_path(manifest, row, column, value, allow_outside_root=False):

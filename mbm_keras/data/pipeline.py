@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from mbm_keras.data.audio import HOST_DECODED, WAV_MAGIC, decode_audio, fix_length, resample
-from mbm_keras.data.image import IMAGE_MAGIC, augment_image, decode_image
+from mbm_keras.data.audio import HOST_DECODED, WAV_FORMAT_NOTE, WAV_MAGIC, decode_audio, fix_length, resample, wav_format
+from mbm_keras.data.image import IMAGE_MAGIC, augment_image, decode_image, file_header_size
 from mbm_keras.data.manifest import DataError, read_manifest, resolve_path
 from mbm_keras.data.preprocessor import column_names, normalize_columns
 from mbm_keras.data.tabular import CellError
@@ -28,19 +28,33 @@ class RowError:
         return self.text
 
 
-def _check_header(path, modality):
+def _check_header(path, modality, options):
     """None if the file looks decodable by its header, else the reason."""
     try:
         with open(path, "rb") as f:
-            head = f.read(12)
+            head = f.read(36)
+        if modality == "image" and head.startswith(IMAGE_MAGIC):
+            size = file_header_size(path)
     except OSError as e:
         return f"cannot read the file ({e.strerror})"
     if not head:
         return "the file is empty"
     if modality == "image":
-        return None if head.startswith(IMAGE_MAGIC) else "not a JPEG, PNG, BMP or GIF file"
+        if not head.startswith(IMAGE_MAGIC):
+            return "not a JPEG, PNG, BMP or GIF file"
+        limit = options["max_image_pixels"]
+        if size is not None and size[0] * size[1] > limit:
+            return (f"image of {size[1]}x{size[0]} pixels is above the limit max_image_pixels={limit:,} "
+                    f"(data.preprocessing.max_image_pixels)")
+        return None
     if head.startswith(WAV_MAGIC):
-        return None if head[8:12] == b"WAVE" else "a RIFF file that is not WAV"
+        if head[8:12] != b"WAVE":
+            return "a RIFF file that is not WAV"
+        fmt = wav_format(head)
+        if fmt is not None and fmt != (1, 16):
+            kind = {1: "PCM", 3: "float"}.get(fmt[0], f"format-{fmt[0]}")
+            return f"a {fmt[1]}-bit {kind} WAV file: {WAV_FORMAT_NOTE}"
+        return None
     fmt = HOST_DECODED.get(head[:4])
     if fmt is None:
         return "not a WAV, FLAC or OGG file"
@@ -98,6 +112,21 @@ def _prepare_rows(manifest, pre, missing_modalities, allow_outside_root):
     return dict(image=image, audio=audio, text=text, masks=masks, tabular=tabular, labels=labels), errors
 
 
+def _file_decoder(modality, options):
+    """path -> decoded tensor: the one decoder of each file modality, with the
+    size limits, for verification and for the pipeline."""
+    if modality == "image":
+        size, resize, limit = options["image_size"], options["resize"], options["max_image_pixels"]
+        return lambda path: decode_image(tf.io.read_file(path), size, resize, max_pixels=limit)
+    rate, limit = float(options["sample_rate"]), options["max_audio_seconds"]
+
+    def audio(path):
+        samples, file_rate = decode_audio(tf.io.read_file(path), max_seconds=limit)
+        return resample(samples, file_rate, rate)
+
+    return audio
+
+
 def _verify_files(manifest, pre, arrays, keep, verify):
     """Checks every file of the kept rows by header, or by decoding it with the
     pipeline's own decoders (in parallel); returns RowErrors."""
@@ -109,22 +138,17 @@ def _verify_files(manifest, pre, arrays, keep, verify):
         rows = [i for i in keep if paths[i]]
         bad = set()
         for i in rows:
-            reason = _check_header(paths[i], modality)
+            reason = _check_header(paths[i], modality, pre.options)
             if reason:
                 errors.append(RowError(manifest, i, pre.columns[modality], reason, file=paths[i]))
                 bad.add(i)
         rows = [i for i in rows if i not in bad]
         if verify != "decode" or not rows:
             continue
-        if modality == "image":
-            size, resize = pre.options["image_size"], pre.options["resize"]
+        decode_file = _file_decoder(modality, pre.options)
 
-            def decode(i, path):
-                return i, tf.reduce_sum(decode_image(tf.io.read_file(path), size, resize))
-        else:
-
-            def decode(i, path):
-                return i, tf.reduce_sum(decode_audio(tf.io.read_file(path))[0])
+        def decode(i, path):
+            return i, tf.reduce_sum(decode_file(path))
 
         ds = tf.data.Dataset.from_tensor_slices((np.array(rows, np.int64), [paths[i] for i in rows]))
         ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
@@ -249,7 +273,7 @@ def make_dataset(
 
     ds = _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modalities, modality_dropout,
                 cache, drop_remainder, deterministic, shuffle if shuffle is not None else training, report,
-                initial_epoch)
+                initial_epoch, manifest, on_error)
     ds.report = report
     return ds
 
@@ -266,7 +290,7 @@ def _attach_epoch(ds, epoch):
 
 
 def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modalities, modality_dropout,
-           cache, drop_remainder, deterministic, shuffle, report, initial_epoch):
+           cache, drop_remainder, deterministic, shuffle, report, initial_epoch, manifest, on_error):
     idx = np.array(keep)
     cols = {"_row": idx.astype(np.int64)}
     for m in pre.modalities:
@@ -280,31 +304,22 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
         dtype = np.int32 if pre.labels.label_type == "single" else np.float32
         elements = (cols, np.array([arrays["labels"][i] for i in keep], dtype=dtype))
     options = pre.options
-    size, resize = options["image_size"], options["resize"]
-    rate, length = float(options["sample_rate"]), options["audio_length"]
+    size, length = options["image_size"], options["audio_length"]
     augment_args = augment if isinstance(augment, dict) else {}
     parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    file_modalities = [m for m in FILE_MODALITIES if m in pre.modalities]
+    decoders = {m: _file_decoder(m, options) for m in file_modalities}
+    empty = {"image": tf.zeros((*size, 3), tf.float32), "audio": tf.zeros((length,), tf.float32)}
 
     def present(x, m):
         return tf.greater(x[f"{m}_mask"][0], 0)
 
     def decode(x):
-        """The deterministic part: files -> tensors (cacheable)."""
+        """The deterministic part: files -> tensors (cacheable). Audio stays
+        full length here; finish() cuts it, so training crops vary."""
         x = dict(x)
-        if "image" in x:
-            x["image"] = tf.cond(
-                present(x, "image"),
-                lambda: decode_image(tf.io.read_file(x["image"]), size, resize),
-                lambda: tf.zeros((*size, 3), tf.float32),
-            )
-        if "audio" in x:
-
-            def load():
-                samples, file_rate = decode_audio(tf.io.read_file(x["audio"]))
-                return resample(samples, file_rate, rate)
-
-            # Full length here; cut to `length` in finish(), so training crops vary.
-            x["audio"] = tf.cond(present(x, "audio"), load, lambda: tf.zeros((length,), tf.float32))
+        for m in file_modalities:
+            x[m] = tf.cond(present(x, m), lambda m=m: decoders[m](x[m]), lambda m=m: empty[m])
         return x
 
     def finish(x, seeds):
@@ -316,7 +331,7 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
             x["image"] = augment_image(x["image"], seeds[1], **augment_args)
         if training and modality_dropout:
             masks = tf.stack([x[f"{m}_mask"][0] for m in pre.modalities])
-            drop = tf.random.stateless_uniform([len(masks)], seeds[2]) < modality_dropout
+            drop = tf.random.stateless_uniform([len(pre.modalities)], seeds[2]) < modality_dropout
             dropped = tf.where(drop, tf.zeros_like(masks), masks)
             # Never hide every modality of an example.
             masks = tf.cond(tf.reduce_sum(dropped) > 0, lambda: dropped, lambda: masks)
@@ -326,40 +341,108 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
             x = {k: v for k, v in x.items() if not k.endswith("_mask")}
         return x
 
+    n = len(keep)
+    columns = tf.nest.map_structure(tf.constant, elements)
+    where = tf.constant(f"make_dataset: {manifest.path} row ")
+    file_columns = [(m, pre.columns[m]) for m in file_modalities]
+
+    def describe(k, quote=True):
+        """`... row 7, column 'image' (a.png)` of the k-th kept row, in-graph
+        (`quote=False` for tf.print, which would escape the quotes)."""
+        parts = [where, tf.strings.as_string(columns[0]["_row"][k] + 1)]
+        for m, column in file_columns:
+            parts += [f", column {column!r} (" if quote else f", column {column} (", columns[0][m][k], ")"]
+        return tf.strings.join(parts)
+
+    def positioned(order):
+        """(position, kept index) of one pass in `order`, then a sentinel at
+        position n whose modalities are all absent (it always decodes): a row
+        whose decoding fails leaves a gap in the positions that `check_gaps` finds."""
+        pairs = tf.data.Dataset.from_tensor_slices(order).enumerate()
+        return pairs.concatenate(tf.data.Dataset.from_tensors((tf.constant(n, tf.int64), tf.constant(0, tf.int64))))
+
+    def take(p, i):
+        x, *y = tf.nest.map_structure(lambda t: tf.gather(t, i), columns)
+        x = {k: (tf.where(p == n, tf.zeros_like(v), v) if k.endswith("_mask") else v) for k, v in x.items()}
+        return (p, x, *y)
+
+    def check_gaps(ds, order, report_skips):
+        """Drops the sentinel; a gap before position p means rows that failed to
+        decode: on_error="raise" fails naming the first, "skip" prints them."""
+
+        def check(expected, element):
+            p = element[0]
+            if on_error == "raise":
+                bad = tf.gather(order, tf.minimum(expected, n - 1))
+                assertion = tf.debugging.Assert(tf.equal(p, expected), [tf.strings.join([
+                    describe(bad), ": cannot decode the file(s): corrupt or truncated, or above "
+                    "max_image_pixels / max_audio_seconds (verify='decode' finds such rows before training; "
+                    "on_error='skip' drops them)"])])
+                with tf.control_dependencies([assertion]):
+                    p = tf.identity(p)
+            else:
+
+                def say():
+                    skipped = tf.gather(order, tf.range(expected, p))
+                    note = tf.strings.reduce_join(
+                        tf.map_fn(lambda k: describe(k, quote=False), skipped, fn_output_signature=tf.string),
+                        separator="; ")
+                    with tf.control_dependencies([tf.print(tf.strings.join([note, ": cannot decode the file(s), skipped"]),
+                                                           output_stream=sys.stderr)]):
+                        return tf.constant(True)
+
+                said = tf.cond((p > expected) & report_skips, say, lambda: tf.constant(False))
+                with tf.control_dependencies([said]):
+                    p = tf.identity(p)
+            return p + 1, (p, *element[1:])
+
+        ds = ds.scan(tf.constant(0, tf.int64), check).filter(lambda p, *rest: p < n)
+        return ds.map(lambda p, *rest: tuple(rest))
+
     # Every epoch's random draws, and without `cache` its order too, are a
     # function of (seed, epoch): the counter below advances once per pass over
     # the dataset, so a run resumed at `initial_epoch` sees what an
     # uninterrupted run saw from there on. (Dataset.shuffle cannot take a
     # per-epoch tensor seed once a global TF seed is set, hence the explicit
-    # stateless permutation.)
+    # stateless permutation.) Rows that fail to decode while streaming
+    # (verify="header"/"none") are named, or skipped and replaced by the
+    # epoch's first rows so that every epoch keeps its length.
     epoch = tf.Variable(initial_epoch - 1, dtype=tf.int64, trainable=False, name="epoch")
-    n = len(keep)
+
+    def seeds_of(e, x):
+        return tf.random.experimental.stateless_split(tf.stack([seed * 1000003 + e, x["_row"]]), 4)
+
+    def without_row(x):
+        return {k: v for k, v in x.items() if k != "_row"}
+
     if cache:
-        base = tf.data.Dataset.from_tensor_slices(elements).map(lambda x, *y: (decode(x), *y), **parallel)
-        base = base.cache("" if cache == "memory" else cache)
+        identity = tf.range(n, dtype=tf.int64)
+        base = positioned(identity).map(take).map(lambda p, x, *y: (p, decode(x), *y), **parallel).ignore_errors()
+        base = check_gaps(base, identity, report_skips=tf.constant(True)).cache("" if cache == "memory" else cache)
         if shuffle:  # order from the shuffle's own stream: exact resume needs cache=None
             base = base.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        if on_error == "skip":
+            base = base.repeat(2).take(n)
 
         def one_epoch(e):
-            return base.map(lambda *el: (e, *el))
+            return base.map(lambda x, *y: (finish(without_row(x), seeds_of(e, x)), *y), **parallel)
     else:
-        columns = tf.nest.map_structure(tf.constant, elements)
 
-        def one_epoch(e):
+        def one_pass(e, first):
             order = tf.range(n, dtype=tf.int64)
             if shuffle:
                 order = tf.argsort(tf.random.stateless_uniform([n], tf.stack([tf.constant(seed, tf.int64), e])))
-            take = lambda i: (e, *tf.nest.map_structure(lambda t: tf.gather(t, i), columns))  # noqa: E731
-            return tf.data.Dataset.from_tensor_slices(order).map(take)
+                order = tf.cast(order, tf.int64)
+            ds = positioned(order).map(take)
+            ds = ds.map(lambda p, x, *y: (p, finish(without_row(decode(x)), seeds_of(e, x)), *y), **parallel)
+            return check_gaps(ds.ignore_errors(), order, report_skips=first)
 
-    def per_element(e, x, *y):
-        x = dict(x)
-        row = x.pop("_row")
-        seeds = tf.random.experimental.stateless_split(tf.stack([seed * 1000003 + e, row]), 4)
-        return (finish(x if cache else decode(x), seeds), *y)
+        def one_epoch(e):
+            if on_error == "raise":
+                return one_pass(e, True)
+            return tf.data.Dataset.range(2).flat_map(lambda r: one_pass(e, tf.equal(r, 0))).take(n)
 
     ds = tf.data.Dataset.range(1).map(lambda _: epoch.assign_add(1)).flat_map(one_epoch)
-    ds = ds.map(per_element, **parallel)
 
     if report["skipped"]:
         note = f"make_dataset: {report['skipped']} of {report['rows']} rows were skipped (see dataset.report)"

@@ -2,8 +2,17 @@
 categorical columns one-hot encoded over the training categories (+ unknown)."""
 
 import math
+import re
+
+import numpy as np
 
 from mbm_keras.data.manifest import DataError
+
+# A numeric cell: a decimal number, as `tf.strings.to_number` reads it in the
+# SavedModel (Python's float() also takes "nan", "inf" and "1_000"; they are refused).
+NUMBER_PATTERN = r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?"
+NUMBER = re.compile(NUMBER_PATTERN)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class CellError(ValueError):
@@ -35,14 +44,20 @@ class TabularEncoder:
 
     @staticmethod
     def parse_number(value):
+        """A cell as a float that is finite in float32 (the model's dtype);
+        ValueError otherwise."""
         if isinstance(value, bool):
             raise ValueError(f"value {value!r} is not a number")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"value {value!r} is not a number") from None
+        if isinstance(value, str):
+            if not NUMBER.fullmatch(value.strip()):
+                raise ValueError(f"value {value!r} is not a number")
+        elif not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ValueError(f"value {value!r} is not a number")
+        number = float(value)
         if not math.isfinite(number):
             raise ValueError(f"value {value!r} is not a finite number")
+        if abs(number) > FLOAT32_MAX:
+            raise ValueError(f"value {value!r} overflows float32 (largest {FLOAT32_MAX:.4g}), the model's number type")
         return number
 
     def fit(self, manifest, rows=None):
@@ -61,7 +76,11 @@ class TabularEncoder:
                 raise DataError(f"{manifest.path}: numeric column {column!r} has no values")
             mean = sum(values) / len(values)
             std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-            self.stats[column] = (mean, std if std > 0 else 1.0)
+            if not std <= FLOAT32_MAX:
+                raise DataError(f"{manifest.path}: numeric column {column!r} spreads beyond float32 (standard "
+                                f"deviation {std:.3g}); rescale the column")
+            # A spread that float32 rounds to 0 would divide by 0 in the exported model.
+            self.stats[column] = (mean, std if np.float32(std) > 0 else 1.0)
         for column in self.categorical:
             self.categories[column] = sorted({str(manifest.rows[i][column]) for i in rows if manifest.rows[i][column] is not None})
         return self
@@ -81,9 +100,13 @@ class TabularEncoder:
             mean, std = self.stats[column]
             cell = row[column]
             try:
-                out.append(0.0 if cell is None else (self.parse_number(cell) - mean) / std)
+                value = 0.0 if cell is None else (self.parse_number(cell) - mean) / std
             except ValueError as e:
                 raise CellError(column, str(e)) from None
+            if not abs(value) <= FLOAT32_MAX:
+                raise CellError(column, f"value {cell!r} is not finite in float32 after scaling by the training "
+                                        f"statistics (mean {mean:.4g}, std {std:.4g})")
+            out.append(value)
         for column in self.categorical:
             cats = self.categories[column]
             onehot = [0.0] * (len(cats) + 1)

@@ -31,7 +31,41 @@ def load_run_model(path):
         raise FileNotFoundError(f"No model.keras at {path}: pass a run folder (from mbm-keras train) or a .keras file")
     folder = os.path.dirname(model_file)
     pre = Preprocessor.load(folder)
-    return keras.models.load_model(model_file, safe_mode=True), pre
+    return load_keras_file(model_file), pre
+
+
+class ArtifactError(ValueError):
+    """A model file that exists but cannot be loaded; the message names the file and the cause."""
+
+
+def load_keras_file(path):
+    """`keras.models.load_model(path, safe_mode=True)` with one-line errors that
+    name the file: not a .keras archive (empty, truncated, another format),
+    unreadable weights, or a refused unsafe layer.
+
+    Example:
+        >>> model = load_keras_file("runs/first/model.keras")
+    """
+    import zipfile
+
+    import keras
+
+    import mbm_keras  # noqa: F401  (registers the custom layers)
+
+    if os.path.getsize(path) == 0:
+        raise ArtifactError(f"{path}: the file is empty, not a .keras model")
+    if not zipfile.is_zipfile(path):
+        raise ArtifactError(f"{path}: not a .keras model (a .keras file is a zip archive; this one is truncated or "
+                            f"another format)")
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except Exception as e:  # noqa: BLE001 -- Keras raises many types; all mean "cannot load"
+        reason = " ".join(str(e).split())
+        if "safe_mode" in reason or "Lambda" in reason:
+            raise ArtifactError(
+                f"{path}: refused to load: it holds code (a Lambda layer or unsafe deserialization), which "
+                f"mbm_keras never runs from a file; rebuild the model without Lambda layers") from None
+        raise ArtifactError(f"{path}: cannot load the .keras model ({type(e).__name__}: {reason[:300]})") from None
 
 
 def _default_data(folder):

@@ -55,7 +55,7 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3):
     """
     import tensorflow as tf
 
-    from mbm_keras.deploy.raw_inputs import explain, raw_to_inputs
+    from mbm_keras.deploy.raw_inputs import raw_to_inputs
 
     path = os.path.abspath(path)
     kind = _kind(path)
@@ -66,17 +66,14 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3):
     }
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     if kind == "saved_model":
-        served = tf.saved_model.load(path)
-        signature = served.signatures["serving_default"]
+        signature = _load_signature(path)
         names = list(signature.structured_input_signature[1])
         raw = {m: tf.constant([raw_values[m]]) for m in names if m != "tabular"}
         if "tabular" in names:
-            raw["tabular"] = tf.constant([[str(v) for v in (tabular or [])]])
+            columns = signature.structured_input_signature[1]["tabular"].shape[-1]
+            raw["tabular"] = tf.constant([_tabular_cells(tabular, columns)])
         _check_given(names, raw_values, tabular)
-        try:
-            out = signature(**raw)
-        except tf.errors.InvalidArgumentError as e:
-            raise ValueError(explain(e)) from None
+        out = _run(signature, raw)
         probabilities = out.get("probabilities", out.get("predictions")).numpy()[0]
         classes = [c.decode("utf-8") for c in out["classes"].numpy()] if "classes" in out else None
     else:
@@ -96,11 +93,10 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3):
         _check_given(pre.modalities, raw_values, tabular, names)
         raw = {m: tf.constant([raw_values[m]]) for m in pre.modalities if m != "tabular"}
         if "tabular" in pre.modalities:
-            raw["tabular"] = tf.constant([[str(v) for v in tabular]])
-        try:
-            inputs = raw_to_inputs(raw, pre, names)
-        except tf.errors.InvalidArgumentError as e:
-            raise ValueError(explain(e)) from None
+            tab = pre.tabular
+            raw["tabular"] = tf.constant([_tabular_cells(tabular, len(tab.numeric) + len(tab.categorical),
+                                                         tab.numeric + tab.categorical)])
+        inputs = _run(lambda **r: raw_to_inputs(r, pre, names), raw)
         inputs = {k: v.numpy() for k, v in inputs.items()}
         if kind == "keras":
             probabilities = model.predict(inputs, verbose=0)[0]
@@ -111,6 +107,46 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3):
         return [("prediction", probabilities.tolist())]
     order = np.argsort(-probabilities)[:top]
     return [(classes[i], float(probabilities[i])) for i in order]
+
+
+def _load_signature(path):
+    import tensorflow as tf
+
+    from mbm_keras.deploy.exporting import ArtifactError
+
+    try:
+        served = tf.saved_model.load(path)
+    except Exception as e:  # noqa: BLE001 -- TF raises many types for a damaged SavedModel
+        reason = " ".join(str(e).split())
+        raise ArtifactError(f"{path}: cannot load the SavedModel ({type(e).__name__}: {reason[:300]}); "
+                            f"re-export it with mbm-keras export") from None
+    if "serving_default" not in served.signatures:
+        raise ArtifactError(f"{path}: the SavedModel has no serving_default signature; it is not an mbm_keras export")
+    return served.signatures["serving_default"]
+
+
+def _run(function, raw):
+    """Calls `function(**raw)`; TensorFlow's errors become one-line ValueErrors
+    with the reason (TF's text may hold raw input bytes that are not UTF-8)."""
+    import tensorflow as tf
+
+    from mbm_keras.deploy.raw_inputs import explain
+
+    try:
+        return function(**raw)
+    except tf.errors.InvalidArgumentError as e:
+        raise ValueError(explain(e)) from None
+    except UnicodeDecodeError:
+        raise ValueError("an input could not be decoded (TensorFlow's message held bytes of the input that are "
+                         "not text): check that --image is an image file and --audio a 16-bit PCM WAV file") from None
+
+
+def _tabular_cells(tabular, count, names=None):
+    cells = ["" if v is None else str(v) for v in (tabular or [])]
+    if tabular is not None and len(cells) != count:
+        which = f" ({', '.join(names)})" if names else ""
+        raise ValueError(f"The model takes {count} tabular cell(s){which}, numeric columns first; received {len(cells)}")
+    return cells or [""] * count
 
 
 def _check_given(modalities, raw_values, tabular, input_names=None):

@@ -19,8 +19,9 @@ import re
 
 import tensorflow as tf
 
-from mbm_keras.data.audio import WAV_MAGIC, fix_length, resample
+from mbm_keras.data.audio import check_duration, decode_wav, fix_length, resample
 from mbm_keras.data.image import decode_image
+from mbm_keras.data.tabular import FLOAT32_MAX, NUMBER_PATTERN
 
 RAW_MODALITIES = ("image", "text", "audio", "tabular")
 
@@ -48,11 +49,12 @@ def raw_signature(pre):
 
 def _image(contents, pre):
     size, resize = pre.options["image_size"], pre.options["resize"]
+    max_pixels = pre.options["max_image_pixels"]
 
     def one(c):
         return tf.cond(
             tf.strings.length(c) > 0,
-            lambda: decode_image(c, size, resize),
+            lambda: decode_image(c, size, resize, max_pixels=max_pixels),
             lambda: tf.zeros((*size, 3), tf.float32),
         )
 
@@ -62,42 +64,66 @@ def _image(contents, pre):
 def _audio(contents, pre):
     rate, length = float(pre.options["sample_rate"]), pre.options["audio_length"]
 
+    max_seconds = pre.options["max_audio_seconds"]
+
     def one(c):
         def load():
-            tf.debugging.assert_equal(
-                tf.strings.substr(c, 0, 4), WAV_MAGIC,
-                message="input audio must hold WAV file bytes (RIFF header); decode other formats first",
-            )
-            audio, file_rate = tf.audio.decode_wav(c)
-            return fix_length(resample(tf.reduce_mean(audio, axis=1), tf.cast(file_rate, tf.int32), rate), length)
+            samples, file_rate = decode_wav(c)  # asserts a 16-bit PCM WAV, with a message free of the raw bytes
+            samples = check_duration(samples, file_rate, max_seconds)
+            return fix_length(resample(samples, file_rate, rate), length)
 
         return tf.cond(tf.strings.length(c) > 0, load, lambda: tf.zeros((length,), tf.float32))
 
     return tf.map_fn(one, contents, fn_output_signature=tf.TensorSpec((length,), tf.float32))
 
 
-def _tabular(cells, pre):
+def category_tables(pre):
+    """One lookup table per categorical tabular column (category -> slot;
+    unseen or empty -> the "unknown" slot). Made once, outside any traced
+    function, so a SavedModel can track them (see `export_serving_model`)."""
+    if pre.tabular is None:
+        return []
+    tables = []
+    for column in pre.tabular.categorical:
+        cats = pre.tabular.categories[column]
+        tables.append(tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(cats, tf.string), tf.range(len(cats), dtype=tf.int64)),
+            default_value=len(cats),
+        ))
+    return tables
+
+
+def _assert(condition, message):
+    """An assertion whose message is `message` alone (never the tensors' values,
+    which may be raw file bytes)."""
+    return tf.debugging.Assert(condition, [message])
+
+
+def _tabular(cells, pre, tables):
     tab = pre.tabular
     n_num = len(tab.numeric)
     parts = []
     if n_num:
-        num = cells[:, :n_num]
+        num = tf.strings.strip(cells[:, :n_num])
         empty = tf.equal(num, "")
-        values = tf.strings.to_number(tf.where(empty, "0", num), tf.float32)
+        number = tf.strings.regex_full_match(num, NUMBER_PATTERN)
+        values = tf.strings.to_number(tf.where(number, num, "0"), tf.float32)
         mean = tf.constant([tab.stats[c][0] for c in tab.numeric], tf.float32)
         std = tf.constant([tab.stats[c][1] for c in tab.numeric], tf.float32)
-        parts.append(tf.where(empty, 0.0, (values - mean) / std))  # empty: the training mean
+        scaled = tf.where(empty, 0.0, (values - mean) / std)  # empty: the training mean
+        for j, column in enumerate(tab.numeric):
+            _assert(tf.reduce_all(empty[:, j] | number[:, j]), f"tabular column {column!r}: a cell is not a number")
+            # to_number gives inf beyond float32; scaling can overflow too.
+            finite = tf.math.is_finite(values[:, j]) & (tf.abs(scaled[:, j]) <= FLOAT32_MAX)
+            _assert(tf.reduce_all(finite), f"tabular column {column!r}: a cell is not a finite float32 number")
+        parts.append(scaled)
     for j, column in enumerate(tab.categorical):
         cats = tab.categories[column]
-        table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(cats, tf.string), tf.range(len(cats), dtype=tf.int64)),
-            default_value=len(cats),  # unseen or empty: the "unknown" slot
-        )
-        parts.append(tf.one_hot(table.lookup(cells[:, n_num + j]), len(cats) + 1, dtype=tf.float32))
+        parts.append(tf.one_hot(tables[j].lookup(cells[:, n_num + j]), len(cats) + 1, dtype=tf.float32))
     return tf.concat(parts, axis=-1), tf.reduce_any(tf.not_equal(cells, ""), axis=-1)
 
 
-def raw_to_inputs(raw, pre, input_names):
+def raw_to_inputs(raw, pre, input_names, tables=None):
     """The model's input dict for a dict of raw inputs (see module doc).
 
     Args:
@@ -105,6 +131,8 @@ def raw_to_inputs(raw, pre, input_names):
         pre: the fitted `Preprocessor` saved with the model.
         input_names: the model's input names (masks are produced when the
             model has `<modality>_mask` inputs).
+        tables: `category_tables(pre)`, made outside a traced function
+            (made here when None: fine eagerly, not inside a SavedModel).
 
     Example:
         >>> raw = {"image": tf.constant([open("cat.png", "rb").read()]), "text": tf.constant(["a cat"])}
@@ -113,11 +141,21 @@ def raw_to_inputs(raw, pre, input_names):
     missing = [m for m in pre.modalities if m not in raw]
     if missing:
         raise ValueError(f"Raw inputs lack {missing}; the model takes {pre.modalities}")
+    sizes = {m: tf.shape(raw[m])[0] for m in pre.modalities}
+    first = pre.modalities[0]
+    for m in pre.modalities[1:]:
+        _assert(tf.equal(sizes[m], sizes[first]), f"inputs {first!r} and {m!r} hold different numbers of examples")
+    if "tabular" in pre.modalities:
+        columns = len(pre.tabular.numeric) + len(pre.tabular.categorical)
+        _assert(tf.equal(tf.shape(raw["tabular"])[-1], columns),
+                f"input 'tabular' must hold {columns} cells per example "
+                f"({', '.join(pre.tabular.numeric + pre.tabular.categorical)})")
+    tables = category_tables(pre) if tables is None else tables
     out = {}
     for m in pre.modalities:
         x = raw[m]
         if m == "tabular":
-            out[m], present = _tabular(x, pre)
+            out[m], present = _tabular(x, pre, tables)
         else:
             present = tf.strings.length(x) > 0
             if m == "image":
@@ -129,19 +167,38 @@ def raw_to_inputs(raw, pre, input_names):
         if f"{m}_mask" in input_names:
             out[f"{m}_mask"] = tf.cast(tf.reshape(present, [-1, 1]), tf.float32)
         else:
-            tf.debugging.assert_equal(
-                tf.reduce_all(present), True,
-                message=f"input {m} is empty for some example, but the model was built without "
-                        "missing_modalities=True and needs every modality",
-            )
+            _assert(tf.reduce_all(present), f"input {m} is empty for some example, but the model was built without "
+                                            "missing_modalities=True and needs every modality")
     return out
 
 
+def _clean(line):
+    line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line).strip()
+    return re.sub(r"\s*\[Op:[^]]*\].*$|\s*\[\[.*$", "", line).strip()
+
+
 def explain(error):
-    """The useful line of a `tf.errors.InvalidArgumentError` raised by the ops above."""
-    text = error.message if hasattr(error, "message") else str(error)
-    found = re.search(r"assertion failed: \[(.*?)\]", text)
-    if found:
-        return found.group(1).replace("\\'", "'")
-    lines = [line.strip() for line in text.splitlines() if line.strip() and "Graph execution error" not in line]
-    return lines[0].split(" [[")[0] if lines else text
+    """The reason in a TensorFlow error raised by the ops above, as one line:
+    the message of a failed assertion, else TensorFlow's own reason, without
+    the traceback, graph-node and function-name decorations around it.
+
+    Example:
+        >>> explain(e)   # "Unknown image file format. One of JPEG, PNG, GIF, BMP required."
+    """
+    text = getattr(error, "message", None) or str(error)
+    for pattern in (r"assertion failed: \[(.*?)\](?:\s|$)", r"Summarized data: b(['\"])(.*?)\1\s*$"):
+        found = re.search(pattern, text, flags=re.S | re.M)
+        if found:
+            return found.groups()[-1].replace("\\'", "'").replace("\\n", " ")
+    lines = text.splitlines()
+    for line in reversed(lines):  # "in user code" blocks end with "    SomeError: reason"
+        found = re.match(r"\s+\w+Error: (.+)$", line)
+        if found:
+            return _clean(found.group(1))
+    for i, line in enumerate(lines):  # graph errors: the reason comes right before "[[{{node ...}}]]"
+        if line.strip().startswith("[[") and i > 0 and _clean(lines[i - 1]):
+            return _clean(lines[i - 1])
+    for line in lines:
+        if _clean(line) and not re.match(r"(Graph execution error|Detected at node|<stack traces)", line.strip()):
+            return _clean(line)
+    return type(error).__name__

@@ -1,18 +1,25 @@
-"""Reference text tokenizer for apps that run a mbm_keras .tflite model.
+"""Reference preprocessing for apps that run a mbm_keras .tflite model.
 
 Standalone (Python standard library only) and copied next to every TFLite
 export as `tokenizer.py`: port it to your app's language. It reproduces the
-"word", "character" and "wordpiece" tokenizers the model was trained with
-(mbm_keras checks it against them in its tests).
+"word", "character" and "wordpiece" tokenizers the model was trained with, and
+the tabular scaling and one-hot encoding, including the refusal of cells that
+are not finite float32 numbers (mbm_keras checks it against both in its tests).
 
 Usage:
     python tokenizer.py model.json "a red cat"      # prints the ids
 """
 
 import json
+import math
 import os
+import re
 import sys
 import unicodedata
+
+# What a numeric tabular cell may hold (as in training): a decimal number, no nan/inf.
+NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+FLOAT32_MAX = 3.4028234663852886e38
 
 # Characters the "word" tokenizer turns into spaces.
 PUNCTUATION = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~。，、！？；：「」『』（）《》【】")
@@ -126,6 +133,45 @@ class Tokenizer:
             tokens = [p for w in split_bert(text) for p in wordpieces(w, self.ids)]
         ids = [self.ids.get(t, 1) for t in tokens][: self.length]
         return ids + [0] * (self.length - len(ids))
+
+
+class TabularEncoder:
+    """The model's tabular input for one row of cells (strings, numeric columns
+    first, then categorical, as in model.json). An empty numeric cell is the
+    training mean; an empty or unseen category is the column's unknown slot.
+    Raises ValueError naming the column for a cell that is not a number or not
+    finite in float32, before or after scaling."""
+
+    def __init__(self, numeric, categorical):
+        self.numeric, self.categorical = numeric, categorical
+
+    @classmethod
+    def from_export(cls, model_json):
+        with open(model_json, encoding="utf-8") as f:
+            tabular = json.load(f)["preprocessing"]["tabular"]
+        return cls(tabular["numeric"], tabular["categorical"])
+
+    def __call__(self, cells):
+        cells = ["" if c is None else str(c) for c in cells]
+        if len(cells) != len(self.numeric) + len(self.categorical):
+            raise ValueError(f"expected {len(self.numeric) + len(self.categorical)} tabular cells, got {len(cells)}")
+        out = []
+        for spec, cell in zip(self.numeric, cells):
+            cell = cell.strip()
+            if cell == "":
+                out.append(0.0)
+                continue
+            if not NUMBER.fullmatch(cell):
+                raise ValueError(f"tabular column {spec['column']!r}: {cell!r} is not a number")
+            value = (float(cell) - spec["mean"]) / spec["std"]
+            if not (abs(float(cell)) <= FLOAT32_MAX and math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+                raise ValueError(f"tabular column {spec['column']!r}: {cell!r} is not a finite float32 number")
+            out.append(value)
+        for spec, cell in zip(self.categorical, cells[len(self.numeric):]):
+            onehot = [0.0] * (len(spec["categories"]) + 1)
+            onehot[spec["categories"].index(cell) if cell in spec["categories"] else spec["unknown_slot"]] = 1.0
+            out.extend(onehot)
+        return out
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import os
 import keras
 import tensorflow as tf
 
-from mbm_keras.deploy.raw_inputs import raw_signature, raw_to_inputs
+from mbm_keras.deploy.raw_inputs import category_tables, raw_signature, raw_to_inputs
 
 
 def tensor_signature(model, batch_size=None):
@@ -64,8 +64,13 @@ def export_serving_model(model, pre, path):
         else:  # tensorflow-text tokenizer: its lookup table is a trackable resource
             archive._tf_trackable.tokenizer = layer
 
+    # Lookup tables made here, outside the traced endpoint, and tracked: a table
+    # made inside it is an untracked resource the SavedModel cannot hold.
+    tables = category_tables(pre)
+    archive._tf_trackable.category_tables = tables
+
     def serve_raw(raw):
-        return _outputs(model(raw_to_inputs(raw, pre, names), training=False), pre)
+        return _outputs(model(raw_to_inputs(raw, pre, names, tables), training=False), pre)
 
     def serve_tensors(inputs):
         return _outputs(model(inputs, training=False), pre)

@@ -205,8 +205,16 @@ def tflite_interpreter(path, num_threads=None):
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-    interpreter.allocate_tensors()
+    from mbm_keras.deploy.exporting import ArtifactError
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No TFLite model at {path}")
+    try:
+        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        reason = " ".join(str(e).split())
+        raise ArtifactError(f"{path}: not a loadable TFLite model ({reason[:300]})") from None
     return interpreter
 
 
