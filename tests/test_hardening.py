@@ -353,7 +353,7 @@ def test_wav_bit_depths_long_audio_and_garbage_audio_give_the_reason(run, tmp_pa
                 predict(artifact, **dict(example, audio=wav))
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"OggS" + bytes(range(256)) * 4)
-    with pytest.raises(ValueError, match="not a WAV file"):
+    with pytest.raises(ValueError, match="input audio must hold WAV file bytes"):
         predict(exports["saved_model"], **dict(example, audio=str(garbage)))
     garbage.write_bytes(b"RIFF\xff\xff\xff\xffWAVE" + bytes(range(128, 256)) * 4)
     with pytest.raises(ValueError) as info:
@@ -479,3 +479,26 @@ def test_rows_that_fail_while_streaming_are_named_or_skipped(tmp_path, capfd):
               "model": {"image": "small_cnn"}, "train": {"epochs": 1}, "output": str(tmp_path / "run")}
     with pytest.raises(DataError, match=r"m.csv row 5, column 'img' \(.*4.png\): cannot decode"):
         train(config, verbose=0)
+
+
+def test_advice_in_messages_names_options_the_user_has(tmp_path):
+    # Paths outside the data root: the message names the Python argument, the config key and the CLI flag,
+    # and each of them exists.
+    rows = make_files(tmp_path, n=4)
+    (tmp_path / "sub").mkdir()
+    path = write_csv(tmp_path / "sub" / "m.csv", [dict(r, img="../" + r["img"]) for r in rows])
+    pre = fit_preprocessor(path, {"text": "caption", "label": "label"})
+    pre_img = fit_preprocessor(path, {"image": "img", "label": "label"}, image_size=(8, 8))
+    with pytest.raises(DataError) as info:
+        make_dataset(path, preprocessor=pre_img)
+    text = str(info.value)
+    assert "allow_outside_root=True (Python)" in text and "data.allow_outside_root: true (run config)" in text
+    assert "--allow-outside-root (mbm-keras evaluate/export)" in text
+    assert make_dataset(path, preprocessor=pre_img, allow_outside_root=True).report["kept"] == 4
+    assert load_config({"data": {"train": path, "columns": {"text": "caption"}, "allow_outside_root": True}})["data"][
+        "allow_outside_root"] is True
+    for command in ("evaluate", "export"):
+        proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", command, "--help"], capture_output=True, text=True,
+                              timeout=300)
+        assert "--allow-outside-root" in proc.stdout
+    assert pre.fitted

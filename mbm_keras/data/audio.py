@@ -55,7 +55,7 @@ def decode_wav(contents):
     kind = tf.where(tag == 1, "PCM", tf.where(tag == 3, "float", tf.strings.join(["format-", tf.strings.as_string(tag)])))
     message = tf.strings.join(["a ", tf.strings.as_string(bits), "-bit ", kind, " WAV file: ", WAV_FORMAT_NOTE])
     checks = [
-        tf.debugging.Assert(is_wav, ["not a WAV file (no RIFF/WAVE header); the exported model reads 16-bit PCM WAV bytes"]),
+        tf.debugging.Assert(is_wav, ["input audio must hold WAV file bytes (no RIFF/WAVE header found); 16-bit PCM WAV is read"]),
         tf.debugging.Assert(pcm16, [message]),
     ]
     with tf.control_dependencies(checks):
