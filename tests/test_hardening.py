@@ -349,8 +349,12 @@ def test_wav_bit_depths_long_audio_and_garbage_audio_give_the_reason(run, tmp_pa
     for width in (1, 4):
         wav = _wav(tmp_path / f"{8 * width}.wav", width)
         for artifact in (str(root / "run"), exports["saved_model"]):
-            with pytest.raises(ValueError, match=f"a {8 * width}-bit PCM WAV file: only 16-bit PCM WAV is read"):
+            with pytest.raises(ValueError, match=fr"a {8 * width}-bit WAV file \(format tag 1, 1 = PCM, 3 = float\): "
+                                                 "only 16-bit PCM WAV is read"):
                 predict(artifact, **dict(example, audio=wav))
+    from mbm_keras.data.audio import wav_info
+
+    assert wav_info(_wav(tmp_path / "16.wav", 2)) == (1, 16, 0.1)
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"OggS" + bytes(range(256)) * 4)
     with pytest.raises(ValueError, match="input audio must hold WAV file bytes"):
@@ -362,10 +366,16 @@ def test_wav_bit_depths_long_audio_and_garbage_audio_give_the_reason(run, tmp_pa
     # Longer than max_audio_seconds: refused naming the duration.
     from mbm_keras.data import Preprocessor
 
-    short = Preprocessor(COLUMNS, **{**OPTIONS, "max_audio_seconds": 0.05}).fit(root / "val.csv")
-    with pytest.raises(DataError, match=r"row 1, column 'wav' \(.*\): cannot decode the audio file"):
-        make_dataset(root / "val.csv", preprocessor=short)
     from mbm_keras.deploy.raw_inputs import explain, raw_to_inputs
+
+    short = Preprocessor(COLUMNS, **{**OPTIONS, "max_audio_seconds": 0.05}).fit(root / "val.csv")
+    for verify in ("decode", "header"):  # found from the WAV header, before decoding
+        with pytest.raises(DataError, match=r"row 1, column 'wav' \(.*\): audio of 0.1 s is longer than "
+                                            r"max_audio_seconds=0.05 \(data.preprocessing.max_audio_seconds\)"):
+            make_dataset(root / "val.csv", preprocessor=short, verify=verify)
+    with pytest.raises(Exception) as info:  # verify="none": the decoder's own check, while streaming
+        list(make_dataset(root / "val.csv", preprocessor=short, verify="none"))
+    assert re.search(r"val.csv row 1, .*column 'wav' .*: cannot decode", explain(info.value))
     import tensorflow as tf
 
     with pytest.raises(tf.errors.InvalidArgumentError) as info:
@@ -458,7 +468,7 @@ def test_rows_that_fail_while_streaming_are_named_or_skipped(tmp_path, capfd):
 
     rows = make_files(tmp_path, n=12)
     (tmp_path / "img" / "4.png").write_bytes((tmp_path / "img" / "4.png").read_bytes()[:60])  # truncated PNG
-    (tmp_path / "wav" / "7.wav").write_bytes((tmp_path / "wav" / "7.wav").read_bytes()[:30])  # truncated WAV
+    (tmp_path / "wav" / "7.wav").write_bytes((tmp_path / "wav" / "7.wav").read_bytes()[:60])  # header kept, data cut
     path = write_csv(tmp_path / "m.csv", rows)
     pre = fit_preprocessor(path, {"image": "img", "audio": "wav", "label": "label"}, **OPTIONS)
     for verify in ("header", "none"):

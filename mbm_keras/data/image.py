@@ -1,60 +1,55 @@
 """Image decoding, resizing and training-time augmentation in tf.data."""
 
+import contextlib
+import os
 import struct
 
 import tensorflow as tf
+
+from mbm_keras.data.asserts import check
 
 RESIZE_MODES = ("stretch", "crop", "pad")
 # File signatures of the formats tf.io.decode_image reads.
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF87a", b"GIF89a")
 
 
-def header_size(contents):
-    """`(height, width)` (int64) from an encoded image's header, without decoding
-    it: PNG, GIF and BMP from fixed offsets, JPEG from its frame marker;
-    (0, 0) for other bytes (the decoder then names the format problem)."""
+PIXEL_LIMIT_NOTE = "pixels is above the limit max_image_pixels={:,} (data.preprocessing.max_image_pixels)"
+
+
+def _header_size(contents):
+    """`(height, width)` (int64) of a PNG, GIF or BMP from its header, without
+    decoding it and without branching (one op per step: this runs for every
+    example); (0, 0) for other bytes. JPEG sizes come from its frame marker,
+    read where the JPEG is decoded."""
     head = tf.strings.substr(tf.strings.join([tf.strings.substr(contents, 0, 32), "\0" * 32]), 0, 32)
     b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
-
-    def big(i, n):
-        return sum(b[i + k] * 256 ** (n - 1 - k) for k in range(n))
-
-    def little(i, n):
-        return sum(b[i + k] * 256**k for k in range(n))
-
-    def bmp_height():
-        h = little(22, 4)
-        return tf.where(h >= 2**31, 2**32 - h, h)  # negative height: a top-down bitmap
-
-    magic3 = tf.strings.substr(contents, 0, 3)
-    zero = tf.constant(0, tf.int64)
-    return tf.case(
-        [
-            (tf.equal(magic3, b"\xff\xd8\xff"), lambda: tuple(tf.unstack(tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64)))),
-            (tf.equal(tf.strings.substr(contents, 0, 8), b"\x89PNG\r\n\x1a\n")
-             & tf.equal(tf.strings.substr(contents, 12, 4), b"IHDR"), lambda: (big(20, 4), big(16, 4))),
-            (tf.equal(magic3, b"GIF"), lambda: (little(8, 2), little(6, 2))),
-            (tf.equal(tf.strings.substr(contents, 0, 2), b"BM"), lambda: (bmp_height(), little(18, 4))),
-        ],
-        default=lambda: (zero, zero),
-    )
+    weights = tf.constant([256**3, 256**2, 256, 1], tf.int64)
+    png = tf.stack([tf.reduce_sum(b[20:24] * weights), tf.reduce_sum(b[16:20] * weights)])
+    gif = tf.stack([b[8] + 256 * b[9], b[6] + 256 * b[7]])
+    le = tf.reverse(weights, [0])
+    bmp_h = tf.reduce_sum(b[22:26] * le)
+    bmp = tf.stack([tf.where(bmp_h >= 2**31, 2**32 - bmp_h, bmp_h), tf.reduce_sum(b[18:22] * le)])
+    is_png = tf.equal(tf.strings.substr(contents, 0, 8), b"\x89PNG\r\n\x1a\n") & tf.equal(
+        tf.strings.substr(contents, 12, 4), b"IHDR")
+    is_gif = tf.equal(tf.strings.substr(contents, 0, 3), b"GIF")
+    is_bmp = tf.equal(tf.strings.substr(contents, 0, 2), b"BM")
+    size = tf.where(is_png, png, tf.where(is_gif, gif, tf.where(is_bmp, bmp, tf.zeros([2], tf.int64))))
+    return size[0], size[1]
 
 
-def check_pixels(contents, max_pixels):
-    """Asserts that the image in `contents` has at most `max_pixels` pixels,
-    from its header, before anything is decoded."""
-    height, width = header_size(contents)
-    message = tf.strings.join([
-        "image of ", tf.strings.as_string(width), "x", tf.strings.as_string(height),
-        f" pixels is above the limit max_image_pixels={max_pixels:,} (data.preprocessing.max_image_pixels)",
-    ])
-    return tf.debugging.Assert(height * width <= max_pixels, [message])
+def _assert_pixels(height, width, max_pixels):
+    """The pixel-limit assertion; its message is formatted only when it fails."""
+    height, width = tf.cast(height, tf.int64), tf.cast(width, tf.int64)
+    return check(height * width <= max_pixels,
+                               ["image of ", width, "x", height, " " + PIXEL_LIMIT_NOTE.format(max_pixels)])
 
 
 def file_header_size(path):
-    """`(height, width)` of an image file from its header, read on the host
-    (what `header_size` reads in-graph); None for formats it does not know."""
-    with open(path, "rb") as f:
+    """`(height, width)` of an image file (a path or a binary file object) from
+    its header, read on the host (what `_header_size` and the JPEG decoder read
+    in-graph); None for formats it does not know."""
+    with (open(path, "rb") if isinstance(path, (str, bytes, os.PathLike)) else contextlib.nullcontext(path)) as f:
+        f.seek(0)
         head = f.read(32)
         if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
             width, height = struct.unpack(">II", head[16:24])
@@ -97,13 +92,17 @@ def decode_image(contents, size, resize="stretch", max_pixels=None):
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}. Received: resize={resize!r}")
     height, width = size
-    if max_pixels is not None:
-        with tf.control_dependencies([check_pixels(contents, max_pixels)]):
-            contents = tf.identity(contents)
+
+    def other():
+        if max_pixels is None:
+            return tf.io.decode_image(contents, channels=3, expand_animations=False)
+        with tf.control_dependencies([_assert_pixels(*_header_size(contents), max_pixels)]):
+            return tf.io.decode_image(tf.identity(contents), channels=3, expand_animations=False)
+
     image = tf.cond(
         tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff"),
-        lambda: _decode_jpeg_near(contents, height, width),
-        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
+        lambda: _decode_jpeg_near(contents, height, width, max_pixels),
+        other,
     )
     image = tf.cast(image, tf.float32)
     if resize == "pad":
@@ -121,11 +120,14 @@ def decode_image(contents, size, resize="stretch", max_pixels=None):
     return image
 
 
-def _decode_jpeg_near(contents, height, width):
+def _decode_jpeg_near(contents, height, width, max_pixels=None):
     """Decodes a JPEG at 1/2, 1/4 or 1/8 scale when it stays at least as large
     as the target: libjpeg's DCT-domain downscaling skips most of the work on
     large photos (Pillow's `Image.draft` does the same)."""
     shape = tf.image.extract_jpeg_shape(contents)
+    if max_pixels is not None:
+        with tf.control_dependencies([_assert_pixels(shape[0], shape[1], max_pixels)]):
+            shape = tf.identity(shape)
     fit = tf.minimum(shape[0] // height, shape[1] // width)
     branches = {r: (lambda r=r: tf.io.decode_jpeg(contents, channels=3, ratio=r)) for r in (1, 2, 4, 8)}
     return tf.case(

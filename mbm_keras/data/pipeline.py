@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from mbm_keras.data.audio import HOST_DECODED, WAV_FORMAT_NOTE, WAV_MAGIC, decode_audio, fix_length, resample, wav_format
+from mbm_keras.data.asserts import check
+from mbm_keras.data.audio import HOST_DECODED, WAV_FORMAT_NOTE, WAV_MAGIC, decode_audio, fix_length, resample, wav_info
 from mbm_keras.data.image import IMAGE_MAGIC, augment_image, decode_image, file_header_size
 from mbm_keras.data.manifest import DataError, read_manifest, resolve_path
 from mbm_keras.data.preprocessor import column_names, normalize_columns
@@ -32,36 +33,51 @@ def _check_header(path, modality, options):
     """None if the file looks decodable by its header, else the reason."""
     try:
         with open(path, "rb") as f:
-            head = f.read(36)
-        if modality == "image" and head.startswith(IMAGE_MAGIC):
-            size = file_header_size(path)
+            return _check_open_header(f, modality, options)
     except OSError as e:
         return f"cannot read the file ({e.strerror})"
+
+
+def _check_open_header(f, modality, options):
+    head = f.read(36)
     if not head:
         return "the file is empty"
     if modality == "image":
         if not head.startswith(IMAGE_MAGIC):
             return "not a JPEG, PNG, BMP or GIF file"
+        size = file_header_size(f)
         limit = options["max_image_pixels"]
         if size is not None and size[0] * size[1] > limit:
             return (f"image of {size[1]}x{size[0]} pixels is above the limit max_image_pixels={limit:,} "
                     f"(data.preprocessing.max_image_pixels)")
         return None
+    limit = options["max_audio_seconds"]
+    too_long = f"longer than max_audio_seconds={limit:g} (data.preprocessing.max_audio_seconds)"
     if head.startswith(WAV_MAGIC):
         if head[8:12] != b"WAVE":
             return "a RIFF file that is not WAV"
-        fmt = wav_format(head)
-        if fmt is not None and fmt != (1, 16):
-            kind = {1: "PCM", 3: "float"}.get(fmt[0], f"format-{fmt[0]}")
-            return f"a {fmt[1]}-bit {kind} WAV file: {WAV_FORMAT_NOTE}"
+        info = wav_info(f)
+        if info is None:
+            return "a WAV file without a readable fmt chunk"
+        tag, bits, seconds = info
+        if (tag, bits) != (1, 16):
+            return f"a {bits}-bit WAV file (format tag {tag}, 1 = PCM, 3 = float): {WAV_FORMAT_NOTE}"
+        if seconds is not None and seconds > limit:
+            return f"audio of {seconds:.1f} s is {too_long}"
         return None
     fmt = HOST_DECODED.get(head[:4])
     if fmt is None:
         return "not a WAV, FLAC or OGG file"
     try:
-        import soundfile  # noqa: F401 -- only checks that it is installed
+        import soundfile
     except ImportError:
         return f"a {fmt} file, which needs soundfile: pip install soundfile"
+    try:
+        info = soundfile.info(f.name)
+    except RuntimeError as e:
+        return f"cannot read the {fmt} header ({e})"
+    if info.frames > limit * info.samplerate:
+        return f"audio of {info.frames / info.samplerate:.1f} s is {too_long}"
     return None
 
 
@@ -112,16 +128,17 @@ def _prepare_rows(manifest, pre, missing_modalities, allow_outside_root):
     return dict(image=image, audio=audio, text=text, masks=masks, tabular=tabular, labels=labels), errors
 
 
-def _file_decoder(modality, options):
+def _file_decoder(modality, options, header_checked=False):
     """path -> decoded tensor: the one decoder of each file modality, with the
-    size limits, for verification and for the pipeline."""
+    size limits, for verification and for the pipeline (`header_checked`: the
+    host checked each WAV's format and duration, see `_check_header`)."""
     if modality == "image":
         size, resize, limit = options["image_size"], options["resize"], options["max_image_pixels"]
         return lambda path: decode_image(tf.io.read_file(path), size, resize, max_pixels=limit)
     rate, limit = float(options["sample_rate"]), options["max_audio_seconds"]
 
     def audio(path):
-        samples, file_rate = decode_audio(tf.io.read_file(path), max_seconds=limit)
+        samples, file_rate = decode_audio(tf.io.read_file(path), max_seconds=limit, header_checked=header_checked)
         return resample(samples, file_rate, rate)
 
     return audio
@@ -145,7 +162,7 @@ def _verify_files(manifest, pre, arrays, keep, verify):
         rows = [i for i in rows if i not in bad]
         if verify != "decode" or not rows:
             continue
-        decode_file = _file_decoder(modality, pre.options)
+        decode_file = _file_decoder(modality, pre.options, header_checked=True)
 
         def decode(i, path):
             return i, tf.reduce_sum(decode_file(path))
@@ -211,8 +228,11 @@ def make_dataset(
             dropped, counted in `dataset.report` and reported at the end of
             every epoch.
         verify: "decode" (decode every file once up front, so a corrupt file is
-            reported with its row), "header" (check file signatures only), or
-            "none".
+            reported with its row), "header" (check file signatures, image
+            pixel counts, WAV formats and audio durations from the headers), or
+            "none" (the decoders check the same while streaming). Files that
+            fail to decode while streaming are named with their row too, or
+            skipped with `on_error="skip"`.
         cache: None, "memory", or a file path prefix for `Dataset.cache`.
         drop_remainder: drop the last partial batch (static shapes; TPUs).
         deterministic: keep element order under parallel decoding.
@@ -273,7 +293,7 @@ def make_dataset(
 
     ds = _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modalities, modality_dropout,
                 cache, drop_remainder, deterministic, shuffle if shuffle is not None else training, report,
-                initial_epoch, manifest, on_error)
+                initial_epoch, manifest, on_error, verify)
     ds.report = report
     return ds
 
@@ -290,7 +310,7 @@ def _attach_epoch(ds, epoch):
 
 
 def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modalities, modality_dropout,
-           cache, drop_remainder, deterministic, shuffle, report, initial_epoch, manifest, on_error):
+           cache, drop_remainder, deterministic, shuffle, report, initial_epoch, manifest, on_error, verify):
     idx = np.array(keep)
     cols = {"_row": idx.astype(np.int64)}
     for m in pre.modalities:
@@ -308,7 +328,7 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
     augment_args = augment if isinstance(augment, dict) else {}
     parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     file_modalities = [m for m in FILE_MODALITIES if m in pre.modalities]
-    decoders = {m: _file_decoder(m, options) for m in file_modalities}
+    decoders = {m: _file_decoder(m, options, header_checked=verify != "none") for m in file_modalities}
     empty = {"image": tf.zeros((*size, 3), tf.float32), "audio": tf.zeros((length,), tf.float32)}
 
     def present(x, m):
@@ -347,12 +367,13 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
     file_columns = [(m, pre.columns[m]) for m in file_modalities]
 
     def describe(k, quote=True):
-        """`... row 7, column 'image' (a.png)` of the k-th kept row, in-graph
-        (`quote=False` for tf.print, which would escape the quotes)."""
-        parts = [where, tf.strings.as_string(columns[0]["_row"][k] + 1)]
+        """The pieces of `... row 7, column 'image' (a.png)` for the k-th kept
+        row (an assertion formats them only when it fails; `quote=False` for
+        tf.print, which would escape the quotes)."""
+        parts = [where, columns[0]["_row"][k] + 1]
         for m, column in file_columns:
             parts += [f", column {column!r} (" if quote else f", column {column} (", columns[0][m][k], ")"]
-        return tf.strings.join(parts)
+        return parts
 
     def positioned(order):
         """(position, kept index) of one pass in `order`, then a sentinel at
@@ -366,38 +387,42 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
         x = {k: (tf.where(p == n, tf.zeros_like(v), v) if k.endswith("_mask") else v) for k, v in x.items()}
         return (p, x, *y)
 
-    def check_gaps(ds, order, report_skips):
-        """Drops the sentinel; a gap before position p means rows that failed to
-        decode: on_error="raise" fails naming the first, "skip" prints them."""
+    def check_gaps(ds, order_at):
+        """Positions q = pass * (n + 1) + position arrive in order, each pass
+        ending with its sentinel; a missing q means a row that failed to
+        decode: on_error="raise" fails naming it, "skip" prints the rows
+        skipped in the first pass. Drops the sentinels and the positions."""
+        span = n + 1
 
-        def check(expected, element):
-            p = element[0]
+        def gap(expected, element):
+            q = element[0]
             if on_error == "raise":
-                bad = tf.gather(order, tf.minimum(expected, n - 1))
-                assertion = tf.debugging.Assert(tf.equal(p, expected), [tf.strings.join([
-                    describe(bad), ": cannot decode the file(s): corrupt or truncated, or above "
-                    "max_image_pixels / max_audio_seconds (verify='decode' finds such rows before training; "
-                    "on_error='skip' drops them)"])])
+                bad = order_at(tf.minimum(expected % span, n - 1))
+                assertion = check(tf.equal(q, expected), describe(bad) + [
+                    ": cannot decode the file(s): corrupt or truncated, or above max_image_pixels / "
+                    "max_audio_seconds (verify='decode' finds such rows before training; on_error='skip' drops them)"])
                 with tf.control_dependencies([assertion]):
-                    p = tf.identity(p)
+                    q = tf.identity(q)
             else:
 
                 def say():
-                    skipped = tf.gather(order, tf.range(expected, p))
+                    skipped = order_at(tf.range(expected, q))
                     note = tf.strings.reduce_join(
-                        tf.map_fn(lambda k: describe(k, quote=False), skipped, fn_output_signature=tf.string),
+                        tf.map_fn(lambda k: tf.strings.join([tf.strings.as_string(v) if v.dtype != tf.string else v
+                                                             for v in map(tf.convert_to_tensor, describe(k, False))]),
+                                  skipped, fn_output_signature=tf.string),
                         separator="; ")
                     with tf.control_dependencies([tf.print(tf.strings.join([note, ": cannot decode the file(s), skipped"]),
                                                            output_stream=sys.stderr)]):
                         return tf.constant(True)
 
-                said = tf.cond((p > expected) & report_skips, say, lambda: tf.constant(False))
+                said = tf.cond((q > expected) & (q < span), say, lambda: tf.constant(False))
                 with tf.control_dependencies([said]):
-                    p = tf.identity(p)
-            return p + 1, (p, *element[1:])
+                    q = tf.identity(q)
+            return q + 1, (q, *element[1:])
 
-        ds = ds.scan(tf.constant(0, tf.int64), check).filter(lambda p, *rest: p < n)
-        return ds.map(lambda p, *rest: tuple(rest))
+        ds = ds.scan(tf.constant(0, tf.int64), gap).filter(lambda q, *rest: q % span < n)
+        return ds.map(lambda q, *rest: tuple(rest))
 
     # Every epoch's random draws, and without `cache` its order too, are a
     # function of (seed, epoch): the counter below advances once per pass over
@@ -406,8 +431,9 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
     # per-epoch tensor seed once a global TF seed is set, hence the explicit
     # stateless permutation.) Rows that fail to decode while streaming
     # (verify="header"/"none") are named, or skipped and replaced by the
-    # epoch's first rows so that every epoch keeps its length.
+    # epoch's first rows (a second pass) so that every epoch keeps its length.
     epoch = tf.Variable(initial_epoch - 1, dtype=tf.int64, trainable=False, name="epoch")
+    passes = 1 if on_error == "raise" else 2
 
     def seeds_of(e, x):
         return tf.random.experimental.stateless_split(tf.stack([seed * 1000003 + e, x["_row"]]), 4)
@@ -415,34 +441,45 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
     def without_row(x):
         return {k: v for k, v in x.items() if k != "_row"}
 
+    def numbered(order):
+        """(q, kept index) for `passes` passes over `order`, each with its sentinel."""
+        one = positioned(order)
+        if passes == 1:
+            return one
+        return tf.data.Dataset.range(passes).flat_map(lambda r: one.map(lambda p, i: (r * (n + 1) + p, i)))
+
     if cache:
         identity = tf.range(n, dtype=tf.int64)
         base = positioned(identity).map(take).map(lambda p, x, *y: (p, decode(x), *y), **parallel).ignore_errors()
-        base = check_gaps(base, identity, report_skips=tf.constant(True)).cache("" if cache == "memory" else cache)
+        base = check_gaps(base, lambda k: k).cache("" if cache == "memory" else cache)
         if shuffle:  # order from the shuffle's own stream: exact resume needs cache=None
             base = base.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        if on_error == "skip":
-            base = base.repeat(2).take(n)
+        if passes > 1:
+            base = base.repeat(passes).take(n)
+        ds = tf.data.Dataset.range(1).map(lambda _: epoch.assign_add(1))
+        ds = ds.flat_map(lambda e: base.map(lambda x, *y: (e, x, *y)))
+        ds = ds.map(lambda e, x, *y: (finish(without_row(x), seeds_of(e, x)), *y), **parallel)
+    else:
+        # The parallel decode sits outside flat_map (inside it, it costs about
+        # 10% more CPU per example); the epoch's order waits in a variable for
+        # the gap check to name a failed row.
+        order_var = tf.Variable(tf.range(n, dtype=tf.int64), trainable=False, name="order")
 
         def one_epoch(e):
-            return base.map(lambda x, *y: (finish(without_row(x), seeds_of(e, x)), *y), **parallel)
-    else:
-
-        def one_pass(e, first):
             order = tf.range(n, dtype=tf.int64)
             if shuffle:
                 order = tf.argsort(tf.random.stateless_uniform([n], tf.stack([tf.constant(seed, tf.int64), e])))
                 order = tf.cast(order, tf.int64)
-            ds = positioned(order).map(take)
-            ds = ds.map(lambda p, x, *y: (p, finish(without_row(decode(x)), seeds_of(e, x)), *y), **parallel)
-            return check_gaps(ds.ignore_errors(), order, report_skips=first)
+            with tf.control_dependencies([order_var.assign(order)]):
+                order = tf.identity(order)
+            return numbered(order).map(lambda q, i: (e, *take(q % (n + 1), i)[1:], q))
 
-        def one_epoch(e):
-            if on_error == "raise":
-                return one_pass(e, True)
-            return tf.data.Dataset.range(2).flat_map(lambda r: one_pass(e, tf.equal(r, 0))).take(n)
-
-    ds = tf.data.Dataset.range(1).map(lambda _: epoch.assign_add(1)).flat_map(one_epoch)
+        ds = tf.data.Dataset.range(1).map(lambda _: epoch.assign_add(1)).flat_map(one_epoch)
+        ds = ds.map(lambda e, x, *rest: (rest[-1], finish(without_row(decode(x)), seeds_of(e, x)), *rest[:-1]),
+                    **parallel)
+        ds = check_gaps(ds.ignore_errors(), lambda k: tf.gather(order_var, k))  # reads only row k
+        if passes > 1:
+            ds = ds.take(n)
 
     if report["skipped"]:
         note = f"make_dataset: {report['skipped']} of {report['rows']} rows were skipped (see dataset.report)"

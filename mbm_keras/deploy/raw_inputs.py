@@ -15,10 +15,12 @@ An empty string marks a missing modality (a missing cell, for tabular); that is
 accepted only by models built with `missing_modalities=True`.
 """
 
+import ast
 import re
 
 import tensorflow as tf
 
+from mbm_keras.data.asserts import check
 from mbm_keras.data.audio import check_duration, decode_wav, fix_length, resample
 from mbm_keras.data.image import decode_image
 from mbm_keras.data.tabular import FLOAT32_MAX, NUMBER_PATTERN
@@ -96,7 +98,7 @@ def category_tables(pre):
 def _assert(condition, message):
     """An assertion whose message is `message` alone (never the tensors' values,
     which may be raw file bytes)."""
-    return tf.debugging.Assert(condition, [message])
+    return check(condition, [message])
 
 
 def _tabular(cells, pre, tables):
@@ -186,10 +188,21 @@ def explain(error):
         >>> explain(e)   # "Unknown image file format. One of JPEG, PNG, GIF, BMP required."
     """
     text = getattr(error, "message", None) or str(error)
-    for pattern in (r"assertion failed: \[(.*?)\](?:\s|$)", r"Summarized data: b(['\"])(.*?)\1\s*$"):
-        found = re.search(pattern, text, flags=re.S | re.M)
-        if found:
-            return found.groups()[-1].replace("\\'", "'").replace("\\n", " ")
+    found = re.search(r"assertion failed: (\[.*)$", text, flags=re.M)
+    if found:  # "[piece] [7] [piece]", maybe followed by " [Op:Assert]" or " name: "
+        line = re.sub(r"(\s*\[Op:[^]]*\])?(\s*name:.*)?\s*$", "", found.group(1))
+        pieces = re.findall(r"\[(.*?)\](?: |$)", line)
+        return "".join(pieces).replace("\\'", "'").replace("\\n", " ")
+    found = re.search(r"Summarized data: (.*?)(?:\n\n|$)", text, flags=re.S)
+    if found:  # eager mode: one piece a line, strings as b'...'
+        pieces = []
+        for piece in found.group(1).strip().splitlines():
+            try:
+                value = ast.literal_eval(piece)
+            except (ValueError, SyntaxError):
+                value = piece
+            pieces.append(value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value))
+        return "".join(pieces)
     lines = text.splitlines()
     for line in reversed(lines):  # "in user code" blocks end with "    SomeError: reason"
         found = re.match(r"\s+\w+Error: (.+)$", line)
