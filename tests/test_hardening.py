@@ -280,6 +280,12 @@ def test_tabular_cell_count_and_batch_sizes_are_checked(run):
     with pytest.raises(tf.errors.InvalidArgumentError) as info:
         serve(**raw)
     assert explain(info.value) == "inputs 'image' and 'tabular' hold different numbers of examples"
+    both = dict(raw, tabular=tf.constant([["1", "paris"]] * 2))  # two examples in every input
+    for bad, message in ((dict(both, tabular=tf.constant([["1"]] * 2)), "input 'tabular' must hold 2 cells per example"),
+                         (dict(both, tabular=tf.constant([["1", "paris", "x"]] * 2)), "input 'tabular' must hold 2 cells")):
+        with pytest.raises(tf.errors.InvalidArgumentError) as info:
+            serve(**bad)
+        assert explain(info.value).startswith(message), explain(info.value)
 
 
 def _png(path, width, height):

@@ -143,15 +143,21 @@ def raw_to_inputs(raw, pre, input_names, tables=None):
     missing = [m for m in pre.modalities if m not in raw]
     if missing:
         raise ValueError(f"Raw inputs lack {missing}; the model takes {pre.modalities}")
-    sizes = {m: tf.shape(raw[m])[0] for m in pre.modalities}
+    # The shape checks run before anything reads the inputs (their control
+    # dependencies). Ranks are not checked here: inside a signature the rank
+    # is the declared one, so such a check would be constant-folded away.
+    checks = []
     first = pre.modalities[0]
     for m in pre.modalities[1:]:
-        _assert(tf.equal(sizes[m], sizes[first]), f"inputs {first!r} and {m!r} hold different numbers of examples")
+        checks.append(_assert(tf.equal(tf.shape(raw[m])[0], tf.shape(raw[first])[0]),
+                              f"inputs {first!r} and {m!r} hold different numbers of examples"))
     if "tabular" in pre.modalities:
         columns = len(pre.tabular.numeric) + len(pre.tabular.categorical)
-        _assert(tf.equal(tf.shape(raw["tabular"])[-1], columns),
-                f"input 'tabular' must hold {columns} cells per example "
-                f"({', '.join(pre.tabular.numeric + pre.tabular.categorical)})")
+        checks.append(_assert(tf.equal(tf.shape(raw["tabular"])[-1], columns),
+                              f"input 'tabular' must hold {columns} cells per example "
+                              f"({', '.join(pre.tabular.numeric + pre.tabular.categorical)})"))
+    with tf.control_dependencies(checks):
+        raw = {m: tf.identity(raw[m]) for m in pre.modalities}
     tables = category_tables(pre) if tables is None else tables
     out = {}
     for m in pre.modalities:
