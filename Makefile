@@ -43,7 +43,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto --dist loadscope $(PYTEST_ARGS)
 
-# Skips the full-size backbones' training steps and the end-to-end demo run.
+# Skips the full-size backbones' training steps, the end-to-end demo run and int8 conversions of the hardening run: about 8 minutes.
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto --dist loadscope -m "not slow" $(PYTEST_ARGS)
 
