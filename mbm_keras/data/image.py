@@ -21,8 +21,7 @@ def _header_size(contents):
     decoding it and without branching (one op per step: this runs for every
     example); (0, 0) for other bytes. JPEG sizes come from its frame marker,
     read where the JPEG is decoded."""
-    head = tf.strings.substr(tf.strings.join([tf.strings.substr(contents, 0, 32), "\0" * 32]), 0, 32)
-    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+    b = tf.cast(tf.io.decode_raw(tf.strings.substr(contents, 0, 32), tf.uint8, fixed_length=32), tf.int64)
     weights = tf.constant([256**3, 256**2, 256, 1], tf.int64)
     png = tf.stack([tf.reduce_sum(b[20:24] * weights), tf.reduce_sum(b[16:20] * weights)])
     gif = tf.stack([b[8] + 256 * b[9], b[6] + 256 * b[7]])
@@ -40,8 +39,7 @@ def _header_size(contents):
 def _assert_pixels(height, width, max_pixels):
     """The pixel-limit assertion; its message is formatted only when it fails."""
     height, width = tf.cast(height, tf.int64), tf.cast(width, tf.int64)
-    return check(height * width <= max_pixels,
-                               ["image of ", width, "x", height, " " + PIXEL_LIMIT_NOTE.format(max_pixels)])
+    return check(height * width <= max_pixels, ["image of ", width, "x", height, " " + PIXEL_LIMIT_NOTE.format(max_pixels)])
 
 
 def file_header_size(path):
