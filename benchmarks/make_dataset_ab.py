@@ -22,7 +22,10 @@ ONE = r"""
 import os, resource, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 sys.path.insert(0, sys.argv[1])
+import inspect
 from mbm_keras.data import fit_preprocessor, make_dataset
+if not inspect.getfile(make_dataset).startswith(os.path.join(sys.argv[1], "")):
+    sys.exit(f"imported {inspect.getfile(make_dataset)}, not the checkout in {sys.argv[1]}")
 manifest, verify = sys.argv[2], sys.argv[3]
 pre = fit_preprocessor(manifest, {"image": "img", "text": "caption", "audio": "wav", "label": "label"},
                        image_size=(224, 224), sample_rate=16000, audio_length=16000)
@@ -52,6 +55,10 @@ def main():
     parser.add_argument("--rows", type=int, default=600)
     parser.add_argument("--data", default="/tmp/mbm_keras_bench_data")
     args = parser.parse_args()
+    for side in ("old", "new"):
+        tree = getattr(args, side)
+        if not os.path.isfile(os.path.join(tree, "mbm_keras", "__init__.py")):
+            parser.error(f"--{side} {tree}: no mbm_keras/ package in that folder (a checkout of this repository)")
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from data_pipeline import write_files
@@ -60,8 +67,10 @@ def main():
     results = {"old": [], "new": []}
     for i in range(args.rounds):
         for side in ("old", "new"):
-            proc = subprocess.run([sys.executable, "-c", ONE, os.path.abspath(getattr(args, side)), manifest, args.verify],
-                                  capture_output=True, text=True, check=True)
+            proc = subprocess.run([sys.executable, "-c", ONE, os.path.realpath(getattr(args, side)), manifest, args.verify],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.exit(f"the {side} run failed:\n" + "\n".join(proc.stderr.strip().splitlines()[-5:]))
             setup, rate, cost = map(float, re.search(r"RESULT (\S+) (\S+) (\S+)", proc.stdout).groups())
             results[side].append((setup, rate, cost))
             print(f"round {i + 1} {side}: set-up {setup:.1f} s, {rate:.0f} examples/s, {cost:.2f} CPU-ms/example", flush=True)
