@@ -44,6 +44,7 @@ EPILOG_EXPORT = """examples:
 EPILOG_PREDICT = """examples:
   mbm-keras predict --model saved_models/demo --image cat.png --text "a small red cat" --audio meow.wav
   mbm-keras predict --model saved_models/first-int8/model.tflite --image cat.png --text "a small red cat"
+  mbm-keras predict --model runs/cars --feature front=f.jpg --feature rear=r.jpg --feature speed=drive.npy
 """
 
 EPILOG_ZOO = """example:
@@ -107,28 +108,38 @@ def cmd_predict(args):
     from mbm_keras.deploy import predict
 
     tabular = args.tabular.split(",") if args.tabular is not None else None
-    results = predict(args.model, image=args.image, text=args.text, audio=args.audio, tabular=tabular, top=args.top)
+    features = {}
+    for item in args.feature or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--feature takes name=value (a file path, or the text). Received: --feature {item!r}")
+        if name in features:
+            raise ValueError(f"--feature {name}=... is given twice")
+        features[name] = value
+    results = predict(args.model, image=args.image, text=args.text, audio=args.audio, tabular=tabular, top=args.top,
+                      features=features)
     for name, value in results:
         print(f"{name:<30}{value:.4f}" if isinstance(value, float) else f"{name:<30}{value}")
     return 0
 
 
 def zoo_rows(modality=None):
-    """One dict per registered encoder and fusion, for `mbm-keras zoo`."""
-    from mbm_keras import MODALITIES, create_encoder, encoder_info, list_encoders, list_fusions
+    """One dict per registered modality, encoder and fusion, for `mbm-keras zoo`."""
+    from mbm_keras import create_encoder, encoder_info, list_encoders, list_fusions
+    from mbm_keras.fusion_model import input_specs
     from mbm_keras.fusions import FUSIONS
+    from mbm_keras.modalities import get_modality, list_modalities
 
-    defaults = {
-        "image": ((224, 224, 3), {}),
-        "text": ((64,), {"vocab_size": 20000}),
-        "audio": ((16000,), {"sample_rate": 16000}),
-        "tabular": ((16,), {}),
-    }
+    order = list_modalities()
     rows = []
-    names = sorted(list_encoders(modality), key=lambda n: (MODALITIES.index(encoder_info(n)["modality"]), n))
+    for m in order if modality is None else [modality]:
+        cls = get_modality(m)
+        rows.append({"kind": "modality", "name": m, "encoders": list_encoders(m), "options": list(cls.OPTIONS),
+                     "description": cls.description})
+    names = sorted(list_encoders(modality), key=lambda n: (order.index(encoder_info(n)["modality"]), n))
     for name in names:
         info = encoder_info(name)
-        shape, kwargs = defaults[info["modality"]]
+        shape, _, kwargs = input_specs({"x": info["modality"]}, get_modality(info["modality"]).ZOO)["x"]
         encoder = create_encoder(name, info["modality"], shape, **kwargs)
         rows.append(
             {
@@ -161,24 +172,32 @@ def _tflite_support(encoder):
 
 
 def cmd_zoo(args):
+    from mbm_keras.modalities import get_modality, list_modalities
+
     rows = zoo_rows(args.modality)
     encoders = [r for r in rows if r["kind"] == "encoder"]
     print(
-        f"{'encoder':<20}{'modality':<9}{'input':>12}{'params':>13}{'features':>9}  "
+        f"{'encoder':<20}{'modality':<11}{'input':>12}{'params':>13}{'features':>9}  "
         f"{'pretrained':<11}{'tflite':<18}description"
     )
     for r in encoders:
         print(
-            f"{r['name']:<20}{r['modality']:<9}{r['input']:>12}{r['params']:>13,}{r['output']:>9}  "
+            f"{r['name']:<20}{r['modality']:<11}{r['input']:>12}{r['params']:>13,}{r['output']:>9}  "
             f"{r['pretrained']:<11}{r['tflite']:<18}{r['description']}"
         )
+    modalities = [r for r in rows if r["kind"] == "modality"]
+    width = max(len(", ".join(r["encoders"])) for r in modalities) + 2
+    print(f"\n{'modality':<12}{'encoders':<{width}}description")
+    for r in modalities:
+        print(f"{r['name']:<12}{', '.join(r['encoders']):<{width}}{r['description']}")
     fusions = [r for r in rows if r["kind"] == "fusion"]
     if fusions:
         print(f"\n{'fusion':<20}description")
         for r in fusions:
             print(f"{r['name']:<20}{r['description']}")
-    print("\nParameters at the default sizes (image 224x224, text 64 tokens / 20,000-word vocabulary, "
-          "audio 1 s at 16 kHz, 16 tabular features).\n"
+    sizes = "; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in get_modality(m).ZOO.items())
+                      for m in list_modalities())
+    print(f"\nParameters at the default sizes ({sizes}).\n"
           "tflite: builtin-op TFLite exports (mbm-keras export --format tflite --quantize none|float16|dynamic|int8); "
           "* int8 unrolls the recurrent layers over their time steps.")
     return 0
@@ -305,17 +324,24 @@ def make_parser():
     predict.add_argument("--text", default=None, help='the text, e.g. --text "a small red cat"')
     predict.add_argument("--audio", default=None, help="WAV file, e.g. --audio meow.wav")
     predict.add_argument("--tabular", default=None, help="tabular cells, comma-separated, numeric columns then categorical, e.g. --tabular 42,3.5,paris")
+    predict.add_argument("--feature", action="append", metavar="NAME=VALUE",
+                         help="a named feature's input (repeatable): a file path for image, audio and timeseries "
+                              "features, the text for text features, comma-separated cells for tabular ones, e.g. "
+                              "--feature front=f.jpg --feature rear=r.jpg --feature 'title=a red hatchback'")
     predict.add_argument("--top", type=int, default=3, help="classes to print, e.g. --top 5 (default: %(default)s)")
     predict.set_defaults(func=cmd_predict)
 
     zoo = sub.add_parser(
         "zoo",
-        help="list the encoders and fusions",
-        description="Prints a table of the registered encoders (modality, input, parameters, pretrained weights) and fusions.",
+        help="list the modalities, encoders and fusions",
+        description="Prints the registered modalities with their encoders, a table of the encoders (modality, input, "
+                    "parameters, pretrained weights) and the fusions.",
         epilog=EPILOG_ZOO,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    zoo.add_argument("--modality", choices=["image", "text", "audio", "tabular"], help="only this modality's encoders, e.g. --modality text")
+    from mbm_keras.modalities import list_modalities
+
+    zoo.add_argument("--modality", choices=list_modalities(), help="only this modality's encoders, e.g. --modality text")
     zoo.set_defaults(func=cmd_zoo)
     return parser
 

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from mbm_keras.export import write_json
+from mbm_keras.io import write_json
 
 
 def load_run(run_dir):
@@ -96,7 +96,7 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robus
         if pre.labels is None or pre.labels.label_type != "single":
             raise ValueError("--robustness covers single-label classification runs")
         prefix = os.path.splitext(out)[0] + "-robustness"
-        results["robustness"] = robustness_report(model, ds, out=prefix)
+        results["robustness"] = robustness_report(model, ds, out=prefix, modalities=pre.feature_modalities)
         results["robustness_files"] = [f"{prefix}.json", f"{prefix}.png"]
     write_json(out, {**results, "manifest": os.path.abspath(os.fspath(manifest))})
     results["path"] = out
@@ -138,24 +138,17 @@ def format_report(results):
 NOISE_LEVELS = (0.1, 0.3, 0.6, 1.0)
 
 
-def _perturb(x, modality, level, rng):
-    """A copy of input `x[modality]` with noise of strength `level` (0..1):
-    image: Gaussian noise of std `level * 128` (pixels in [0, 255]); audio:
-    Gaussian noise at `level` times the clip's RMS, times 3; tabular: Gaussian
-    noise of std `2 * level` (features are standardized); text: each token
-    replaced by the unknown token (id 1) with probability `level`."""
-    v = x[modality]
-    if modality == "text":
-        return np.where((rng.random(v.shape) < level) & (v > 0), 1, v).astype(v.dtype)
-    if modality == "image":
-        return np.clip(v + rng.normal(0, 128 * level, v.shape), 0, 255).astype(v.dtype)
-    if modality == "audio":
-        rms = np.sqrt(np.mean(v**2, axis=-1, keepdims=True)) + 1e-6
-        return (v + rng.normal(0, 1, v.shape) * rms * 3 * level).astype(v.dtype)
-    return (v + rng.normal(0, 2 * level, v.shape)).astype(v.dtype)
+def _perturb(x, feature, modality, level, rng):
+    """A copy of input `x[feature]` with noise of strength `level` (0..1), as
+    its modality defines it (`Modality.perturb`: image pixel noise, audio noise
+    relative to the clip's RMS, unknown-token replacement for text, Gaussian
+    noise on standardized tabular and timeseries values)."""
+    from mbm_keras.modalities import get_modality
+
+    return get_modality(modality).perturb(x[feature], level, rng)
 
 
-def robustness_report(model, dataset, noise_levels=NOISE_LEVELS, seed=0, out=None):
+def robustness_report(model, dataset, noise_levels=NOISE_LEVELS, seed=0, out=None, modalities=None):
     """How a classifier's accuracy depends on each modality.
 
     - ablation: each modality removed in turn (its `<m>_mask` set to 0 when the
@@ -171,6 +164,8 @@ def robustness_report(model, dataset, noise_levels=NOISE_LEVELS, seed=0, out=Non
         noise_levels: strengths in (0, 1].
         seed: seed of the noise.
         out: a path prefix: writes `<out>.json` and `<out>.png`.
+        modalities: `{input: modality}` for inputs not named after their
+            modality (`pre.feature_modalities`).
 
     Returns:
         dict with `accuracy`, `ablation`, `noise`, `reliance` and `examples`.
@@ -185,6 +180,7 @@ def robustness_report(model, dataset, noise_levels=NOISE_LEVELS, seed=0, out=Non
     y = np.concatenate([b[1] for b in batches]).reshape(-1)
     if y.dtype.kind not in "iu":
         raise ValueError(f"robustness_report covers single-label classifiers (integer labels); received labels of dtype {y.dtype}")
+    kinds = dict(modalities or {})
     modalities = [k for k in x if not k.endswith("_mask")]
     rng = np.random.default_rng(seed)
 
@@ -199,7 +195,7 @@ def robustness_report(model, dataset, noise_levels=NOISE_LEVELS, seed=0, out=Non
         if f"{m}_mask" in x:
             removed[f"{m}_mask"] = np.zeros_like(x[f"{m}_mask"])
         ablation[m] = accuracy(removed)
-    noise = {m: {str(level): accuracy({**x, m: _perturb(x, m, level, rng)}) for level in noise_levels} for m in modalities}
+    noise = {m: {str(level): accuracy({**x, m: _perturb(x, m, kinds.get(m, m), level, rng)}) for level in noise_levels} for m in modalities}
     drops = {m: max(0.0, full - ablation[m]) for m in modalities}
     total = sum(drops.values())
     reliance = {m: (drops[m] / total if total else 0.0) for m in modalities}

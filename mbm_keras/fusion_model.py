@@ -9,6 +9,7 @@ from mbm_keras.finetune import freeze_backbones
 from mbm_keras.fusions import create_fusion
 from mbm_keras.heads import get_head
 from mbm_keras.layers import ModalityMask
+from mbm_keras.modalities import get_modality, list_modalities
 
 
 def _check_int(name, value, minimum=1):
@@ -17,25 +18,72 @@ def _check_int(name, value, minimum=1):
     return int(value)
 
 
-def input_specs(image_shape, text_length, audio_length, tabular_dim, modalities):
-    """`{modality: (shape, dtype)}` of the model inputs, checked."""
+def input_specs(features, options, feature_options=None):
+    """`{feature: (shape, dtype)}` of the model inputs, checked.
+
+    Args:
+        features: `{feature: modality}`.
+        options: model options shared by every feature of a modality
+            (`image_shape`, `text_length`, ...).
+        feature_options: `{feature: {option: value}}` overrides per feature.
+    """
     specs = {}
-    if "image" in modalities:
-        shape = tuple(image_shape) if isinstance(image_shape, (tuple, list)) else None
-        if shape is None or len(shape) != 3 or not all(
-            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape
-        ):
-            raise ValueError(f"image_shape must be (height, width, channels). Received: image_shape={image_shape!r}")
-        specs["image"] = (tuple(int(d) for d in shape), "float32")
-    if "text" in modalities:
-        specs["text"] = ((_check_int("text_length", text_length),), "int32")
-    if "audio" in modalities:
-        specs["audio"] = ((_check_int("audio_length", audio_length),), "float32")
-    if "tabular" in modalities:
-        if tabular_dim is None:
-            raise ValueError("tabular= needs tabular_dim (the number of feature columns). Received: tabular_dim=None")
-        specs["tabular"] = ((_check_int("tabular_dim", tabular_dim),), "float32")
+    for feature, modality in features.items():
+        cls = get_modality(modality)
+        merged = {**cls.MODEL_OPTIONS, **{k: v for k, v in options.items() if k in cls.MODEL_OPTIONS},
+                  **(feature_options or {}).get(feature, {})}
+        checked = cls.check_model_options(merged)
+        specs[feature] = (*cls.input_spec(checked), cls.encoder_kwargs(checked))
     return specs
+
+
+def normalize_features(features):
+    """`features=` as `{feature: {"modality", "encoder", "kwargs", "options"}}`, checked.
+
+    A feature is `(modality, encoder)` or a dict with `modality`, `encoder`,
+    optional `kwargs` (encoder builder overrides) and model options of its
+    modality (e.g. `text_length`)."""
+    if not isinstance(features, dict) or not features:
+        raise ValueError(f"features must be a non-empty dict such as {{'front': ('image', 'small_cnn')}}. "
+                         f"Received: features={features!r}")
+    out = {}
+    for name, spec in features.items():
+        if not isinstance(name, str) or not name.isidentifier() or name.endswith("_mask"):
+            raise ValueError(f"feature names must be identifiers not ending in _mask. Received: {name!r}")
+        if isinstance(spec, (tuple, list)) and len(spec) == 2:
+            spec = {"modality": spec[0], "encoder": spec[1]}
+        if not isinstance(spec, dict) or not {"modality", "encoder"} <= set(spec):
+            raise ValueError(f"features[{name!r}] must be (modality, encoder) or a dict with 'modality' and "
+                             f"'encoder'. Received: {spec!r}")
+        cls = get_modality(spec["modality"])
+        unknown = set(spec) - {"modality", "encoder", "kwargs"} - set(cls.MODEL_OPTIONS)
+        if unknown:
+            raise ValueError(f"features[{name!r}] has unknown key(s) {sorted(unknown)}; valid: modality, encoder, "
+                             f"kwargs, {', '.join(cls.MODEL_OPTIONS)}")
+        out[name] = {"modality": spec["modality"], "encoder": spec["encoder"], "kwargs": dict(spec.get("kwargs") or {}),
+                     "options": {k: v for k, v in spec.items() if k in cls.MODEL_OPTIONS}}
+    return out
+
+
+def _check_sharing(share_encoders, features, specs):
+    """`{feature: owner}` of features that call another feature's encoder."""
+    share = dict(share_encoders or {})
+    for user, owner in share.items():
+        for name in (user, owner):
+            if name not in features:
+                raise ValueError(f"share_encoders names {name!r}, which is not a feature ({', '.join(features)}). "
+                                 f"Received: share_encoders={share_encoders!r}")
+        if owner in share or user == owner:
+            raise ValueError(f"share_encoders maps a feature to the feature that owns the encoder; {owner!r} shares "
+                             f"another's itself. Received: share_encoders={share_encoders!r}")
+        a, b = features[user], features[owner]
+        if (a["modality"], a["encoder"]) != (b["modality"], b["encoder"]) or specs[user] != specs[owner]:
+            raise ValueError(f"Features {user!r} and {owner!r} share an encoder, so they need the same modality, "
+                             f"encoder and input: {user!r} is {a['modality']}/{a['encoder']} {specs[user][:2]}, "
+                             f"{owner!r} is {b['modality']}/{b['encoder']} {specs[owner][:2]}")
+        if a["kwargs"] and a["kwargs"] != b["kwargs"]:
+            raise ValueError(f"Feature {user!r} shares {owner!r}'s encoder; give encoder kwargs on {owner!r} only")
+    return share
 
 
 def pretrained_encoders():
@@ -49,6 +97,8 @@ def build_fusion_model(
     audio=None,
     tabular=None,
     *,
+    features=None,
+    share_encoders=None,
     fusion="concat",
     head="softmax",
     num_classes=2,
@@ -58,6 +108,7 @@ def build_fusion_model(
     audio_length=16000,
     sample_rate=16000,
     tabular_dim=None,
+    feature_options=None,
     weights=None,
     freeze_backbone=False,
     dropout=0.0,
@@ -70,44 +121,62 @@ def build_fusion_model(
     compile=True,
     learning_rate=1e-3,
     name="fusion_model",
+    **more,
 ):
-    """Builds a multimodal model: one encoder per modality, a fusion, a head.
+    """Builds a multimodal model: one encoder per feature, a fusion, a head.
 
-    The result is a plain functional `keras.Model` with dict inputs named
-    `image` (float32 RGB in [0, 255]), `text` (int32 token ids, 0 = padding),
-    `audio` (float32 mono waveform in [-1, 1]) and `tabular` (float32), only
-    those requested; its layers read `<modality>_encoder` -> `fusion` ->
-    `predictions`.
+    The result is a plain functional `keras.Model` with one named input per
+    feature (plus `<feature>_mask` with `missing_modalities=True`); its layers
+    read `<feature>_encoder` -> `fusion` -> `predictions`. `image=`, `text=`,
+    `audio=`, `tabular=` (and any other registered modality, e.g.
+    `timeseries=`) add one feature named after its modality: input `image`
+    is float32 RGB in [0, 255], `text` int32 token ids (0 = padding), `audio`
+    float32 mono in [-1, 1], `tabular` and `timeseries` float32.
 
     Args:
         image, text, audio, tabular: encoder names from `list_encoders(modality)`;
-            None leaves the modality out. At least one is needed.
+            None leaves the modality out.
+        features: named features, several per modality allowed:
+            `{"front": ("image", "resnet50"), "title": ("text", "bilstm")}`, or
+            per feature a dict with `modality`, `encoder`, optional `kwargs`
+            (encoder overrides) and that modality's model options
+            (`{"modality": "text", "encoder": "gru", "vocab_size": 900}`).
+            At least one feature (here or by modality keyword) is needed.
+        share_encoders: `{feature: other feature}`: the first feature is
+            encoded by the second's encoder, one set of weights for both
+            (same modality, encoder and input shape).
         fusion: a name from `list_fusions()`.
         head: "softmax" (multi-class), "sigmoid" (multi-label) or "linear"
             (regression).
         num_classes: classes, or regression targets for the linear head.
-        image_shape: `(height, width, 3)`.
+        image_shape: `(height, width, 3)` of image features.
         text_length: tokens per text (padded/truncated by the data pipeline).
         vocab_size: size of the token vocabulary (ids < vocab_size).
         audio_length: samples per clip.
         sample_rate: samples per second of the audio.
         tabular_dim: number of tabular features.
-        weights: weights of the image encoder: None (random), "imagenet"
+        feature_options: `{feature: {model option: value}}`: options of one
+            feature (what `Preprocessor.model_kwargs()` gives for several
+            features of a modality).
+        weights: weights of the image encoders: None (random), "imagenet"
             (Keras' download and cache) or a weights file path.
         freeze_backbone: freeze the pretrained backbone (stage one of
             fine-tuning; see `unfreeze_backbone`).
         dropout: dropout rate applied to each encoder's features.
-        missing_modalities: add a `<modality>_mask` input (float32 `(1,)`, 1
-            present / 0 absent) per modality; an absent modality's features
-            are replaced by a learned "absent" embedding before the fusion.
+        missing_modalities: add a `<feature>_mask` input (float32 `(1,)`, 1
+            present / 0 absent) per feature; an absent feature is replaced by
+            a learned "absent" embedding before the fusion.
             `mbm_keras.data.make_dataset(..., missing_modalities=True)` feeds them.
         image_kwargs, text_kwargs, audio_kwargs, tabular_kwargs: overrides
-            for that encoder's builder (e.g. `{"units": 128}`; `weights` for a
-            non-image encoder's weights file).
+            for that modality's encoder builder (e.g. `{"units": 128}`;
+            `weights` for a non-image encoder's weights file).
         fusion_kwargs: arguments of the fusion layer (e.g. `{"units": 256}`).
         compile: compile with Adam and the head's loss and metrics.
         learning_rate: Adam's learning rate when compiling.
         name: the model's name.
+        **more: another registered modality's encoder (`timeseries="gru"`),
+            its `<modality>_kwargs` and its model options (`timeseries_length`,
+            `timeseries_channels`).
 
     Returns:
         A `keras.Model`.
@@ -118,50 +187,76 @@ def build_fusion_model(
         ...                            text_length=64, vocab_size=20000,
         ...                            weights="imagenet", freeze_backbone=True)
         >>> model.fit({"image": images, "text": token_ids}, labels)
+        >>> cars = build_fusion_model(
+        ...     features={"front": ("image", "small_cnn"), "rear": ("image", "small_cnn"),
+        ...               "speed": ("timeseries", "gru")},
+        ...     share_encoders={"rear": "front"}, timeseries_channels=3, num_classes=4)
     """
-    chosen = {
-        m: enc
-        for m, enc in (("image", image), ("text", text), ("audio", audio), ("tabular", tabular))
-        if enc is not None
-    }
+    modalities = list_modalities()
+    # The modality keywords: this signature's four, and any registered one in **more.
+    by_modality = dict(image=image, text=text, audio=audio, tabular=tabular)
+    kwargs_of = dict(image=image_kwargs, text=text_kwargs, audio=audio_kwargs, tabular=tabular_kwargs)
+    options = dict(image_shape=image_shape, text_length=text_length, vocab_size=vocab_size,
+                   audio_length=audio_length, sample_rate=sample_rate, tabular_dim=tabular_dim)
+    model_options = {k for m in modalities for k in get_modality(m).MODEL_OPTIONS}
+    for key, value in more.items():
+        if key in modalities:
+            by_modality[key] = value
+        elif key.endswith("_kwargs") and key[: -len("_kwargs")] in modalities:
+            kwargs_of[key[: -len("_kwargs")]] = value
+        elif key in model_options:
+            options[key] = value
+        else:
+            raise TypeError(f"build_fusion_model() got an unexpected keyword argument {key!r} (not a modality, "
+                            f"<modality>_kwargs or model option of the registered modalities: {', '.join(modalities)})")
+    chosen = {m: {"modality": m, "encoder": enc, "kwargs": dict(kwargs_of.get(m) or {}), "options": {}}
+              for m, enc in by_modality.items() if enc is not None}
+    named = normalize_features(features) if features is not None else {}
+    clash = set(chosen) & set(named)
+    if clash:
+        raise ValueError(f"Feature(s) {sorted(clash)} given both as a modality keyword and in features=")
+    chosen.update(named)
     if not chosen:
-        raise ValueError("build_fusion_model needs at least one of image=, text=, audio=, tabular=.")
-    if weights is not None and "image" not in chosen:
+        raise ValueError(f"build_fusion_model needs at least one of {', '.join(m + '=' for m in modalities)} "
+                         f"or features=.")
+    for feature, spec in chosen.items():
+        if feature not in named:  # features= kwargs are per feature; <modality>_kwargs apply to all of its features
+            continue
+        spec["kwargs"] = {**dict(kwargs_of.get(spec["modality"]) or {}), **spec["kwargs"]}
+    takes_weights = [m for m in modalities if get_modality(m).WEIGHTS_ARGUMENT]
+    if weights is not None and not any(f["modality"] in takes_weights for f in chosen.values()):
         raise ValueError(
-            f"weights= sets the image encoder's weights, but no image= encoder was given. "
-            f"Received: weights={weights!r}. Pass other encoders' weights in their *_kwargs."
+            f"weights= sets the {'/'.join(takes_weights)} encoder's weights, but no {'/'.join(takes_weights)}= "
+            f"encoder was given. Received: weights={weights!r}. Pass other encoders' weights in their *_kwargs."
         )
     if not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
     head_spec = get_head(head)
     head_spec.check_outputs(num_classes)
-    specs = input_specs(image_shape, text_length, audio_length, tabular_dim, chosen)
-    overrides = {
-        "image": dict(image_kwargs or {}),
-        "text": dict(text_kwargs or {}),
-        "audio": dict(audio_kwargs or {}),
-        "tabular": dict(tabular_kwargs or {}),
-    }
-    overrides["image"].setdefault("weights", weights)
-    if text is not None:
-        overrides["text"].setdefault("vocab_size", _check_int("vocab_size", vocab_size, minimum=2))
-    if audio is not None:
-        overrides["audio"].setdefault("sample_rate", _check_int("sample_rate", sample_rate))
+    per_feature = {f: {**(feature_options or {}).get(f, {}), **spec["options"]} for f, spec in chosen.items()}
+    specs = input_specs({f: spec["modality"] for f, spec in chosen.items()}, options, per_feature)
+    share = _check_sharing(share_encoders, chosen, specs)
 
     # === Encoders ===
-    inputs, features = {}, {}
-    for modality, encoder_name in chosen.items():
-        shape, dtype = specs[modality]
-        inputs[modality] = keras.Input(shape, dtype=dtype, name=modality)
-        encoder = create_encoder(encoder_name, modality, shape, **overrides[modality])
-        x = encoder(inputs[modality])
+    inputs, features_out, encoders = {}, {}, {}
+    for feature, spec in chosen.items():
+        shape, dtype, encoder_kwargs = specs[feature]
+        inputs[feature] = keras.Input(shape, dtype=dtype, name=feature)
+        if feature in share:
+            continue
+        kwargs = {**encoder_kwargs, **spec["kwargs"], "name": f"{feature}_encoder"}
+        if spec["modality"] in takes_weights:
+            kwargs.setdefault("weights", weights)
+        encoders[feature] = create_encoder(spec["encoder"], spec["modality"], shape, **kwargs)
+    for feature in chosen:
+        x = encoders[share.get(feature, feature)](inputs[feature])
         if missing_modalities:
-            presence = keras.Input((1,), dtype="float32", name=f"{modality}_mask")
-            inputs[f"{modality}_mask"] = presence
-            x = ModalityMask(name=f"{modality}_absent")([x, presence])
+            presence = keras.Input((1,), dtype="float32", name=f"{feature}_mask")
+            inputs[f"{feature}_mask"] = presence
+            x = ModalityMask(name=f"{feature}_absent")([x, presence])
         if dropout:
-            x = keras.layers.Dropout(dropout, name=f"{modality}_dropout")(x)
-        features[modality] = x
+            x = keras.layers.Dropout(dropout, name=f"{feature}_dropout")(x)
+        features_out[feature] = x
 
     # === Fusion ===
     fusion_kwargs = dict(fusion_kwargs or {})
@@ -173,7 +268,7 @@ def build_fusion_model(
                 f"Received: fusion_kwargs={fusion_kwargs}"
             )
         fusion_layer = create_fusion(fusion, **{**fusion_kwargs, "units": num_classes})
-    fused = fusion_layer(features)
+    fused = fusion_layer(features_out)
 
     # === Head ===
     outputs = head_spec.predictions(fused, num_classes, from_logits=fusion_layer.produces_logits)
@@ -182,8 +277,8 @@ def build_fusion_model(
     if freeze_backbone:
         if not freeze_backbones(model):
             raise ValueError(
-                f"freeze_backbone=True, but the encoders {sorted(chosen.values())} have no pretrained "
-                f"backbone to freeze (those are: {', '.join(pretrained_encoders())})."
+                f"freeze_backbone=True, but the encoders {sorted({s['encoder'] for s in chosen.values()})} have no "
+                f"pretrained backbone to freeze (those are: {', '.join(pretrained_encoders())})."
             )
     if compile:
         model.compile(
@@ -192,4 +287,3 @@ def build_fusion_model(
             metrics=head_spec.metrics(),
         )
     return model
-

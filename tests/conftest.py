@@ -5,30 +5,34 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-# Tiny shapes for every test: 32x32 images, 8 tokens from a vocabulary of 50,
-# 0.25 s of 8 kHz audio, 5 tabular features.
-TINY = dict(
-    image_shape=(32, 32, 3),
-    text_length=8,
-    vocab_size=50,
-    audio_length=2000,
-    sample_rate=8000,
-    tabular_dim=5,
-)
+# Tiny shapes for every test, from each registered modality's tiny spec: 32x32
+# images, 8 tokens from a vocabulary of 50, 0.25 s of 8 kHz audio, 5 tabular
+# features, 16 steps of 3-channel time series.
+from mbm_keras.modalities import get_modality, list_modalities  # noqa: E402
+
+TINY = {k: v for m in list_modalities() for k, v in get_modality(m).TINY.items()}
 
 SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 
 
-def tiny_inputs(modalities, batch=4, seed=0):
-    """Random inputs of the right dtype and range for `modalities`."""
+def tiny_inputs(modalities=(), batch=4, seed=0, features=None):
+    """Random inputs of the right dtype and range for `modalities` (names), or
+    for named `features` (`{feature: modality}`)."""
+    from mbm_keras.fusion_model import input_specs
+
     rng = np.random.default_rng(seed)
-    makers = {
-        "image": lambda: rng.uniform(0, 255, (batch, *TINY["image_shape"])).astype("float32"),
-        "text": lambda: rng.integers(1, TINY["vocab_size"], (batch, TINY["text_length"])).astype("int32"),
-        "audio": lambda: rng.uniform(-0.5, 0.5, (batch, TINY["audio_length"])).astype("float32"),
-        "tabular": lambda: rng.normal(size=(batch, TINY["tabular_dim"])).astype("float32"),
-    }
-    return {m: makers[m]() for m in modalities}
+    features = dict(features or {m: m for m in modalities})
+    ranges = {"image": (0, 255), "audio": (-0.5, 0.5)}
+    out = {}
+    for name, (shape, dtype, _) in input_specs(features, TINY).items():
+        modality = features[name]
+        if dtype == "int32":
+            out[name] = rng.integers(1, TINY["vocab_size"], (batch, *shape)).astype("int32")
+        elif modality in ranges:
+            out[name] = rng.uniform(*ranges[modality], (batch, *shape)).astype("float32")
+        else:
+            out[name] = rng.normal(size=(batch, *shape)).astype("float32")
+    return out
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from mbm_keras.data import read_manifest
 from mbm_keras.demo import write_demo_dataset
 from mbm_keras.demo.data import CLASS_NAMES
-from mbm_keras.export import EXPORT_MARKER, atomic_output_dir
+from mbm_keras.io import EXPORT_MARKER, atomic_output_dir
 
 
 @pytest.fixture(scope="module")

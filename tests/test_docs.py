@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLIC_MODULES = ["mbm_keras", "mbm_keras.data", "mbm_keras.deploy", "mbm_keras.training", "mbm_keras.evaluate",
-                  "mbm_keras.export", "mbm_keras.demo"]
+                  "mbm_keras.io", "mbm_keras.modalities", "mbm_keras.demo"]
 
 
 def public_api():

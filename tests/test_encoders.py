@@ -6,13 +6,12 @@ from conftest import TINY, tiny_inputs
 from helpers import build_tiny, run_model_checks
 
 from mbm_keras import MODALITIES, create_encoder, encoder_info, list_encoders
+from mbm_keras.fusion_model import input_specs
 
-ENCODER_ARGS = {
-    "image": (TINY["image_shape"], {}),
-    "text": ((TINY["text_length"],), {"vocab_size": TINY["vocab_size"]}),
-    "audio": ((TINY["audio_length"],), {"sample_rate": TINY["sample_rate"]}),
-    "tabular": ((TINY["tabular_dim"],), {}),
-}
+def encoder_args(modality):
+    """`(input_shape, builder kwargs)` at the modality's tiny spec."""
+    shape, _, kwargs = input_specs({modality: modality}, TINY)[modality]
+    return shape, kwargs
 
 
 def test_every_modality_has_encoders():
@@ -20,13 +19,14 @@ def test_every_modality_has_encoders():
     assert set(list_encoders("text")) >= {"lstm", "bilstm", "gru", "cnn"}
     assert set(list_encoders("audio")) >= {"logmel_cnn", "logmel_lstm"}
     assert set(list_encoders("tabular")) >= {"mlp"}
+    assert set(list_encoders("timeseries")) >= {"conv1d", "series_gru"}
     assert sorted(list_encoders()) == sorted(sum((list_encoders(m) for m in MODALITIES), []))
 
 
 @pytest.mark.parametrize("name", list_encoders())
 def test_encoder_outputs_pooled_features(name):
     modality = encoder_info(name)["modality"]
-    shape, kwargs = ENCODER_ARGS[modality]
+    shape, kwargs = encoder_args(modality)
     encoder = create_encoder(name, modality, shape, **kwargs)
     assert encoder.name == f"{modality}_encoder"
     features = encoder.predict(tiny_inputs([modality], batch=3)[modality], verbose=0)

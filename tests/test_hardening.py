@@ -461,7 +461,7 @@ def test_latin1_manifest_names_the_file_and_the_line(tmp_path):
 
 
 def test_an_export_removes_the_temporaries_of_killed_exports(run, tmp_path):
-    from mbm_keras.export import TMP_MARKER
+    from mbm_keras.io import TMP_MARKER
 
     root, rows, exports = run
     dest = tmp_path / "export"

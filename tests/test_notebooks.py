@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["01_quickstart", "02_audio_image_text", "03_export_edge", "04_distributed_tpu"]
+NAMES = ["01_quickstart", "02_audio_image_text", "03_export_edge", "04_distributed_tpu", "05_named_features"]
 
 
 def test_every_notebook_is_tested_and_committed_without_large_outputs():
@@ -78,3 +78,11 @@ class TestDistributed:
         text, _ = run_notebook("04_distributed_tpu", tmp_path, monkeypatch)
         assert "replicas: 2" in text and "No TPU on this machine" in text
         assert "identical weights: True" in text
+
+
+@pytest.mark.slow
+class TestNamedFeatures:
+    def test_runs(self, tmp_path, monkeypatch):
+        text, out = run_notebook("05_named_features", tmp_path, monkeypatch)
+        assert "test accuracy" in text and "tflite vs keras max |diff|" in text
+        assert (out / "notebook05-tflite" / "model.tflite").is_file()

@@ -7,15 +7,12 @@ import numpy as np
 import tensorflow as tf
 
 from mbm_keras.data.asserts import check
-from mbm_keras.data.audio import HOST_DECODED, WAV_FORMAT_NOTE, WAV_MAGIC, decode_audio, fix_length, resample, wav_info
-from mbm_keras.data.image import IMAGE_MAGIC, augment_image, decode_image, file_header_size
-from mbm_keras.data.manifest import DataError, read_manifest, resolve_path
+from mbm_keras.data.manifest import DataError, read_manifest
 from mbm_keras.data.preprocessor import column_names, normalize_columns
-from mbm_keras.data.tabular import CellError
+from mbm_keras.modalities import CellError
 
 ON_ERROR = ("raise", "skip")
 VERIFY = ("decode", "header", "none")
-FILE_MODALITIES = ("image", "audio")
 
 
 class RowError:
@@ -29,150 +26,87 @@ class RowError:
         return self.text
 
 
-def _check_header(path, modality, options):
+def _check_header(path, feature):
     """None if the file looks decodable by its header, else the reason."""
     try:
         with open(path, "rb") as f:
-            return _check_open_header(f, modality, options)
+            if not f.read(1):
+                return "the file is empty"
+            f.seek(0)
+            return feature.check_file(f)
     except OSError as e:
         return f"cannot read the file ({e.strerror})"
 
 
-def _check_open_header(f, modality, options):
-    head = f.read(36)
-    if not head:
-        return "the file is empty"
-    if modality == "image":
-        if not head.startswith(IMAGE_MAGIC):
-            return "not a JPEG, PNG, BMP or GIF file"
-        size = file_header_size(f)
-        limit = options["max_image_pixels"]
-        if size is not None and size[0] * size[1] > limit:
-            return (f"image of {size[1]}x{size[0]} pixels is above the limit max_image_pixels={limit:,} "
-                    f"(data.preprocessing.max_image_pixels)")
-        return None
-    limit = options["max_audio_seconds"]
-    too_long = f"longer than max_audio_seconds={limit:g} (data.preprocessing.max_audio_seconds)"
-    if head.startswith(WAV_MAGIC):
-        if head[8:12] != b"WAVE":
-            return "a RIFF file that is not WAV"
-        info = wav_info(f)
-        if info is None:
-            return "a WAV file without a readable fmt chunk"
-        tag, bits, seconds = info
-        if (tag, bits) != (1, 16):
-            return f"a {bits}-bit WAV file (format tag {tag}, 1 = PCM, 3 = float): {WAV_FORMAT_NOTE}"
-        if seconds is not None and seconds > limit:
-            return f"audio of {seconds:.1f} s is {too_long}"
-        return None
-    fmt = HOST_DECODED.get(head[:4])
-    if fmt is None:
-        return "not a WAV, FLAC or OGG file"
-    try:
-        import soundfile
-    except ImportError:
-        return f"a {fmt} file, which needs soundfile: pip install soundfile"
-    try:
-        info = soundfile.info(f.name)
-    except RuntimeError as e:
-        return f"cannot read the {fmt} header ({e})"
-    if info.frames > limit * info.samplerate:
-        return f"audio of {info.frames / info.samplerate:.1f} s is {too_long}"
-    return None
-
-
 def _prepare_rows(manifest, pre, missing_modalities, allow_outside_root):
-    """Host-side pass: parses each row into arrays; returns (arrays, errors)."""
-    cols = pre.columns
+    """Host-side pass: each feature's value per row (a path, a text, cells),
+    its presence mask and the labels; returns (arrays, errors)."""
     n = len(manifest)
-    image = [""] * n
-    audio = [""] * n
-    text = [""] * n
-    masks = {m: np.ones((n, 1), np.float32) for m in pre.modalities}
-    tabular = np.zeros((n, pre.tabular.dim), np.float32) if pre.tabular else None
+    values = {name: [None] * n for name in pre.features}
+    masks = {name: np.ones((n, 1), np.float32) for name in pre.features}
     labels = [None] * n
     errors = []
-    for i, row in enumerate(manifest.rows):
-        for modality in pre.modalities:
-            if modality == "tabular":
-                continue
-            cell = row[cols[modality]]
-            if cell is None:
-                if missing_modalities:
-                    masks[modality][i] = 0.0
-                else:
-                    errors.append(RowError(manifest, i, cols[modality], f"empty {modality} cell (pass missing_modalities=True to treat it as absent)"))
-                continue
-            if modality == "text":
-                text[i] = str(cell)
-                continue
+    for i in range(n):
+        for name, feature in pre.features.items():
             try:
-                path = resolve_path(manifest, i, cols[modality], cell, allow_outside_root)
-            except DataError as e:
-                errors.append(RowError(manifest, i, cols[modality], e.reason, file=str(cell)))
-                continue
-            if not os.path.isfile(path):
-                errors.append(RowError(manifest, i, cols[modality], "file not found", file=path))
-                continue
-            (image if modality == "image" else audio)[i] = path
-        if tabular is not None:
-            try:
-                tabular[i] = pre.tabular.encode(row)
+                value = feature.host_value(manifest, i, allow_outside_root)
             except CellError as e:
-                errors.append(RowError(manifest, i, e.column, e.message))
+                errors.append(RowError(manifest, i, e.column, e.message, file=e.file))
+                value = feature.empty_value()
+            if value is None:
+                if missing_modalities:
+                    masks[name][i] = 0.0
+                else:
+                    columns = ", ".join(repr(c) for c in feature.columns())
+                    errors.append(RowError(manifest, i, feature.columns()[0] if len(feature.columns()) == 1 else columns,
+                                           f"empty {feature.name} cell (pass missing_modalities=True to treat it as "
+                                           f"absent)"))
+                value = feature.empty_value()
+            values[name][i] = value
         if pre.labels is not None:
             try:
-                labels[i] = pre.labels.encode(row[cols["label"]])
+                labels[i] = pre.labels.encode(manifest.rows[i][pre.columns["label"]])
             except ValueError as e:
-                errors.append(RowError(manifest, i, cols["label"], str(e)))
-    return dict(image=image, audio=audio, text=text, masks=masks, tabular=tabular, labels=labels), errors
-
-
-def _file_decoder(modality, options, header_checked=False):
-    """path -> decoded tensor: the one decoder of each file modality, with the
-    size limits, for verification and for the pipeline (`header_checked`: the
-    host checked each WAV's format and duration, see `_check_header`)."""
-    if modality == "image":
-        size, resize, limit = options["image_size"], options["resize"], options["max_image_pixels"]
-        return lambda path: decode_image(tf.io.read_file(path), size, resize, max_pixels=limit)
-    rate, limit = float(options["sample_rate"]), options["max_audio_seconds"]
-
-    def audio(path):
-        samples, file_rate = decode_audio(tf.io.read_file(path), max_seconds=limit, header_checked=header_checked)
-        return resample(samples, file_rate, rate)
-
-    return audio
+                errors.append(RowError(manifest, i, pre.columns["label"], str(e)))
+    return dict(values=values, masks=masks, labels=labels), errors
 
 
 def _verify_files(manifest, pre, arrays, keep, verify):
     """Checks every file of the kept rows by header, or by decoding it with the
-    pipeline's own decoders (in parallel); returns RowErrors."""
+    pipeline's own decoders (in parallel); returns RowErrors. A file that fails
+    to decode is decoded once more alone, for the decoder's reason."""
+    from mbm_keras.deploy.raw_inputs import explain
+
     errors = []
-    for modality in FILE_MODALITIES:
-        if modality not in pre.columns:
+    for name, feature in pre.features.items():
+        if not feature.file_based:
             continue
-        paths = arrays[modality]
-        rows = [i for i in keep if paths[i]]
+        paths = arrays["values"][name]
+        rows = [i for i in keep if paths[i] and arrays["masks"][name][i, 0] > 0]
         bad = set()
         for i in rows:
-            reason = _check_header(paths[i], modality, pre.options)
+            reason = _check_header(paths[i], feature)
             if reason:
-                errors.append(RowError(manifest, i, pre.columns[modality], reason, file=paths[i]))
+                errors.append(RowError(manifest, i, feature.column, reason, file=paths[i]))
                 bad.add(i)
         rows = [i for i in rows if i not in bad]
         if verify != "decode" or not rows:
             continue
-        decode_file = _file_decoder(modality, pre.options, header_checked=True)
 
-        def decode(i, path):
-            return i, tf.reduce_sum(decode_file(path))
+        def decode(i, path, feature=feature):
+            return i, tf.reduce_sum(tf.cast(feature.decode(tf.io.read_file(path), header_checked=True), tf.float32))
 
         ds = tf.data.Dataset.from_tensor_slices((np.array(rows, np.int64), [paths[i] for i in rows]))
         ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
         decoded = {int(i) for i, _ in ds.as_numpy_iterator()}
         for i in rows:
             if i not in decoded:
-                errors.append(RowError(manifest, i, pre.columns[modality], f"cannot decode the {modality} file", file=paths[i]))
+                try:
+                    feature.decode(tf.io.read_file(paths[i]), header_checked=True)
+                    reason = f"cannot decode the {feature.name} file"
+                except tf.errors.OpError as e:
+                    reason = f"cannot decode the {feature.name} file: {explain(e)}"
+                errors.append(RowError(manifest, i, feature.column, reason, file=paths[i]))
     return errors
 
 
@@ -265,10 +199,10 @@ def make_dataset(
     pre = preprocessor
     if pre is None or not getattr(pre, "fitted", False):
         raise DataError("make_dataset needs a fitted preprocessor: pre = fit_preprocessor(train_manifest, columns)")
-    if columns is not None and normalize_columns(columns) != pre.columns:
+    if columns is not None and normalize_columns(columns, pre.feature_modalities)[0] != pre.columns:
         raise ValueError(f"columns={columns!r} differ from the preprocessor's columns {pre.columns!r}")
     manifest = read_manifest(manifest)
-    manifest.check_columns(column_names(pre.columns))
+    manifest.check_columns(column_names(pre.columns, pre.feature_modalities))
 
     arrays, errors = _prepare_rows(manifest, pre, missing_modalities, allow_outside_root)
     bad_rows = {e.row for e in errors}
@@ -312,51 +246,48 @@ def _attach_epoch(ds, epoch):
 def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modalities, modality_dropout,
            cache, drop_remainder, deterministic, shuffle, report, initial_epoch, manifest, on_error, verify):
     idx = np.array(keep)
+    features = pre.features
     cols = {"_row": idx.astype(np.int64)}
-    for m in pre.modalities:
-        if m in ("image", "audio", "text"):
-            cols[m] = np.array(arrays[m], dtype=object)[idx].astype(str)
-        cols[f"{m}_mask"] = arrays["masks"][m][idx]
-    if pre.tabular is not None:
-        cols["tabular"] = arrays["tabular"][idx]
+    for name in features:
+        value = arrays["values"][name]
+        cols[name] = np.array([value[i] for i in keep]).astype(str)
+        cols[f"{name}_mask"] = arrays["masks"][name][idx]
     elements = (cols,)
     if pre.labels is not None:
         dtype = np.int32 if pre.labels.label_type == "single" else np.float32
         elements = (cols, np.array([arrays["labels"][i] for i in keep], dtype=dtype))
-    options = pre.options
-    size, length = options["image_size"], options["audio_length"]
-    augment_args = augment if isinstance(augment, dict) else {}
     parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    file_modalities = [m for m in FILE_MODALITIES if m in pre.modalities]
-    decoders = {m: _file_decoder(m, options, header_checked=verify != "none") for m in file_modalities}
-    empty = {"image": tf.zeros((*size, 3), tf.float32), "audio": tf.zeros((length,), tf.float32)}
+    for feature in features.values():  # lookup tables made here, outside the traced functions
+        getattr(feature, "trackables", list)()
+    header_checked = verify != "none"
 
-    def present(x, m):
-        return tf.greater(x[f"{m}_mask"][0], 0)
+    def present(x, name):
+        return tf.greater(x[f"{name}_mask"][0], 0)
 
     def decode(x):
-        """The deterministic part: files -> tensors (cacheable). Audio stays
-        full length here; finish() cuts it, so training crops vary."""
+        """The deterministic part: each feature's decode (cacheable)."""
         x = dict(x)
-        for m in file_modalities:
-            x[m] = tf.cond(present(x, m), lambda m=m: decoders[m](x[m]), lambda m=m: empty[m])
+        for name, feature in features.items():
+            x[name] = tf.cond(present(x, name),
+                              lambda f=feature, v=x[name]: f.decode(f.read(v), header_checked=header_checked),
+                              features[name].empty)
         return x
 
     def finish(x, seeds):
-        """The random part: audio crop, augmentation, modality dropout."""
+        """The random part: each feature's finish (audio crop, image
+        augmentation in training), then modality dropout."""
         x = dict(x)
-        if "audio" in x:
-            x["audio"] = fix_length(x["audio"], length, seeds[0] if training else None)
-        if "image" in x and training and augment:
-            x["image"] = augment_image(x["image"], seeds[1], **augment_args)
+        feature_seeds = tf.random.experimental.stateless_split(seeds[0], len(features))
+        for j, (name, feature) in enumerate(features.items()):
+            x[name] = feature.finish(x[name], feature_seeds[j] if training else None, augment if training else None)
         if training and modality_dropout:
-            masks = tf.stack([x[f"{m}_mask"][0] for m in pre.modalities])
-            drop = tf.random.stateless_uniform([len(pre.modalities)], seeds[2]) < modality_dropout
+            masks = tf.stack([x[f"{name}_mask"][0] for name in features])
+            drop = tf.random.stateless_uniform([len(features)], seeds[2]) < modality_dropout
             dropped = tf.where(drop, tf.zeros_like(masks), masks)
             # Never hide every modality of an example.
             masks = tf.cond(tf.reduce_sum(dropped) > 0, lambda: dropped, lambda: masks)
-            for j, m in enumerate(pre.modalities):
-                x[f"{m}_mask"] = tf.reshape(masks[j], [1])
+            for j, name in enumerate(features):
+                x[f"{name}_mask"] = tf.reshape(masks[j], [1])
         if not missing_modalities:
             x = {k: v for k, v in x.items() if not k.endswith("_mask")}
         return x
@@ -364,15 +295,15 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
     n = len(keep)
     columns = tf.nest.map_structure(tf.constant, elements)
     where = tf.constant(f"make_dataset: {manifest.path} row ")
-    file_columns = [(m, pre.columns[m]) for m in file_modalities]
+    file_columns = [(name, f.column) for name, f in features.items() if f.file_based]
 
     def describe(k, quote=True):
         """The pieces of `... row 7, column 'image' (a.png)` for the k-th kept
         row (an assertion formats them only when it fails; `quote=False` for
         tf.print, which would escape the quotes)."""
         parts = [where, columns[0]["_row"][k] + 1]
-        for m, column in file_columns:
-            parts += [f", column {column!r} (" if quote else f", column {column} (", columns[0][m][k], ")"]
+        for name, column in file_columns:
+            parts += [f", column {column!r} (" if quote else f", column {column} (", columns[0][name][k], ")"]
         return parts
 
     def positioned(order):
@@ -491,14 +422,15 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
     if len(elements) == 1:  # no label column: batches of features alone
         ds = ds.map(lambda x: x)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if pre.tokenizer is not None:
 
-        def tokenize(x, *y):
-            x = dict(x)
-            x["text"] = pre.tokenizer(x["text"])
+    def finish_batch(x, *y):
+        """Each feature's batched part (text tokenization)."""
+        x = dict(x)
+        for name, feature in features.items():
+            x[name] = feature.finish_batch(x[name])
             if drop_remainder:
-                x["text"].set_shape([batch_size, pre.tokenizer.length])
-            return (x, *y) if y else x
+                x[name].set_shape([batch_size, *x[name].shape[1:]])
+        return (x, *y) if y else x
 
-        ds = ds.map(tokenize, **parallel)
+    ds = ds.map(finish_batch, **parallel)
     return _attach_epoch(ds.prefetch(tf.data.AUTOTUNE), epoch)

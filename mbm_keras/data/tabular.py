@@ -7,20 +7,13 @@ import re
 import numpy as np
 
 from mbm_keras.data.manifest import DataError
+from mbm_keras.modalities.base import CellError  # noqa: F401  (raised by encode)
 
 # A numeric cell: a decimal number, as `tf.strings.to_number` reads it in the
 # SavedModel (Python's float() also takes "nan", "inf" and "1_000"; they are refused).
 NUMBER_PATTERN = r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?"
 NUMBER = re.compile(NUMBER_PATTERN)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-class CellError(ValueError):
-    """A tabular cell that cannot be encoded; `column` names it."""
-
-    def __init__(self, column, message):
-        super().__init__(f"column {column!r}: {message}")
-        self.column, self.message = column, message
 
 
 class TabularEncoder:

@@ -68,7 +68,7 @@ def run_demo(out="saved_models/demo", data_dir=None, seed=0, epochs=12, batch_si
     from mbm_keras import build_fusion_model
     from mbm_keras.data import fit_preprocessor, make_dataset, read_manifest
     from mbm_keras.deploy import export_serving_model
-    from mbm_keras.export import atomic_output_dir, check_reloaded
+    from mbm_keras.io import atomic_output_dir, check_reloaded
 
     def say(msg):
         if verbose:

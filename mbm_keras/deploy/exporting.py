@@ -126,7 +126,7 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
     """
     from mbm_keras.deploy.saved_model import export_serving_model
     from mbm_keras.deploy.tflite import QUANTIZATIONS, convert_to_tflite, run_tflite, sidecar, tflite_interpreter
-    from mbm_keras.export import atomic_output_dir, write_json
+    from mbm_keras.io import atomic_output_dir, write_json
 
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}. Received: format={format!r}")

@@ -1,8 +1,11 @@
 """`predict`: one example through a `.keras` run folder, a SavedModel or a `.tflite` export."""
 
+import json
 import os
 
 import numpy as np
+
+from mbm_keras.modalities import get_modality
 
 
 def _kind(path):
@@ -17,21 +20,15 @@ def _kind(path):
             return "keras"
     if path.endswith(".keras"):
         return "keras"
+    looked = ("saved_model.pb, model.tflite or model.keras in that folder" if os.path.isdir(path)
+              else "a file ending in .keras or .tflite")
     raise FileNotFoundError(
-        f"No model at {path}: pass a .keras file or run folder, a SavedModel folder, or a .tflite file (or its export folder)"
+        f"No model at {path} (looked for {looked}): pass a .keras file or run folder, a SavedModel folder, or a "
+        f".tflite file (or its export folder)"
     )
 
 
-def _read(path, what):
-    if path is None:
-        return b""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def predict(path, image=None, text=None, audio=None, tabular=None, top=3):
+def predict(path, image=None, text=None, audio=None, tabular=None, top=3, *, features=None, **more):
     """Top classes for one example.
 
     Args:
@@ -44,6 +41,12 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3):
         tabular: the tabular cells, in the preprocessor's column order
             (numeric, then categorical), as strings or numbers.
         top: how many classes to return.
+        features: `{feature: value}` for models with named features: a file
+            path for image, audio and timeseries features, the text for text
+            features, the cells for tabular ones, e.g.
+            `{"front": "f.jpg", "rear": "r.jpg", "title": "red car"}`.
+        **more: a value for a feature named after another modality, e.g.
+            `timeseries="drive.npy"`.
 
     Returns:
         a list of `(class name, probability)`, most likely first (regression
@@ -52,6 +55,7 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3):
     Example:
         >>> predict("saved_models/demo", image="cat.png", text="a red cat", audio="meow.wav")
         [('red-cat-high', 0.93), ...]
+        >>> predict("runs/cars", features={"front": "f.jpg", "rear": "r.jpg", "title": "red hatchback"})
     """
     import tensorflow as tf
 
@@ -59,20 +63,21 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3):
 
     path = os.path.abspath(path)
     kind = _kind(path)
-    raw_values = {
-        "image": _read(image, "Image"),
-        "text": (text or "").encode("utf-8"),
-        "audio": _read(audio, "Audio"),
-    }
+    given = {k: v for k, v in dict(image=image, text=text, audio=audio, tabular=tabular, **more).items()
+             if v is not None}
+    for name, value in (features or {}).items():
+        if name in given:
+            raise ValueError(f"{name!r} is given twice: as a keyword and in features")
+        given[name] = value
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     if kind == "saved_model":
-        signature = _load_signature(path)
-        names = list(signature.structured_input_signature[1])
-        raw = {m: tf.constant([raw_values[m]]) for m in names if m != "tabular"}
-        if "tabular" in names:
-            columns = signature.structured_input_signature[1]["tabular"].shape[-1]
-            raw["tabular"] = tf.constant([_tabular_cells(tabular, columns)])
-        _check_given(names, raw_values, tabular)
+        signature, feature_modalities = _load_signature(path)
+        specs = signature.structured_input_signature[1]
+        _check_given(list(specs), given)
+        raw = {}
+        for name, spec in specs.items():
+            modality = get_modality(feature_modalities.get(name, name))
+            raw[name] = tf.constant([modality.raw_example(given.get(name), name, spec.shape[1:])])
         out = _run(signature, raw)
         probabilities = out.get("probabilities", out.get("predictions")).numpy()[0]
         classes = [c.decode("utf-8") for c in out["classes"].numpy()] if "classes" in out else None
@@ -90,12 +95,10 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3):
             tflite_file = path if path.endswith(".tflite") else os.path.join(path, "model.tflite")
             interpreter = tflite_interpreter(tflite_file)
             names = list(interpreter.get_signature_runner().get_input_details())
-        _check_given(pre.modalities, raw_values, tabular, names)
-        raw = {m: tf.constant([raw_values[m]]) for m in pre.modalities if m != "tabular"}
-        if "tabular" in pre.modalities:
-            tab = pre.tabular
-            raw["tabular"] = tf.constant([_tabular_cells(tabular, len(tab.numeric) + len(tab.categorical),
-                                                         tab.numeric + tab.categorical)])
+        _check_given(pre.modalities, given, names)
+        raw = {name: tf.constant([feature.raw_example(given.get(name), name, feature.raw_spec().shape,
+                                                      feature.columns())])
+               for name, feature in pre.features.items()}
         inputs = _run(lambda **r: raw_to_inputs(r, pre, names), raw)
         inputs = {k: v.numpy() for k, v in inputs.items()}
         if kind == "keras":
@@ -122,7 +125,9 @@ def _load_signature(path):
                             f"re-export it with mbm-keras export") from None
     if "serving_default" not in served.signatures:
         raise ArtifactError(f"{path}: the SavedModel has no serving_default signature; it is not an mbm_keras export")
-    return served.signatures["serving_default"]
+    # {feature: modality}, saved by export_serving_model (absent before named features: names are modalities).
+    modalities = json.loads(served.feature_modalities.numpy()) if hasattr(served, "feature_modalities") else {}
+    return served.signatures["serving_default"], modalities
 
 
 def _run(function, raw):
@@ -141,20 +146,14 @@ def _run(function, raw):
                          "not text): check that --image is an image file and --audio a 16-bit PCM WAV file") from None
 
 
-def _tabular_cells(tabular, count, names=None):
-    cells = ["" if v is None else str(v) for v in (tabular or [])]
-    if tabular is not None and len(cells) != count:
-        which = f" ({', '.join(names)})" if names else ""
-        raise ValueError(f"The model takes {count} tabular cell(s){which}, numeric columns first; received {len(cells)}")
-    return cells or [""] * count
-
-
-def _check_given(modalities, raw_values, tabular, input_names=None):
-    given = {m for m, v in raw_values.items() if v} | ({"tabular"} if tabular else set())
-    if not given & set(modalities):
-        raise ValueError(f"Give at least one input; the model takes {sorted(modalities)}")
+def _check_given(names, given, input_names=None):
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ValueError(f"The model has no input {unknown[0]!r}; its inputs are {', '.join(names)}")
+    if not given:
+        raise ValueError(f"Give at least one input; the model takes {sorted(names)}")
     if input_names is None:
         return
-    for m in modalities:
+    for m in names:
         if m not in given and f"{m}_mask" not in input_names:
             raise ValueError(f"The model needs an input for '{m}' (it was built without missing_modalities=True)")

@@ -10,6 +10,7 @@ Two signatures:
 Models with a wordpiece tokenizer need `import tensorflow_text` before loading.
 """
 
+import json
 import os
 
 import keras
@@ -56,18 +57,18 @@ def export_serving_model(model, pre, path):
     names = [t.name for t in model.inputs]
     archive = keras.export.ExportArchive()
     archive.track(model)
-    if pre.tokenizer is not None:
-        layer = pre.tokenizer._layer
-        if isinstance(layer, keras.layers.Layer):
-            pre.tokenizer(tf.constant(["warm up"]))  # a TextVectorization must be built to be tracked
-            archive.track(layer)
-        else:  # tensorflow-text tokenizer: its lookup table is a trackable resource
-            archive._tf_trackable.tokenizer = layer
-
-    # Lookup tables made here, outside the traced endpoint, and tracked: a table
-    # made inside it is an untracked resource the SavedModel cannot hold.
-    tables = category_tables(pre)
-    archive._tf_trackable.category_tables = tables
+    # Tokenizers and lookup tables made here, outside the traced endpoint, and
+    # tracked: one made inside it is an untracked resource the SavedModel cannot hold.
+    resources = []
+    for trackable in category_tables(pre):
+        if isinstance(trackable, keras.layers.Layer):
+            archive.track(trackable)
+        else:  # lookup tables, tensorflow-text tokenizers: trackable resources
+            resources.append(trackable)
+    archive._tf_trackable.preprocessing_resources = resources
+    # Which modality each raw input is, for `predict` on the SavedModel alone.
+    archive._tf_trackable.feature_modalities = tf.Variable(json.dumps(pre.feature_modalities), trainable=False)
+    tables = None
 
     def serve_raw(raw):
         return _outputs(model(raw_to_inputs(raw, pre, names, tables), training=False), pre)

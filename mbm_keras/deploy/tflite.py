@@ -247,38 +247,14 @@ def sidecar(model, pre, interpreter, quantize):
         name: {"shape": [int(d) for d in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name}
         for name, detail in runner.get_input_details().items()
     }
-    options = pre.options
-    preprocessing = {}
-    if "image" in pre.modalities:
-        preprocessing["image"] = {
-            "size": list(options["image_size"]), "resize": options["resize"],
-            "channels": "RGB", "range": [0, 255], "note": "decoded pixels as float32; scaling happens in the model",
-        }
-    if "text" in pre.modalities:
-        preprocessing["text"] = {
-            **pre.tokenizer.get_config(), "vocabulary": "vocabulary.txt", "reference": "tokenizer.py",
-            "padding_id": 0, "unknown_id": 1,
-        }
-    if "audio" in pre.modalities:
-        preprocessing["audio"] = {
-            "sample_rate": options["sample_rate"], "length": options["audio_length"], "channels": "mono (mean of channels)",
-            "range": [-1, 1], "note": "resample, then pad with zeros or keep the first `length` samples; log-mel is in the model",
-        }
-    if "tabular" in pre.modalities:
-        tab = pre.tabular
-        preprocessing["tabular"] = {
-            "numeric": [{"column": c, "mean": tab.stats[c][0], "std": tab.stats[c][1]} for c in tab.numeric],
-            "categorical": [{"column": c, "categories": tab.categories[c], "unknown_slot": len(tab.categories[c])}
-                            for c in tab.categorical],
-            "note": "(value - mean) / std, then one-hot per categorical column (unknown/empty -> last slot)",
-        }
+    preprocessing = {name: {"modality": feature.name, **feature.sidecar()} for name, feature in pre.features.items()}
     masks = [k for k in inputs if k.endswith("_mask")]
     return {
         "format": "tflite",
         "quantize": quantize,
         "batch_size": 1,
         "inputs": inputs,
-        "masks": {k: "1.0 when the modality is present, 0.0 when absent (its input is then ignored)" for k in masks},
+        "masks": {k: "1.0 when the input is present, 0.0 when absent (its input is then ignored)" for k in masks},
         "output": {"name": "predictions", "meaning": "class probabilities" if pre.labels and pre.labels.classes else "values"},
         "labels": [str(c) for c in pre.labels.classes] if pre.labels is not None and pre.labels.classes is not None else None,
         "preprocessing": preprocessing,

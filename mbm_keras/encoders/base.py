@@ -6,15 +6,19 @@ An encoder builder is a function
         -> keras.Model
 
 that maps one modality's input to a pooled feature vector `(batch, dim)`.
-Text builders also receive `vocab_size`, audio builders `sample_rate`.
+The extra arguments a modality's builders receive come from the modality
+(`Modality.encoder_kwargs`: text builders get `vocab_size`, audio builders
+`sample_rate`).
 """
 
 import keras
 
+from mbm_keras.modalities import list_modalities
 from mbm_keras.registry import Registry
 from mbm_keras.weights import check_weights
 
-MODALITIES = ("image", "text", "audio", "tabular")
+# The modalities registered when the package loads (`list_modalities()` is the live list).
+MODALITIES = tuple(list_modalities())
 
 ENCODERS = Registry("encoder")
 
@@ -24,7 +28,7 @@ def register_encoder(name, modality, pretrained_file=None, description=""):
 
     Args:
         name: the name users pass, e.g. `build_fusion_model(image=name)`.
-        modality: one of `MODALITIES`.
+        modality: a registered modality (`list_modalities()`).
         pretrained_file: file name of the ImageNet weights in Keras' cache
             (`$KERAS_HOME/models/`), or None when no pretrained weights exist.
         description: one line for `mbm-keras zoo`.
@@ -34,8 +38,8 @@ def register_encoder(name, modality, pretrained_file=None, description=""):
         ... def build_my_cnn(input_shape, *, weights=None, name="image_encoder"):
         ...     ...
     """
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}. Received: modality={modality!r}")
+    if modality not in list_modalities():
+        raise ValueError(f"modality must be one of {tuple(list_modalities())}. Received: modality={modality!r}")
     return ENCODERS.register(
         name,
         modality=modality,
@@ -45,9 +49,9 @@ def register_encoder(name, modality, pretrained_file=None, description=""):
 
 
 def _check_modality(modality):
-    if modality is not None and modality not in MODALITIES:
+    if modality is not None and modality not in list_modalities():
         raise ValueError(
-            f"Unknown modality {modality!r}. Valid modalities: {', '.join(MODALITIES)}."
+            f"Unknown modality {modality!r}. Valid modalities: {', '.join(list_modalities())}."
         )
 
 
@@ -55,7 +59,7 @@ def list_encoders(modality=None, pattern="*"):
     """Names of registered encoders, optionally for one modality.
 
     Args:
-        modality: "image", "text", "audio", "tabular", or None for all.
+        modality: a registered modality ("image", "text", ...), or None for all.
         pattern: shell-style wildcard on the name, e.g. "logmel_*".
 
     Example:
@@ -86,7 +90,7 @@ def encoder_info(name, modality=None):
     return ENCODERS.meta(name)
 
 
-def create_encoder(name, modality, input_shape, *, weights=None, **kwargs):
+def create_encoder(name, modality, input_shape, /, *, weights=None, **kwargs):
     """Builds the encoder registered as `name` for `modality`.
 
     Args:
@@ -95,7 +99,8 @@ def create_encoder(name, modality, input_shape, *, weights=None, **kwargs):
             modality is refused.
         input_shape: shape of one example, without the batch dimension.
         weights: None (random), "imagenet" where available, or a file path.
-        **kwargs: builder-specific overrides (units, embed_dim, ...).
+        **kwargs: builder-specific overrides (units, embed_dim, ...), and `name`
+            of the encoder model (default `<modality>_encoder`).
 
     Example:
         >>> enc = create_encoder("small_cnn", "image", (32, 32, 3))
@@ -109,7 +114,7 @@ def create_encoder(name, modality, input_shape, *, weights=None, **kwargs):
         if "unexpected keyword argument" in str(e):
             raise TypeError(
                 f"Encoder {name!r} ({modality}) got an unknown keyword argument: {e}. "
-                f"Check {modality}_kwargs."
+                f"Check {modality}_kwargs (or the feature's kwargs)."
             ) from None
         raise
 

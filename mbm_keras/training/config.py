@@ -21,18 +21,13 @@ SCHEMA = {
         "allow_outside_root": (bool, False),
     },
     "model": {
-        "image": (str, None),
-        "text": (str, None),
-        "audio": (str, None),
-        "tabular": (str, None),
+        # Then one encoder key per registered modality ("image", "text", ...), see _modality_keys.
+        "features": (dict, None),
+        "share_encoders": (dict, None),
         "fusion": (str, "concat"),
         "dropout": (float, 0.0),
         "weights": (str, None),
         "freeze_backbone": (bool, False),
-        "image_kwargs": (dict, None),
-        "text_kwargs": (dict, None),
-        "audio_kwargs": (dict, None),
-        "tabular_kwargs": (dict, None),
         "fusion_kwargs": (dict, None),
     },
     "train": {
@@ -54,6 +49,24 @@ SCHEMA = {
     "output": (str, "runs/latest"),
 }
 REQUIRED = {("data", "train"), ("data", "columns")}
+
+
+def _modality_keys():
+    """model.<modality> (an encoder name) and model.<modality>_kwargs for every registered modality."""
+    from mbm_keras.modalities import list_modalities
+
+    keys = {}
+    for m in list_modalities():
+        keys[m] = (str, None)
+        keys[f"{m}_kwargs"] = (dict, None)
+    return keys
+
+
+def schema():
+    """The config schema: sections -> {key: (type, default)}, with the registered modalities' model keys."""
+    out = dict(SCHEMA)
+    out["model"] = {**_modality_keys(), **SCHEMA["model"]}
+    return out
 
 # The valid range of every numeric key: (low, high, low inclusive?, high inclusive?);
 # None is unbounded. Floats must also be finite (YAML's .nan and .inf are refused).
@@ -152,14 +165,40 @@ def _check_choices(out, source):
         if data[key] not in valid:
             raise ConfigError(f"{source}: data.{key} must be one of {valid}. Received: data.{key}={data[key]!r}")
     _check_preprocessing(data["preprocessing"], source)
+    _check_model(out["model"], source)
+
+
+def _check_model(model, source):
+    """model.features and model.share_encoders are well formed; model.fusion exists
+    and model.fusion_kwargs are arguments of that fusion, naming the bad key."""
+    from mbm_keras.fusion_model import normalize_features
+    from mbm_keras.fusions import FUSIONS, list_fusions
+
+    if model["features"] is not None:
+        try:
+            normalize_features(model["features"])
+        except ValueError as e:
+            raise ConfigError(f"{source}: model.{e}") from None
+    if model["fusion"] not in list_fusions():
+        raise ConfigError(f"{source}: model.fusion must be one of {list_fusions()}. Received: "
+                          f"model.fusion={model['fusion']!r}")
+    cls = FUSIONS.get(model["fusion"])
+    valid = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass) and klass.__module__.startswith("mbm_keras"):
+            valid |= {p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "kwargs")}
+    for key in model["fusion_kwargs"] or {}:
+        if key not in valid:
+            raise ConfigError(f"{source}: model.fusion_kwargs.{key} is not an argument of fusion "
+                              f"{model['fusion']!r}. Valid: {', '.join(sorted(valid))}")
 
 
 def _check_preprocessing(options, source):
     """data.preprocessing: known keys (the Preprocessor's options), each checked
     the way the Preprocessor checks it, reported as a config error."""
-    from mbm_keras.data.preprocessor import Preprocessor
+    from mbm_keras.data.preprocessor import Preprocessor, option_names
 
-    valid = [p for p in inspect.signature(Preprocessor.__init__).parameters if p not in ("self", "columns")]
+    valid = option_names()
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {[f'data.preprocessing.{k}' for k in unknown]}. "
@@ -210,10 +249,11 @@ def load_config(config):
         if not isinstance(config, dict):
             raise ConfigError(f"{path}: the top level must be a mapping with data, model, train, output")
     out = {}
-    unknown = set(config) - set(SCHEMA)
+    full = schema()
+    unknown = set(config) - set(full)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)}. Valid top-level keys: {', '.join(SCHEMA)}")
-    for section, spec in SCHEMA.items():
+        raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)}. Valid top-level keys: {', '.join(full)}")
+    for section, spec in full.items():
         if not isinstance(spec, dict):
             value = config.get(section, spec[1])
             _check(None, section, value, spec[0], source)

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 
-from mbm_keras.export import write_json
+from mbm_keras.io import write_json
 
 RUN_MARKER = ".mbm_keras_run"
 BACKUPS = ("backup-stage1", "backup-stage2")

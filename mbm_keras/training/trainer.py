@@ -13,7 +13,7 @@ folder holding another run, a finished run or foreign files is refused.
 import functools
 import os
 
-from mbm_keras.export import write_json
+from mbm_keras.io import write_json
 from mbm_keras.training.config import load_config
 
 
@@ -100,7 +100,11 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
     keras.utils.set_random_seed(train_cfg["seed"])
 
     static = used == "tpu" or train_cfg["jit_compile"]  # XLA wants static batch shapes
-    pre = fit_preprocessor(data["train"], data["columns"], **data["preprocessing"])
+    from mbm_keras.fusion_model import normalize_features
+
+    features = normalize_features(model_cfg["features"]) if model_cfg["features"] else {}
+    pre = fit_preprocessor(data["train"], data["columns"], {k: f["modality"] for k, f in features.items()},
+                           **data["preprocessing"])
     common = dict(
         preprocessor=pre,
         batch_size=data["batch_size"],

@@ -1,4 +1,4 @@
-"""Writing models to disk so that a crash never leaves a half-written export.
+"""Atomic file writing: a crash never leaves a half-written JSON file, export or run folder.
 
 Everything is written into a temporary sibling folder first and moved into
 place at the end; an earlier export at the same path survives any failure.

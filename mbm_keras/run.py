@@ -1,0 +1,125 @@
+"""`Run`: the one owner of a run folder's layout, and of telling model artifacts apart.
+
+A run folder (written by `train()` and by `mbm-keras demo`) holds:
+
+    model.keras          the model (last epoch), loaded with safe_mode=True
+    preprocessor.json    the fitted preprocessing (+ vocabulary*.txt)
+    labels.json          the class names, in output order
+    config.json          the run config, defaults filled in (train() only)
+    best.keras, history.csv, logs/, backup-stage*/   written while training
+
+`train`, `evaluate`, `export_model`, `predict` and the demo read and write it
+only through `Run`; `artifact_kind` says what any path a user passes holds.
+"""
+
+import json
+import os
+
+from mbm_keras.io import write_json
+
+MODEL_FILE = "model.keras"
+CONFIG_FILE = "config.json"
+LABELS_FILE = "labels.json"
+PREPROCESSOR_FILE = "preprocessor.json"
+SAVED_MODEL_FILE = "saved_model.pb"
+TFLITE_FILE = "model.tflite"
+
+
+def artifact_kind(path):
+    """"keras", "saved_model" or "tflite": what a model path holds.
+
+    Args:
+        path: a run folder or `.keras` file, a SavedModel folder, or a
+            `.tflite` file or its export folder.
+
+    Raises:
+        FileNotFoundError: naming the files it looked for.
+
+    Example:
+        >>> artifact_kind("saved_models/demo")
+        'keras'
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        for name, kind in ((SAVED_MODEL_FILE, "saved_model"), (TFLITE_FILE, "tflite"), (MODEL_FILE, "keras")):
+            if os.path.isfile(os.path.join(path, name)):
+                return kind
+        looked = f"{SAVED_MODEL_FILE}, {TFLITE_FILE} or {MODEL_FILE} in that folder"
+    elif os.path.isfile(path) and path.endswith(".tflite"):
+        return "tflite"
+    elif os.path.isfile(path) and path.endswith(".keras"):
+        return "keras"
+    else:
+        looked = "a file ending in .keras or .tflite" if os.path.splitext(path)[1] else "a folder or a model file"
+    raise FileNotFoundError(
+        f"No model at {os.path.abspath(path)} (looked for {looked}): pass a .keras file or run folder, a SavedModel "
+        f"folder, or a .tflite file (or its export folder)")
+
+
+class Run:
+    """A run folder: save a trained model with its preprocessing, load it back.
+
+    Args:
+        path: the run folder, or a `.keras` file inside one (its folder is the
+            run; that file is the model).
+
+    Example:
+        >>> Run("runs/first").save(model, pre, config)
+        >>> model, pre = Run("runs/first").load()
+        >>> Run("runs/first").default_data()     # the validation (else training) manifest
+    """
+
+    def __init__(self, path):
+        path = os.path.abspath(os.fspath(path))
+        if path.endswith(".keras"):
+            self.folder, self.model_file = os.path.dirname(path), path
+        else:
+            self.folder, self.model_file = path, os.path.join(path, MODEL_FILE)
+
+    def file(self, name):
+        """The path of `name` inside the run folder."""
+        return os.path.join(self.folder, name)
+
+    # --- writing ---
+    def save(self, model, pre, config=None):
+        """Writes model.keras (through a temporary file), preprocessor.json,
+        labels.json and, when given, config.json."""
+        os.makedirs(self.folder, exist_ok=True)
+        tmp = os.path.join(self.folder, ".model.keras.tmp.keras")
+        model.save(tmp)
+        os.replace(tmp, self.model_file)
+        pre.save(self.folder)
+        if pre.labels is not None and pre.labels.classes is not None:
+            write_json(self.file(LABELS_FILE), pre.labels.classes)
+        if config is not None:
+            write_json(self.file(CONFIG_FILE), config)
+
+    # --- reading ---
+    def load(self):
+        """`(model, preprocessor)`; the model is loaded with `safe_mode=True`.
+
+        Raises:
+            FileNotFoundError: no model.keras (naming what was looked for).
+            ArtifactError: a model file that is damaged or unsafe.
+        """
+        from mbm_keras.data import Preprocessor
+        from mbm_keras.deploy.exporting import load_keras_file
+
+        if not os.path.isfile(self.model_file):
+            raise FileNotFoundError(f"No {MODEL_FILE} at {self.folder} (looked for {self.model_file}): pass a run "
+                                    f"folder (from mbm-keras train) or a .keras file")
+        pre = Preprocessor.load(self.folder)
+        return load_keras_file(self.model_file), pre
+
+    def config(self):
+        """The run's config.json as a dict, or None (a demo run has none)."""
+        path = self.file(CONFIG_FILE)
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def default_data(self):
+        """The validation (else training) manifest of the run's config, or None."""
+        data = (self.config() or {}).get("data", {})
+        return data.get("val") or data.get("train")
