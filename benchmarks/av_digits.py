@@ -70,7 +70,7 @@ SPEC = {
     "stronger_snr_db": (-6.0, -12.0),  # test-time noise levels for the "noisier audio" columns
     "sample_rate": 8000,
 }
-FUSIONS = ("concat", "gated", "attention", "low_rank_tensor", "late")
+FUSIONS = ("concat", "gated", "attention", "low_rank_tensor", "late", "transformer", "cross_attention")
 ENCODERS = {"image": "small_cnn", "audio": "logmel_cnn"}
 SETTINGS = {  # training settings of the full run and of --quick
     "full": {"folds": None, "epochs": 8, "audio_length": 4000, "batch_size": 32, "modality_dropout": 0.5,

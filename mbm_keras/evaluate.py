@@ -17,11 +17,9 @@ def load_run(run_dir):
     Example:
         >>> model, pre = load_run("runs/first")
     """
-    from mbm_keras.deploy.exporting import load_run_model
+    from mbm_keras.run import Run
 
-    if not os.path.isfile(os.path.join(run_dir, "model.keras")):
-        raise FileNotFoundError(f"No model.keras in {os.path.abspath(run_dir)} (expected a run folder written by mbm-keras train)")
-    return load_run_model(run_dir)
+    return Run(run_dir).load()
 
 
 def classification_report(labels, probabilities, classes):

@@ -6,9 +6,9 @@ import keras
 
 from mbm_keras.encoders import create_encoder, encoder_info, list_encoders
 from mbm_keras.finetune import freeze_backbones
-from mbm_keras.fusions import create_fusion
+from mbm_keras.fusions import FUSIONS, create_fusion
 from mbm_keras.heads import get_head
-from mbm_keras.layers import ModalityMask
+from mbm_keras.layers import MaskByPresence, ModalityMask
 from mbm_keras.modalities import get_modality, list_modalities
 
 
@@ -145,7 +145,9 @@ def build_fusion_model(
         share_encoders: `{feature: other feature}`: the first feature is
             encoded by the second's encoder, one set of weights for both
             (same modality, encoder and input shape).
-        fusion: a name from `list_fusions()`.
+        fusion: a name from `list_fusions()`. Sequence fusions
+            (`transformer`, `cross_attention`) take each encoder's sequence
+            and padding mask instead of its pooled vector.
         head: "softmax" (multi-class), "sigmoid" (multi-label) or "linear"
             (regression).
         num_classes: classes, or regression targets for the linear head.
@@ -189,7 +191,7 @@ def build_fusion_model(
         >>> model.fit({"image": images, "text": token_ids}, labels)
         >>> cars = build_fusion_model(
         ...     features={"front": ("image", "small_cnn"), "rear": ("image", "small_cnn"),
-        ...               "speed": ("timeseries", "gru")},
+        ...               "speed": ("timeseries", "series_gru")},
         ...     share_encoders={"rear": "front"}, timeseries_channels=3, num_classes=4)
     """
     modalities = list_modalities()
@@ -237,6 +239,18 @@ def build_fusion_model(
     specs = input_specs({f: spec["modality"] for f, spec in chosen.items()}, options, per_feature)
     share = _check_sharing(share_encoders, chosen, specs)
 
+    # The fusion declares what it needs (class attributes, read before it is built).
+    fusion_cls = FUSIONS.get(fusion)
+    fusion_kwargs = dict(fusion_kwargs or {})
+    if fusion_cls.produces_logits:
+        if "units" in fusion_kwargs and fusion_kwargs["units"] != num_classes:
+            raise ValueError(
+                f"Fusion {fusion!r} outputs logits, so its units equal num_classes={num_classes}. "
+                f"Received: fusion_kwargs={fusion_kwargs}"
+            )
+        fusion_kwargs["units"] = num_classes
+    sequences = fusion_cls.needs_sequences
+
     # === Encoders ===
     inputs, features_out, encoders = {}, {}, {}
     for feature, spec in chosen.items():
@@ -247,27 +261,26 @@ def build_fusion_model(
         kwargs = {**encoder_kwargs, **spec["kwargs"], "name": f"{feature}_encoder"}
         if spec["modality"] in takes_weights:
             kwargs.setdefault("weights", weights)
-        encoders[feature] = create_encoder(spec["encoder"], spec["modality"], shape, **kwargs)
+        encoders[feature] = create_encoder(spec["encoder"], spec["modality"], shape, sequence=sequences, **kwargs)
     for feature in chosen:
         x = encoders[share.get(feature, feature)](inputs[feature])
+        if sequences:  # {"pooled", "sequence", "mask"}: the fusion takes the sequence and its mask
+            x, mask = x["sequence"], x["mask"]
         if missing_modalities:
             presence = keras.Input((1,), dtype="float32", name=f"{feature}_mask")
             inputs[f"{feature}_mask"] = presence
-            x = ModalityMask(name=f"{feature}_absent")([x, presence])
+            if sequences:  # an absent feature's tokens are masked out
+                mask = MaskByPresence(name=f"{feature}_absent")([mask, presence])
+            else:
+                x = ModalityMask(name=f"{feature}_absent")([x, presence])
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"{feature}_dropout")(x)
         features_out[feature] = x
+        if sequences:
+            features_out[f"{feature}_mask"] = mask
 
     # === Fusion ===
-    fusion_kwargs = dict(fusion_kwargs or {})
     fusion_layer = create_fusion(fusion, **fusion_kwargs)
-    if fusion_layer.produces_logits:
-        if "units" in fusion_kwargs and fusion_kwargs["units"] != num_classes:
-            raise ValueError(
-                f"Fusion {fusion!r} outputs logits, so its units equal num_classes={num_classes}. "
-                f"Received: fusion_kwargs={fusion_kwargs}"
-            )
-        fusion_layer = create_fusion(fusion, **{**fusion_kwargs, "units": num_classes})
     fused = fusion_layer(features_out)
 
     # === Head ===

@@ -10,7 +10,6 @@ import os
 import shutil
 import tempfile
 
-import numpy as np
 
 
 def write_json(path, value):
@@ -113,38 +112,3 @@ def atomic_output_dir(dest):
     os.replace(tmp, dest)
     if old:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def check_reloaded(model, folder, inputs, atol=1e-5):
-    """Reloads `model.keras` (safe_mode) and `saved_model/` from `folder` and
-    returns `{artifact: max abs difference from model.predict(inputs)}`.
-
-    Args:
-        model: the Keras model that was exported.
-        folder: the export folder (with `model.keras` and `saved_model/`).
-        inputs: a dict batch of preprocessed inputs.
-        atol: the largest difference accepted.
-
-    Raises:
-        AssertionError: naming the artifact whose predictions differ by more than `atol`.
-
-    Example:
-        >>> check_reloaded(model, "saved_models/demo", next(iter(test))[0])
-        {'model.keras': 0.0, 'saved_model': 0.0}
-    """
-    import keras
-    import tensorflow as tf  # export side
-
-    expected = model.predict(inputs, verbose=0)
-    reloaded = keras.models.load_model(os.path.join(folder, "model.keras"), safe_mode=True)
-    saved = tf.saved_model.load(os.path.join(folder, "saved_model")).signatures["serve_tensors"]
-    served = saved(**{k: tf.constant(v) for k, v in inputs.items()})
-    diffs = {
-        "model.keras": float(np.abs(reloaded.predict(inputs, verbose=0) - expected).max()),
-        "saved_model": float(np.abs(next(served[k] for k in ("probabilities", "predictions") if k in served).numpy()
-                                    - expected).max()),
-    }
-    bad = {k: v for k, v in diffs.items() if not v <= atol}
-    if bad:
-        raise AssertionError(f"Reloaded predictions differ from the model's by more than {atol}: {bad}")
-    return diffs

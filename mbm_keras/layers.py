@@ -104,3 +104,39 @@ class ElementwiseMelSpectrogram(keras.layers.MelSpectrogram):
             upper_edge_hertz=self.max_freq,
         )
         return ops.sum(ops.expand_dims(inputs, -1) * matrix, axis=-2)
+
+
+@keras.saving.register_keras_serializable(package="mbm_keras")
+class SequenceMask(keras.layers.Layer):
+    """The `(batch, steps)` padding mask of an encoder's sequence, as floats:
+    for int32 token ids, 1 where the id is not 0 (padding); for any other
+    sequence, all ones (grid cells, frames and steps are all real).
+
+    Example:
+        >>> mask = SequenceMask()(keras.Input((8,), dtype="int32"))   # (None, 8)
+    """
+
+    def call(self, x):
+        if "int" in str(x.dtype):
+            return ops.cast(ops.not_equal(x, 0), self.compute_dtype)
+        return ops.ones(ops.shape(x)[:2], dtype=self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:2])
+
+
+@keras.saving.register_keras_serializable(package="mbm_keras")
+class MaskByPresence(keras.layers.Layer):
+    """`[mask (batch, steps), presence (batch, 1)]` -> `mask * presence`: an absent
+    feature's tokens are all masked out of a sequence fusion.
+
+    Example:
+        >>> mask = MaskByPresence()([keras.Input((8,)), keras.Input((1,))])
+    """
+
+    def call(self, inputs):
+        mask, presence = inputs
+        return mask * ops.cast(presence, mask.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])

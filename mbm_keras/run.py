@@ -106,7 +106,7 @@ class Run:
         from mbm_keras.deploy.exporting import load_keras_file
 
         if not os.path.isfile(self.model_file):
-            raise FileNotFoundError(f"No {MODEL_FILE} at {self.folder} (looked for {self.model_file}): pass a run "
+            raise FileNotFoundError(f"No {MODEL_FILE} in {self.folder} (looked for {self.model_file}): pass a run "
                                     f"folder (from mbm-keras train) or a .keras file")
         pre = Preprocessor.load(self.folder)
         return load_keras_file(self.model_file), pre

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from mbm_keras.data import DataError, fit_preprocessor, make_dataset
+from mbm_keras.data import DataError, make_dataset
 from mbm_keras.deploy import export_model, load_run_model
 from mbm_keras.deploy.raw_inputs import raw_signature, raw_to_inputs
 from mbm_keras.modalities import list_modalities
@@ -158,6 +158,14 @@ def test_exports_and_cli_predict_with_named_features_match_keras(cars, tmp_path)
     side = json.loads((tmp_path / "lite" / "model.json").read_text())
     assert side["preprocessing"]["speed"]["modality"] == "timeseries" and side["preprocessing"]["speed"]["channels"] == 3
     assert side["inputs"]["speed"] == {"shape": [1, 20, 3], "dtype": "float32"}
+    # The reference tokenizer shipped beside the model reads each named text feature's vocabulary.
+    from mbm_keras.deploy.reference_tokenizer import Tokenizer
+
+    _, pre = load_run_model(run)
+    for name in ("title", "notes"):
+        reference = Tokenizer.from_export(str(tmp_path / "lite" / "model.json"), feature=name)
+        texts = [r[name] for r in rows[:4]] + ["unseen words"]
+        assert [reference(t) for t in texts] == pre.features[name].tokenizer(tf.constant(texts)).numpy().tolist()
     answers = {}
     for kind, path in (("keras", run), ("saved_model", saved["out"]), ("tflite", lite["out"])):
         proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "predict", "--model", path, "--top", "3", *args],
@@ -258,3 +266,40 @@ def test_feature_config_errors_name_the_key(tmp_path):
                            share_encoders={"rear": "front"}, image_shape=(16, 16, 3), text_length=4, vocab_size=9)
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'timeseries_lenght'"):
         build_fusion_model(timeseries="conv1d", timeseries_lenght=4, timeseries_channels=2)
+
+
+def test_two_text_features_share_one_encoder_and_one_vocabulary(cars, tmp_path):
+    from mbm_keras import build_fusion_model
+    from mbm_keras.data import Preprocessor, fit_preprocessor
+
+    folder, manifest, rows, _ = cars
+    columns = {"title": "title", "notes": "notes", "label": "label"}
+    pre = fit_preprocessor(manifest, columns, {"title": "text", "notes": "text"}, share={"notes": "title"},
+                           text_length=6)
+    title, notes = pre.features["title"].tokenizer, pre.features["notes"].tokenizer
+    assert title.vocabulary == notes.vocabulary and {"quiet", "calm"} <= set(title.vocabulary)
+    model = build_fusion_model(features={"title": ("text", "gru"), "notes": ("text", "gru")},
+                               share_encoders={"notes": "title"}, **pre.model_kwargs())
+    assert [layer.name for layer in model.layers if layer.name.endswith("_encoder")] == ["title_encoder"]
+    pre.save(tmp_path)
+    again = Preprocessor.load(tmp_path)
+    assert again.share == {"notes": "title"} and again.features["notes"].tokenizer.vocabulary == title.vocabulary
+    x, _ = next(iter(make_dataset(manifest, preprocessor=again, batch_size=4)))
+    assert model.predict(x, verbose=0).shape == (4, 3)
+
+
+def test_zoo_lists_modalities_and_a_loader_names_what_it_looked_for(tmp_path, capsys):
+    from mbm_keras.cli import main
+    from mbm_keras.deploy import predict
+    from mbm_keras.run import Run, artifact_kind
+
+    assert main(["zoo", "--modality", "timeseries"]) == 0
+    out = capsys.readouterr().out
+    assert any(line.split()[:3] == ["timeseries", "conv1d,", "series_gru"] for line in out.splitlines()), out
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"looked for saved_model.pb, model.tflite or model.keras"):
+        artifact_kind(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match=r"looked for saved_model.pb, model.tflite or model.keras"):
+        predict(str(tmp_path / "empty"), text="a car")
+    with pytest.raises(FileNotFoundError, match=r"No model.keras in .*looked for .*model.keras"):
+        Run(tmp_path / "empty").load()

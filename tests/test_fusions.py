@@ -6,13 +6,13 @@ import pytest
 from conftest import tiny_inputs
 from helpers import build_tiny, run_model_checks
 
-from mbm_keras import create_fusion, list_fusions
+from mbm_keras import create_fusion, list_encoders, list_fusions
 
 SMALL = {"image": "small_cnn", "text": "cnn", "audio": "logmel_cnn", "tabular": "mlp"}
 
 
 def test_fusion_zoo():
-    assert set(list_fusions()) >= {"concat", "gated", "attention", "low_rank_tensor", "late"}
+    assert set(list_fusions()) >= {"concat", "gated", "attention", "low_rank_tensor", "late", "transformer", "cross_attention"}
 
 
 @pytest.mark.parametrize("modalities", [("image", "text"), ("image", "text", "audio", "tabular")], ids=["2mod", "4mod"])
@@ -103,3 +103,69 @@ def test_bad_fusion_arguments_name_the_value():
         create_fusion("low_rank_tensor", rank=-1)
     with pytest.raises(TypeError, match=r"Fusion 'concat'.*fusion_kwargs"):
         create_fusion("concat", bogus=1)
+
+
+# === Sequence features and sequence fusions ===
+
+HEAVY_IMAGE = {"resnet50", "vgg16", "mobilenet_v3_small", "efficientnet_b0"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY_IMAGE else n for n in list_encoders()]
+)
+def test_every_encoder_returns_its_sequence_with_a_mask(name):
+    from conftest import TINY
+
+    from mbm_keras import create_encoder, encoder_info
+    from mbm_keras.fusion_model import input_specs
+
+    modality = encoder_info(name)["modality"]
+    shape, _, kwargs = input_specs({modality: modality}, TINY)[modality]
+    keras.utils.set_random_seed(0)
+    pooled_only = create_encoder(name, modality, shape, **kwargs)
+    both = create_encoder(name, modality, shape, sequence=True, **kwargs)
+    both.set_weights(pooled_only.get_weights())  # the same layers and weights, more outputs
+    x = tiny_inputs([modality], batch=3)[modality]
+    if modality == "text":
+        x[:, 5:] = 0  # padding
+    out = both.predict(x, verbose=0)
+    assert set(out) == {"pooled", "sequence", "mask"}
+    np.testing.assert_allclose(out["pooled"], pooled_only.predict(x, verbose=0), atol=1e-5)
+    assert out["sequence"].ndim == 3 and out["sequence"].shape[0] == 3 and out["mask"].shape == out["sequence"].shape[:2]
+    if modality == "text":
+        np.testing.assert_array_equal(out["mask"], (x != 0).astype("float32"))
+    else:
+        assert np.all(out["mask"] == 1)
+
+
+@pytest.mark.parametrize("fusion", ["transformer", "cross_attention"])
+def test_an_absent_feature_is_masked_out_of_a_sequence_fusion(fusion):
+    model = build_tiny({"image": "small_cnn", "text": "gru", "audio": "logmel_cnn"}, fusion=fusion, num_classes=3,
+                       missing_modalities=True, fusion_kwargs={"units": 16, "num_heads": 2})
+    x = tiny_inputs(["image", "text", "audio"], batch=4)
+    for m in ("image", "text", "audio"):
+        x[f"{m}_mask"] = np.ones((4, 1), "float32")
+    x["audio_mask"][:] = 0
+    other = dict(x, audio=tiny_inputs(["audio"], batch=4, seed=7)["audio"])
+    np.testing.assert_allclose(model.predict(x, verbose=0), model.predict(other, verbose=0), atol=1e-6)
+    x["audio_mask"][:] = 1
+    assert np.abs(model.predict(x, verbose=0) - model.predict(dict(x, audio=other["audio"]), verbose=0)).max() > 1e-4
+
+
+def test_cross_attention_query_is_a_feature():
+    with pytest.raises(ValueError, match=r"query='video' is not a feature; the features are \['image', 'text'\]"):
+        build_tiny({"image": "small_cnn", "text": "gru"}, fusion="cross_attention", fusion_kwargs={"query": "video"})
+    with pytest.raises(ValueError, match="needs at least two features"):
+        build_tiny({"image": "small_cnn"}, fusion="cross_attention")
+    model = build_tiny({"image": "small_cnn", "text": "gru"}, fusion="cross_attention", fusion_kwargs={"query": "text"})
+    assert model.get_layer("fusion").query == "text"
+
+
+def test_a_logit_fusion_is_built_once(monkeypatch):
+    import mbm_keras.fusion_model as fusion_model
+
+    made = []
+    real = fusion_model.create_fusion
+    monkeypatch.setattr(fusion_model, "create_fusion", lambda *a, **k: made.append(k) or real(*a, **k))
+    model = build_tiny({"image": "small_cnn", "text": "gru"}, fusion="late", num_classes=5)
+    assert len(made) == 1 and made[0]["units"] == 5 and model.get_layer("fusion").units == 5

@@ -26,7 +26,7 @@ def test_encoder_of_another_modality_is_refused():
 
 
 def test_unknown_fusion_and_head_list_valid_names():
-    with pytest.raises(ValueError, match=r"Unknown fusion 'sum'.*attention, concat, gated, late, low_rank_tensor"):
+    with pytest.raises(ValueError, match=r"Unknown fusion 'sum'.*attention, concat, cross_attention, gated, late, low_rank_tensor, transformer"):
         build_fusion_model(image="small_cnn", text="cnn", fusion="sum", image_shape=(32, 32, 3))
     with pytest.raises(ValueError, match=r"Unknown head 'softmaxx'.*linear, sigmoid, softmax"):
         get_head("softmaxx")

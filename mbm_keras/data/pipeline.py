@@ -1,6 +1,5 @@
 """`make_dataset()`: a manifest of real files -> batches for `build_fusion_model` models."""
 
-import os
 import sys
 
 import numpy as np

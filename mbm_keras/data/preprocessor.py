@@ -6,7 +6,7 @@ import json
 import os
 
 from mbm_keras.data.labels import LabelEncoder
-from mbm_keras.data.manifest import DataError, read_manifest
+from mbm_keras.data.manifest import DataError, Manifest, read_manifest
 from mbm_keras.io import write_json
 from mbm_keras.modalities import get_modality, list_modalities
 
@@ -87,6 +87,9 @@ class Preprocessor:
             modality ("image", "text", ...) is of that modality.
         modalities: `{feature: modality}` for the other features, e.g.
             `{"front": "image", "rear": "image", "title": "text"}`.
+        share: `{feature: other feature}` whose encoder it shares (as in
+            `build_fusion_model(share_encoders=...)`): the two are fitted
+            together (one vocabulary, one set of statistics).
         **options: preprocessing options, shared by the features of a
             modality: image_size, resize, max_image_pixels (image);
             text_tokenizer, text_length, max_tokens (text); sample_rate,
@@ -103,7 +106,7 @@ class Preprocessor:
         ...                     modalities={"front": "image", "rear": "image", "speed": "timeseries"})
     """
 
-    def __init__(self, columns, modalities=None, **options):
+    def __init__(self, columns, modalities=None, share=None, **options):
         valid = _options()
         unknown = sorted(set(options) - set(valid))
         if unknown:
@@ -115,6 +118,14 @@ class Preprocessor:
                          for name, m in self.feature_modalities.items()}
         for feature in self.features.values():  # normalized values (tuples, ints), as the modality keeps them
             self.options.update(feature.options)
+        self.share = dict(share or {})
+        for user, owner in self.share.items():
+            if user not in self.features or owner not in self.features:
+                raise ValueError(f"share names a feature that columns does not map: {user!r} -> {owner!r}; "
+                                 f"features: {', '.join(self.features)}")
+            if self.feature_modalities[user] != self.feature_modalities[owner]:
+                raise ValueError(f"Features {user!r} and {owner!r} share an encoder, so they need the same modality "
+                                 f"({self.feature_modalities[user]} != {self.feature_modalities[owner]})")
         self.labels = (LabelEncoder(self.options["label_type"], self.options["label_delimiter"])
                        if "label" in self.columns else None)
         self.fitted = False
@@ -151,8 +162,22 @@ class Preprocessor:
         rows = range(len(manifest))
         if self.labels is not None:
             self.labels.fit(manifest.rows[i][self.columns["label"]] for i in rows)
-        for feature in self.features.values():
-            feature.fit(manifest, rows)
+        for name, feature in self.features.items():
+            if name in self.share:
+                continue
+            users = [u for u, owner in self.share.items() if owner == name]
+            if not users:
+                feature.fit(manifest, rows)
+                continue
+            if len(feature.columns()) != 1:
+                raise ValueError(f"share: {feature.name} features read several columns each; only features of one "
+                                 f"column can share an encoder's fitted preprocessing. Received: {users} -> {name!r}")
+            # Features that share an encoder share what is fitted (one vocabulary,
+            # one set of statistics), fitted on all their columns' cells stacked.
+            stacked = [{feature.column: manifest.rows[i][self.features[f].column]} for f in [name, *users] for i in rows]
+            feature.fit(Manifest(manifest.path, stacked, [feature.column]), range(len(stacked)))
+            for user in users:
+                self.features[user].adopt(feature)
         self.fitted = True
         return self
 
@@ -190,6 +215,7 @@ class Preprocessor:
             "version": VERSION,
             "columns": self.columns,
             "modalities": self.feature_modalities,
+            "share": self.share,
             "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
             "labels": self.labels.get_config() if self.labels else None,
             "features": {name: f.get_config() for name, f in self.features.items()},
@@ -207,7 +233,7 @@ class Preprocessor:
             config = json.load(f)
         if config.get("version", 1) == 1:  # written before features: one per modality, named after it
             config = {**config, "modalities": {}, "features": {"tabular": config.get("tabular") or {}}}
-        pre = cls(config["columns"], config["modalities"], **config["options"])
+        pre = cls(config["columns"], config["modalities"], config.get("share"), **config["options"])
         if config["labels"]:
             pre.labels = LabelEncoder(**config["labels"])
         for name, feature in pre.features.items():
@@ -217,7 +243,7 @@ class Preprocessor:
         return pre
 
 
-def fit_preprocessor(manifest, columns, modalities=None, **options):
+def fit_preprocessor(manifest, columns, modalities=None, share=None, **options):
     """`Preprocessor(columns, **options).fit(manifest)` — fit on the training manifest only.
 
     Args:
@@ -228,6 +254,8 @@ def fit_preprocessor(manifest, columns, modalities=None, **options):
             "categorical": [...]}`.
         modalities: `{feature: modality}` for features not named after their
             modality, e.g. `{"front": "image", "rear": "image"}`.
+        share: `{feature: other feature}` whose encoder it shares; their
+            vocabulary or statistics are fitted on both columns.
         **options: the `Preprocessor` options (image_size, text_tokenizer,
             text_length, max_tokens, sample_rate, audio_length, ...).
 
@@ -238,4 +266,4 @@ def fit_preprocessor(manifest, columns, modalities=None, **options):
     Example:
         >>> pre = fit_preprocessor("train.csv", {"text": "caption", "label": "label"}, text_length=32)
     """
-    return Preprocessor(columns, modalities, **options).fit(manifest)
+    return Preprocessor(columns, modalities, share, **options).fit(manifest)

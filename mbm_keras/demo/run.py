@@ -68,7 +68,9 @@ def run_demo(out="saved_models/demo", data_dir=None, seed=0, epochs=12, batch_si
     from mbm_keras import build_fusion_model
     from mbm_keras.data import fit_preprocessor, make_dataset, read_manifest
     from mbm_keras.deploy import export_serving_model
-    from mbm_keras.io import atomic_output_dir, check_reloaded
+    from mbm_keras.deploy.parity import check_parity
+    from mbm_keras.io import atomic_output_dir
+    from mbm_keras.run import Run
 
     def say(msg):
         if verbose:
@@ -151,12 +153,12 @@ def run_demo(out="saved_models/demo", data_dir=None, seed=0, epochs=12, batch_si
         "out": os.path.abspath(out),
     }
     with atomic_output_dir(out) as tmp:
-        model.save(os.path.join(tmp, "model.keras"))
-        export_serving_model(model, pre, os.path.join(tmp, "saved_model"))  # raw inputs in
-        with open(os.path.join(tmp, "labels.json"), "w", encoding="utf-8") as f:
-            json.dump(pre.labels.classes, f, indent=1)
-        pre.save(tmp)  # preprocessor.json + vocabulary.txt
-        results["export_diffs"] = check_reloaded(model, tmp, sample)
+        run = Run(tmp)
+        run.save(model, pre)  # model.keras, preprocessor.json + vocabulary.txt, labels.json
+        export_serving_model(model, pre, run.file("saved_model"))  # raw inputs in
+        parity = check_parity(model, sample, {"model.keras": ("keras", run.model_file),
+                                              "saved_model": ("saved_model", run.file("saved_model"))}, atol=1e-5)
+        results["export_diffs"] = {k: r["max_abs_diff"] for k, r in parity.items()}
         results["seconds"] = time.time() - start
         with open(os.path.join(tmp, "metrics.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)

@@ -1,10 +1,8 @@
 """`export_model`: a trained run folder -> a SavedModel or TFLite export, checked."""
 
-import json
 import os
 import shutil
 
-import numpy as np
 
 FORMATS = ("saved_model", "tflite")
 
@@ -20,18 +18,9 @@ def load_run_model(path):
         >>> model, pre = load_run_model("saved_models/demo")
         >>> test = make_dataset("test.csv", preprocessor=pre)
     """
-    import keras
+    from mbm_keras.run import Run
 
-    import mbm_keras  # noqa: F401  (registers the custom layers)
-    from mbm_keras.data import Preprocessor
-
-    path = os.path.abspath(path)
-    model_file = os.path.join(path, "model.keras") if os.path.isdir(path) else path
-    if not os.path.isfile(model_file) or not model_file.endswith(".keras"):
-        raise FileNotFoundError(f"No model.keras at {path}: pass a run folder (from mbm-keras train) or a .keras file")
-    folder = os.path.dirname(model_file)
-    pre = Preprocessor.load(folder)
-    return load_keras_file(model_file), pre
+    return Run(path).load()
 
 
 class ArtifactError(ValueError):
@@ -68,16 +57,6 @@ def load_keras_file(path):
         raise ArtifactError(f"{path}: cannot load the .keras model ({type(e).__name__}: {reason[:300]})") from None
 
 
-def _default_data(folder):
-    """The validation (else training) manifest named in a run folder's config.json."""
-    path = os.path.join(folder, "config.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f).get("data", {})
-    return data.get("val") or data.get("train")
-
-
 def example_inputs(model, pre, manifest, count, allow_outside_root=False):
     """Up to `count` preprocessed examples of `manifest` as `{input: array}`."""
     from mbm_keras.data import make_dataset
@@ -88,12 +67,6 @@ def example_inputs(model, pre, manifest, count, allow_outside_root=False):
     batch = next(iter(ds))
     x = batch[0] if isinstance(batch, tuple) else batch
     return {k: v.numpy() for k, v in x.items()}
-
-
-def _agreement(got, expected):
-    if expected.ndim == 2 and expected.shape[1] > 1:
-        return float(np.mean(got.argmax(-1) == expected.argmax(-1)))
-    return None
 
 
 def export_model(model, format="saved_model", out=None, quantize="none", data=None, num_examples=100, verbose=True,
@@ -125,8 +98,10 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
         >>> export_model("runs/first", "tflite", "saved_models/first-int8", quantize="int8")
     """
     from mbm_keras.deploy.saved_model import export_serving_model
-    from mbm_keras.deploy.tflite import QUANTIZATIONS, convert_to_tflite, run_tflite, sidecar, tflite_interpreter
+    from mbm_keras.deploy.parity import check_parity
+    from mbm_keras.deploy.tflite import QUANTIZATIONS, convert_to_tflite, sidecar, tflite_interpreter
     from mbm_keras.io import atomic_output_dir, write_json
+    from mbm_keras.run import Run
 
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}. Received: format={format!r}")
@@ -137,7 +112,7 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
     source = os.path.abspath(model)
     folder = source if os.path.isdir(source) else os.path.dirname(source)
     keras_model, pre = load_run_model(source)
-    data = data or _default_data(folder)
+    data = data or Run(folder).default_data()
     if quantize == "int8" and not data:
         raise ValueError("quantize='int8' needs calibration examples: pass data=<manifest> (--data)")
     examples = example_inputs(keras_model, pre, data, num_examples, allow_outside_root) if data else None
@@ -164,20 +139,8 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
 
         check = None
         if examples is not None:
-            expected = keras_model.predict(examples, verbose=0)
-            if format == "saved_model":
-                import tensorflow as tf
-
-                served = tf.saved_model.load(tmp)
-                got = served.signatures["serve_tensors"](**{k: tf.constant(v) for k, v in examples.items()})
-                got = next(v for k, v in got.items() if k in ("probabilities", "predictions")).numpy()
-            else:
-                got = run_tflite(interpreter, examples)
-            check = {
-                "examples": int(len(expected)),
-                "max_abs_diff": float(np.abs(got - expected).max()),
-                "top1_agreement": _agreement(got, expected),
-            }
+            artifact = ("saved_model", tmp) if format == "saved_model" else ("tflite", model_file)
+            check = check_parity(keras_model, examples, {format: artifact}, atol=None)[format]
             if quantize == "none" and not check["max_abs_diff"] <= 1e-4:
                 raise AssertionError(f"The {format} export differs from Keras by {check['max_abs_diff']:.2e} (> 1e-4) "
                                      f"on {check['examples']} examples; nothing was written to {out}")

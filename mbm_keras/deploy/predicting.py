@@ -6,26 +6,7 @@ import os
 import numpy as np
 
 from mbm_keras.modalities import get_modality
-
-
-def _kind(path):
-    if path.endswith(".tflite"):
-        return "tflite"
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "saved_model.pb")):
-            return "saved_model"
-        if os.path.isfile(os.path.join(path, "model.tflite")):
-            return "tflite"
-        if os.path.isfile(os.path.join(path, "model.keras")):
-            return "keras"
-    if path.endswith(".keras"):
-        return "keras"
-    looked = ("saved_model.pb, model.tflite or model.keras in that folder" if os.path.isdir(path)
-              else "a file ending in .keras or .tflite")
-    raise FileNotFoundError(
-        f"No model at {path} (looked for {looked}): pass a .keras file or run folder, a SavedModel folder, or a "
-        f".tflite file (or its export folder)"
-    )
+from mbm_keras.run import artifact_kind
 
 
 def predict(path, image=None, text=None, audio=None, tabular=None, top=3, *, features=None, **more):
@@ -62,7 +43,7 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3, *, fea
     from mbm_keras.deploy.raw_inputs import raw_to_inputs
 
     path = os.path.abspath(path)
-    kind = _kind(path)
+    kind = artifact_kind(path)
     given = {k: v for k, v in dict(image=image, text=text, audio=audio, tabular=tabular, **more).items()
              if v is not None}
     for name, value in (features or {}).items():

@@ -116,10 +116,11 @@ class Tokenizer:
         self.ids = {token: i for i, token in enumerate(vocabulary) if i >= 2}
 
     @classmethod
-    def from_export(cls, model_json):
-        """Reads `model.json` and the `vocabulary.txt` beside it."""
+    def from_export(cls, model_json, feature="text"):
+        """Reads `model.json` and the vocabulary file beside it, for the text
+        input named `feature` ("text", or a named feature such as "title")."""
         with open(model_json, encoding="utf-8") as f:
-            text = json.load(f)["preprocessing"]["text"]
+            text = json.load(f)["preprocessing"][feature]
         with open(os.path.join(os.path.dirname(os.path.abspath(model_json)), text["vocabulary"]), encoding="utf-8") as f:
             vocabulary = f.read().split("\n")[:-1]
         return cls(vocabulary, text["kind"], text["length"])
@@ -146,9 +147,10 @@ class TabularEncoder:
         self.numeric, self.categorical = numeric, categorical
 
     @classmethod
-    def from_export(cls, model_json):
+    def from_export(cls, model_json, feature="tabular"):
+        """Reads the tabular input named `feature` from `model.json`."""
         with open(model_json, encoding="utf-8") as f:
-            tabular = json.load(f)["preprocessing"]["tabular"]
+            tabular = json.load(f)["preprocessing"][feature]
         return cls(tabular["numeric"], tabular["categorical"])
 
     def __call__(self, cells):

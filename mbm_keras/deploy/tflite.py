@@ -14,7 +14,6 @@ converter segfaults on some recurrent graphs) becomes a `TFLiteExportError`
 in the caller instead of killing it.
 """
 
-import json
 import os
 import shutil
 import subprocess

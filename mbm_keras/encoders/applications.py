@@ -7,7 +7,7 @@ keras.applications.
 
 import keras
 
-from mbm_keras.encoders.base import register_encoder
+from mbm_keras.encoders.base import encoder_model, register_encoder
 from mbm_keras.layers import ImagePreprocessing
 from mbm_keras.weights import build_with_weights, check_weights
 
@@ -40,6 +40,7 @@ def build_application_encoder(
     """
     if pooling not in ("avg", "max"):
         raise ValueError(f"pooling must be 'avg' or 'max'. Received: pooling={pooling!r}")
+    pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
     weights = check_weights(weights, encoder, pretrained_file)
     inputs = keras.Input(input_shape, name=f"{name}_input")
     backbone = build_with_weights(
@@ -47,7 +48,7 @@ def build_application_encoder(
             include_top=False,
             weights=w,
             input_shape=tuple(input_shape),
-            pooling=pooling,
+            pooling=None,  # pooled outside, so the grid is the encoder's sequence
             **backbone_kwargs,
         ),
         weights,
@@ -57,8 +58,8 @@ def build_application_encoder(
     x = inputs
     if preprocessing != "none":
         x = ImagePreprocessing(preprocessing, name="preprocessing")(x)
-    features = backbone(x)
-    return keras.Model(inputs, features, name=name)
+    grid = backbone(x)
+    return encoder_model(inputs, pool(name="pool")(grid), name, sequence=grid)
 
 
 def register_application_encoder(encoder_name, backbone_fn, *, pretrained_file, preprocessing, description):

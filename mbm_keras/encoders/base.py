@@ -1,5 +1,12 @@
 """The encoder registry and the one signature every encoder builder shares.
 
+Every encoder can also return its sequence (`create_encoder(..., sequence=True)`):
+its model then outputs `{"pooled": (batch, dim), "sequence": (batch, steps,
+dim), "mask": (batch, steps)}`, as KerasHub backbones return hidden states with
+a padding mask. A builder hands its sequence to `finish_encoder` (image grid
+cells, text tokens, audio frames, time steps); one that gives none is its
+pooled vector as a single token.
+
 An encoder builder is a function
 
     build(input_shape, *, weights=None, name="<modality>_encoder", **kwargs)
@@ -11,8 +18,12 @@ The extra arguments a modality's builders receive come from the modality
 `sample_rate`).
 """
 
+import contextlib
+import contextvars
+
 import keras
 
+from mbm_keras.layers import SequenceMask
 from mbm_keras.modalities import list_modalities
 from mbm_keras.registry import Registry
 from mbm_keras.weights import check_weights
@@ -90,7 +101,20 @@ def encoder_info(name, modality=None):
     return ENCODERS.meta(name)
 
 
-def create_encoder(name, modality, input_shape, /, *, weights=None, **kwargs):
+# Set by create_encoder(sequence=True) while a builder runs; read by encoder_model.
+_WITH_SEQUENCE = contextvars.ContextVar("mbm_keras_encoder_sequence", default=False)
+
+
+@contextlib.contextmanager
+def _sequence_outputs(enabled):
+    token = _WITH_SEQUENCE.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _WITH_SEQUENCE.reset(token)
+
+
+def create_encoder(name, modality, input_shape, /, *, weights=None, sequence=False, **kwargs):
     """Builds the encoder registered as `name` for `modality`.
 
     Args:
@@ -99,17 +123,22 @@ def create_encoder(name, modality, input_shape, /, *, weights=None, **kwargs):
             modality is refused.
         input_shape: shape of one example, without the batch dimension.
         weights: None (random), "imagenet" where available, or a file path.
+        sequence: also output the sequence and its mask: the model returns
+            `{"pooled", "sequence", "mask"}` (for sequence fusions).
         **kwargs: builder-specific overrides (units, embed_dim, ...), and `name`
             of the encoder model (default `<modality>_encoder`).
 
     Example:
         >>> enc = create_encoder("small_cnn", "image", (32, 32, 3))
+        >>> create_encoder("small_cnn", "image", (32, 32, 3), sequence=True).output["sequence"].shape
+        (None, 16, 64)
     """
     _check_modality(modality)
     builder = ENCODERS.get(name, modality=modality)
     kwargs.setdefault("name", f"{modality}_encoder")
     try:
-        return builder(input_shape, weights=weights, **kwargs)
+        with _sequence_outputs(sequence):
+            model = builder(input_shape, weights=weights, **kwargs)
     except TypeError as e:
         if "unexpected keyword argument" in str(e):
             raise TypeError(
@@ -117,6 +146,42 @@ def create_encoder(name, modality, input_shape, /, *, weights=None, **kwargs):
                 f"Check {modality}_kwargs (or the feature's kwargs)."
             ) from None
         raise
+    if sequence and not isinstance(model.output, dict):  # a builder that does not use encoder_model
+        model = keras.Model(model.inputs, _with_sequence(model.output, None, None), name=model.name)
+    return model
+
+
+def wants_sequence():
+    """True while `create_encoder(sequence=True)` runs a builder: a builder whose
+    pooled vector is a recurrent layer's last state then lets that layer also
+    return its sequence (see `apply_recurrent`)."""
+    return _WITH_SEQUENCE.get()
+
+
+def apply_recurrent(rnn_class, x, *, bidirectional=False, **kwargs):
+    """`(last state, sequence)` of a recurrent layer over `x`; the sequence is
+    None unless the encoder is built with its sequence (`wants_sequence()`).
+
+    Args:
+        rnn_class: `keras.layers.LSTM`, `GRU` or `SimpleRNN`.
+        x: `(batch, steps, dim)`, a Keras mask attached or not.
+        bidirectional: wrap it in `Bidirectional` (states concatenated).
+        **kwargs: the layer's arguments (units, unroll, name).
+
+    Example:
+        >>> state, sequence = apply_recurrent(keras.layers.GRU, frames, units=64, name="gru")
+    """
+    both = wants_sequence()
+    rnn = rnn_class(return_sequences=both, return_state=both, **kwargs)
+    if bidirectional:
+        rnn = keras.layers.Bidirectional(rnn, name="bidirectional")
+    if not both:
+        return rnn(x), None
+    sequence, *states = rnn(x)
+    if not bidirectional:
+        return states[0], sequence  # h (LSTM also returns c)
+    half = len(states) // 2  # forward states, then backward states
+    return keras.layers.Concatenate(name="last_states")([states[0], states[half]]), sequence
 
 
 def encoder_input(input_shape, name, dtype="float32"):
@@ -124,10 +189,42 @@ def encoder_input(input_shape, name, dtype="float32"):
     return keras.Input(tuple(input_shape), dtype=dtype, name=f"{name}_input")
 
 
-def finish_encoder(inputs, features, *, weights, encoder, name):
-    """Wraps `inputs -> features` as the encoder model and loads `weights`
-    (None or a file saved with `encoder.save_weights`)."""
-    model = keras.Model(inputs, features, name=name)
+def _with_sequence(pooled, sequence, mask):
+    if sequence is None:  # the pooled vector as one token
+        sequence = keras.layers.Reshape((1, pooled.shape[-1]), name="as_token")(pooled)
+    if len(sequence.shape) == 4:  # a (height, width, channels) grid: one token per cell
+        sequence = keras.layers.Reshape((-1, sequence.shape[-1]), name="grid_tokens")(sequence)
+    if mask is None:
+        mask = SequenceMask(name="sequence_mask")(sequence)
+    return {"pooled": pooled, "sequence": sequence, "mask": mask}
+
+
+def encoder_model(inputs, pooled, name, sequence=None, mask=None):
+    """The encoder `keras.Model`: `inputs -> pooled`, or, under
+    `create_encoder(sequence=True)`, `inputs -> {"pooled", "sequence", "mask"}`.
+
+    Args:
+        inputs: the encoder's `keras.Input`.
+        pooled: the `(batch, dim)` feature vector.
+        name: the model's name.
+        sequence: `(batch, steps, dim)` (or a `(batch, h, w, c)` grid) before
+            pooling; None: the pooled vector as one token.
+        mask: `(batch, steps)` (1 = real, 0 = padding); None: all real, or
+            from the token ids (`SequenceMask(inputs)`) for text.
+
+    Example:
+        >>> model = encoder_model(inputs, features, "image_encoder", sequence=grid)
+    """
+    if not _WITH_SEQUENCE.get():
+        return keras.Model(inputs, pooled, name=name)
+    return keras.Model(inputs, _with_sequence(pooled, sequence, mask), name=name)
+
+
+def finish_encoder(inputs, features, *, weights, encoder, name, sequence=None, mask=None):
+    """Wraps `inputs -> features` (and the sequence, see `encoder_model`) as the
+    encoder model and loads `weights` (None or a file saved with
+    `encoder.save_weights`)."""
+    model = encoder_model(inputs, features, name, sequence, mask)
     path = check_weights(weights, encoder, pretrained_file=None)
     if path is not None:
         try:

@@ -34,4 +34,4 @@ def build_conv1d(input_shape, *, weights=None, name="timeseries_encoder", filter
         x = keras.layers.Activation("relu", name=f"block{i + 1}_relu")(x)
         x = keras.layers.MaxPooling1D(2, padding="same", name=f"block{i + 1}_pool")(x)
     features = keras.layers.GlobalAveragePooling1D(name="pool")(x)
-    return finish_encoder(inputs, features, weights=weights, encoder="conv1d", name=name)
+    return finish_encoder(inputs, features, weights=weights, encoder="conv1d", name=name, sequence=x)

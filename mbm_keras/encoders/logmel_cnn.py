@@ -40,4 +40,6 @@ def build_logmel_cnn(
     for i, f in enumerate(filters):
         x = apply_conv_block(x, f, name=f"block{i + 1}")
     features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    return finish_encoder(waveform, features, weights=weights, encoder="logmel_cnn", name=name)
+    # Its sequence: one token per (pooled) frame, the mel bands and channels side by side.
+    frames_out = keras.layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]), name="frame_tokens")(x)
+    return finish_encoder(waveform, features, weights=weights, encoder="logmel_cnn", name=name, sequence=frames_out)

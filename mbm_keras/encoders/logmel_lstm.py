@@ -3,7 +3,7 @@
 import keras
 
 from mbm_keras.encoders.audio import log_mel_frames
-from mbm_keras.encoders.base import finish_encoder, register_encoder
+from mbm_keras.encoders.base import apply_recurrent, finish_encoder, register_encoder
 
 
 @register_encoder("logmel_lstm", modality="audio", description="log-mel spectrogram + LSTM (last state)")
@@ -37,5 +37,6 @@ def build_logmel_lstm(
         >>> encoder = build_logmel_lstm((8000,), sample_rate=8000)
     """
     waveform, frames = log_mel_frames(input_shape, name, sample_rate, num_mel_bins, frame_ms, hop_ms)
-    features = keras.layers.LSTM(units, unroll=unroll, name="lstm")(frames)
-    return finish_encoder(waveform, features, weights=weights, encoder="logmel_lstm", name=name)
+    features, sequence = apply_recurrent(keras.layers.LSTM, frames, units=units, unroll=unroll, name="lstm")
+    # Its sequence: the LSTM's output at every frame.
+    return finish_encoder(waveform, features, weights=weights, encoder="logmel_lstm", name=name, sequence=sequence)

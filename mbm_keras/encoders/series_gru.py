@@ -6,7 +6,7 @@ stays the text encoder's name and this one is `series_gru`.
 
 import keras
 
-from mbm_keras.encoders.base import encoder_input, finish_encoder, register_encoder
+from mbm_keras.encoders.base import apply_recurrent, encoder_input, finish_encoder, register_encoder
 from mbm_keras.encoders.conv1d import _check_series_shape
 
 
@@ -26,5 +26,6 @@ def build_series_gru(input_shape, *, weights=None, name="timeseries_encoder", un
     """
     _check_series_shape(input_shape)
     inputs = encoder_input(input_shape, name)
-    features = keras.layers.GRU(units, unroll=unroll, name="gru")(inputs)
-    return finish_encoder(inputs, features, weights=weights, encoder="series_gru", name=name)
+    features, sequence = apply_recurrent(keras.layers.GRU, inputs, units=units, unroll=unroll, name="gru")
+    # Its sequence: the GRU's output at every step.
+    return finish_encoder(inputs, features, weights=weights, encoder="series_gru", name=name, sequence=sequence)

@@ -34,4 +34,4 @@ def build_small_cnn(input_shape, *, weights=None, name="image_encoder", filters=
     for i, f in enumerate(filters):
         x = apply_conv_block(x, f, name=f"block{i + 1}")
     features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    return finish_encoder(inputs, features, weights=weights, encoder="small_cnn", name=name)
+    return finish_encoder(inputs, features, weights=weights, encoder="small_cnn", name=name, sequence=x)

@@ -2,7 +2,8 @@
 
 import keras
 
-from mbm_keras.encoders.base import encoder_input, finish_encoder, register_encoder
+from mbm_keras.encoders.base import apply_recurrent, encoder_input, finish_encoder, register_encoder
+from mbm_keras.layers import SequenceMask
 
 
 def embed_tokens(input_shape, name, vocab_size, embed_dim, mask_zero):
@@ -37,10 +38,11 @@ def register_recurrent_text_encoder(encoder_name, rnn_class, *, bidirectional, d
         unroll=False,
     ):
         tokens, x = embed_tokens(input_shape, name, vocab_size, embed_dim, mask_zero=True)
-        rnn = rnn_class(units, unroll=unroll, name=rnn_class.__name__.lower())
-        if bidirectional:
-            rnn = keras.layers.Bidirectional(rnn, name="bidirectional")
-        return finish_encoder(tokens, rnn(x), weights=weights, encoder=encoder_name, name=name)
+        state, sequence = apply_recurrent(rnn_class, x, bidirectional=bidirectional, units=units, unroll=unroll,
+                                          name=rnn_class.__name__.lower())
+        # Its sequence: the recurrent outputs at every token, masked where the ids are padding.
+        return finish_encoder(tokens, state, weights=weights, encoder=encoder_name, name=name, sequence=sequence,
+                              mask=SequenceMask(name="token_mask")(tokens))
 
     build.__name__ = f"build_{encoder_name}"
     build.__doc__ = (

@@ -3,6 +3,7 @@
 import keras
 
 from mbm_keras.encoders.base import finish_encoder, register_encoder
+from mbm_keras.layers import SequenceMask
 from mbm_keras.encoders.text import embed_tokens
 
 
@@ -33,11 +34,15 @@ def build_text_cnn(
     """
     # Convolutions do not consume Keras masks; padding ids get their own embedding.
     tokens, x = embed_tokens(input_shape, name, vocab_size, embed_dim, mask_zero=False)
-    branches = []
+    branches, convolved = [], []
     for k in kernel_sizes:
         b = keras.layers.Conv1D(filters, k, padding="same", activation="relu", name=f"conv{k}")(x)
+        convolved.append(b)
         branches.append(keras.layers.GlobalMaxPooling1D(name=f"pool{k}")(b))
     features = (
         branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="concat")(branches)
     )
-    return finish_encoder(tokens, features, weights=weights, encoder="cnn", name=name)
+    # Its sequence: the convolutions at every token, masked where the ids are padding.
+    sequence = convolved[0] if len(convolved) == 1 else keras.layers.Concatenate(name="token_concat")(convolved)
+    return finish_encoder(tokens, features, weights=weights, encoder="cnn", name=name, sequence=sequence,
+                          mask=SequenceMask(name="token_mask")(tokens))

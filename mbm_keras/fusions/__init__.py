@@ -13,3 +13,5 @@ from mbm_keras.fusions import gated  # noqa: E402,F401
 from mbm_keras.fusions import attention  # noqa: E402,F401
 from mbm_keras.fusions import low_rank_tensor  # noqa: E402,F401
 from mbm_keras.fusions import late  # noqa: E402,F401
+from mbm_keras.fusions import transformer  # noqa: E402,F401
+from mbm_keras.fusions import cross_attention  # noqa: E402,F401

@@ -41,7 +41,7 @@ def list_fusions(pattern="*"):
 
     Example:
         >>> list_fusions()
-        ['attention', 'concat', 'gated', 'late', 'low_rank_tensor']
+        ['attention', 'concat', 'cross_attention', 'gated', 'late', 'low_rank_tensor', 'transformer']
     """
     return FUSIONS.list(pattern)
 
@@ -89,7 +89,10 @@ class Fusion(keras.layers.Layer):
         ...         return sum(p(f) for p, f in zip(self.projections, features))
     """
 
+    # What a fusion declares, read from the class before it is built:
+    # it outputs logits itself (late fusion), it takes sequences, not pooled vectors.
     produces_logits = False
+    needs_sequences = False
 
     def __init__(self, units=128, **kwargs):
         super().__init__(**kwargs)
@@ -147,3 +150,143 @@ class Fusion(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+class SequenceFusion(Fusion):
+    """Base class of fusions over each feature's *sequence* (image grid cells,
+    text tokens, audio frames, time steps) instead of its pooled vector.
+
+    `build_fusion_model` gives such a fusion one dict: `{feature: (batch,
+    steps, dim)}` plus `{feature + "_mask": (batch, steps)}` (1 = a real
+    token, 0 = padding or an absent feature). A pooled `(batch, dim)` input
+    counts as one token, so the fusion also takes what other fusions take.
+    Subclasses implement `build_fusion(shapes)` (`{feature: (steps, dim)}`,
+    features in sorted-name order) and `fuse(tokens, masks)` (lists in the
+    same order, tokens `(batch, steps, dim)`, masks `(batch, steps)`).
+
+    Args:
+        units: size of the tokens and of the fused vector.
+
+    Example:
+        >>> fusion = create_fusion("transformer", units=64)
+        >>> fusion.needs_sequences
+        True
+    """
+
+    needs_sequences = True
+
+    def __init__(self, units=64, **kwargs):
+        super().__init__(units=units, **kwargs)
+        # Text sequences arrive with Keras masks attached; the explicit masks are
+        # what counts, and the fused vector carries none.
+        self.supports_masking = True
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def build(self, input_shape):
+        if not isinstance(input_shape, dict) or not input_shape:
+            raise ValueError(f"Fusion {self.name!r} takes a dict {{feature: sequence}}. Received input shape: "
+                             f"{input_shape}")
+        self.modalities = sorted(k for k in input_shape if not k.endswith("_mask"))
+        shapes = {}
+        for m in self.modalities:
+            shape = tuple(input_shape[m])
+            if len(shape) not in (2, 3) or shape[-1] is None:
+                raise ValueError(f"Fusion {self.name!r} needs (batch, steps, dim) sequences or (batch, dim) vectors "
+                                 f"per feature. Received: {m} with shape {shape}")
+            shapes[m] = (1 if len(shape) == 2 else shape[1], int(shape[-1]))
+        self.build_fusion(shapes)
+
+    def call(self, features):
+        tokens, masks = [], []
+        for m in self.modalities:
+            x = features[m]
+            if len(x.shape) == 2:
+                x = ops.expand_dims(x, 1)
+            mask = features.get(f"{m}_mask")
+            if mask is None:
+                mask = ops.ones(ops.shape(x)[:2], dtype=x.dtype)
+            tokens.append(x)
+            masks.append(ops.cast(mask, x.dtype))
+        return self.fuse(tokens, masks)
+
+    def add_token_embeddings(self, shapes, units):
+        """Per feature: a projection to `units`, a learned feature-type
+        embedding and a learned position embedding (when its steps are known)."""
+        self.projections = []
+        for m in self.modalities:
+            layer = keras.layers.Dense(units, name=f"project_{m}")
+            layer.build((None, shapes[m][0], shapes[m][1]))
+            self.projections.append(layer)
+        self.type_embedding = self.add_weight(shape=(len(self.modalities), units), initializer="zeros",
+                                              name="type_embedding")
+        self.position_embeddings = [
+            self.add_weight(shape=(shapes[m][0], units), initializer="zeros", name=f"position_{m}")
+            if shapes[m][0] is not None else None
+            for m in self.modalities
+        ]
+
+    def embed(self, tokens):
+        """Projected tokens plus type and position embeddings, one tensor per feature."""
+        out = []
+        for i, x in enumerate(tokens):
+            t = self.projections[i](x) + self.type_embedding[i]
+            if self.position_embeddings[i] is not None:
+                t = t + self.position_embeddings[i]
+            out.append(t)
+        return out
+
+    @staticmethod
+    def masked_mean(x, mask):
+        """Mean over the real tokens: `(batch, steps, dim)`, `(batch, steps)` -> `(batch, dim)`."""
+        weights = ops.expand_dims(mask, -1)
+        return ops.sum(x * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
+
+    @staticmethod
+    def attention_mask(query_mask, key_mask):
+        """`(batch, queries, keys)` booleans: which keys each query may attend to."""
+        return ops.cast(ops.expand_dims(query_mask, -1) * ops.expand_dims(key_mask, 1), "bool")
+
+    def compute_output_shape(self, input_shape):
+        batch = next(iter(input_shape.values()))[0]
+        return (batch, self.units)
+
+
+BLOCK_PARTS = ("attention", "norm1", "ffn1", "ffn2", "norm2")
+
+
+def add_attention_block(layer, units, num_heads, ffn_units, dropout, name):
+    """Makes one post-norm transformer block's sublayers (attention,
+    feed-forward, two layer norms) as attributes `<name>_<part>` of `layer`
+    (so Keras tracks and saves them); returns `name`."""
+    parts = {
+        "attention": keras.layers.MultiHeadAttention(num_heads, key_dim=max(1, units // num_heads), dropout=dropout,
+                                                     name=f"{name}_attention"),
+        "norm1": keras.layers.LayerNormalization(epsilon=1e-6, name=f"{name}_norm1"),
+        "ffn1": keras.layers.Dense(ffn_units, activation="gelu", name=f"{name}_ffn1"),
+        "ffn2": keras.layers.Dense(units, name=f"{name}_ffn2"),
+        "norm2": keras.layers.LayerNormalization(epsilon=1e-6, name=f"{name}_norm2"),
+    }
+    for part, sublayer in parts.items():
+        setattr(layer, f"{name}_{part}", sublayer)
+    return name
+
+
+def _parts(layer, name):
+    return [getattr(layer, f"{name}_{part}") for part in BLOCK_PARTS]
+
+
+def build_attention_block(layer, name, query_shape, key_shape):
+    attention, norm1, ffn1, ffn2, norm2 = _parts(layer, name)
+    attention.build(query_shape, key_shape)
+    norm1.build(query_shape)
+    ffn1.build(query_shape)
+    ffn2.build((*query_shape[:-1], ffn1.units))
+    norm2.build(query_shape)
+
+
+def apply_attention_block(layer, name, query, keys, attention_mask):
+    attention, norm1, ffn1, ffn2, norm2 = _parts(layer, name)
+    x = norm1(query + attention(query, keys, attention_mask=attention_mask))
+    return norm2(x + ffn2(ffn1(x)))

@@ -176,6 +176,11 @@ class Modality:
         """Fits what this feature learns from the training rows (vocabulary, statistics)."""
         return self
 
+    def adopt(self, other):
+        """Takes the fitted state of `other` (a feature of the same modality whose
+        encoder this one shares, so both see the same vocabulary or statistics)."""
+        self.set_config(other.get_config())
+
     def get_config(self):
         """The fitted state, JSON-serializable."""
         return {}

@@ -1,8 +1,6 @@
 """Tabular: numeric cells standardized with training statistics, categorical
 cells one-hot over the training categories (+ unknown)."""
 
-import numpy as np
-
 from mbm_keras.modalities.base import CellError, Modality, positive_int, register_modality
 
 

@@ -42,6 +42,9 @@ class Text(Modality):
         self.tokenizer = self._new_tokenizer().fit(texts)
         return self
 
+    def adopt(self, other):
+        self.tokenizer = other.tokenizer
+
     def save_files(self, folder):
         self.tokenizer.save(folder, self.vocabulary_file)
 

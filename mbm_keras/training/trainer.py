@@ -13,7 +13,7 @@ folder holding another run, a finished run or foreign files is refused.
 import functools
 import os
 
-from mbm_keras.io import write_json
+from mbm_keras.run import Run
 from mbm_keras.training.config import load_config
 
 
@@ -104,7 +104,7 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
 
     features = normalize_features(model_cfg["features"]) if model_cfg["features"] else {}
     pre = fit_preprocessor(data["train"], data["columns"], {k: f["modality"] for k, f in features.items()},
-                           **data["preprocessing"])
+                           share=model_cfg["share_encoders"], **data["preprocessing"])
     common = dict(
         preprocessor=pre,
         batch_size=data["batch_size"],
@@ -216,11 +216,5 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
-    tmp_model = os.path.join(out, ".model.keras.tmp.keras")
-    model.save(tmp_model)
-    os.replace(tmp_model, os.path.join(out, "model.keras"))
-    pre.save(out)
-    if pre.labels is not None and pre.labels.classes is not None:
-        write_json(os.path.join(out, "labels.json"), pre.labels.classes)
-    write_json(os.path.join(out, "config.json"), config)
+    Run(out).save(model, pre, config)
     return {"output": out, "history": history, "model": model, "strategy": used}
