@@ -43,8 +43,8 @@ def tiny():
 # The longest test modules first: pytest-xdist (--dist loadscope) hands out
 # modules and test classes in collection order, so a long one collected last
 # would leave the other worker idle at the end.
-LONGEST_FIRST = ("test_notebooks.py", "test_deploy.py", "test_hardening.py", "test_backends.py", "test_demo.py",
-                 "test_training.py")
+LONGEST_FIRST = ("test_notebooks.py", "test_deploy.py", "test_hardening.py", "test_features.py", "test_backends.py",
+                 "test_demo.py", "test_training.py")
 
 
 def pytest_collection_modifyitems(config, items):

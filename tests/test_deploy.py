@@ -234,7 +234,7 @@ def test_cli_export_and_its_errors(run, tmp_path):
     assert proc.returncode == 2 and "quantize applies to TFLite only" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "export", "--model", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "No model.keras at" in proc.stderr
+    assert proc.returncode == 2 and "No model.keras in" in proc.stderr
 
 
 def test_failed_export_keeps_the_previous_one(run, tmp_path, monkeypatch):

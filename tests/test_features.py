@@ -143,6 +143,7 @@ def _cell(folder, row, name, feature):
     return str(folder / row[name]) if feature.file_based else row[name]
 
 
+@pytest.mark.slow
 def test_exports_and_cli_predict_with_named_features_match_keras(cars, tmp_path):
     folder, _, rows, _ = cars
     run = str(folder / "run")
@@ -221,6 +222,7 @@ def test_bad_timeseries_files_name_row_column_and_file(cars, tmp_path, content, 
         make_dataset(manifest, preprocessor=pre)
 
 
+@pytest.mark.slow
 def test_timeseries_through_the_cli_and_a_failing_train_writes_no_model(cars, tmp_path):
     folder, _, rows, _ = cars
     run = str(folder / "run")
