@@ -256,6 +256,8 @@ def test_failed_export_keeps_the_previous_one(run, tmp_path, monkeypatch):
 
 # --- every encoder and fusion of the zoo converts to builtin-op TFLite ---
 
+from mbm_keras.modalities import list_modalities  # noqa: E402
+
 def _check_tflite(model, tmp_path, modalities, quantize="none"):
     x = tiny_inputs(modalities, batch=3)
     expected = model.predict(x, verbose=0)
@@ -267,7 +269,7 @@ def _check_tflite(model, tmp_path, modalities, quantize="none"):
 def _zoo_groups():
     """Every encoder and every fusion, in as few 4-modality models as cover them
     all (a conversion costs seconds of fixed overhead)."""
-    encoders = {m: list_encoders(m) for m in ("image", "text", "audio", "tabular")}
+    encoders = {m: list_encoders(m) for m in list_modalities()}
     fusions = list_fusions()
     count = max(len(fusions), *(len(v) for v in encoders.values()))
     return [({m: names[i % len(names)] for m, names in encoders.items()}, fusions[i % len(fusions)]) for i in range(count)]
@@ -283,7 +285,7 @@ def test_every_encoder_and_fusion_converts_to_builtin_tflite(encoders, fusion, t
 
 def test_zoo_groups_cover_everything():
     groups = _zoo_groups()
-    for m in ("image", "text", "audio", "tabular"):
+    for m in list_modalities():
         assert {g[0][m] for g in groups} == set(list_encoders(m))
     assert {g[1] for g in groups} == set(list_fusions())
 
@@ -293,8 +295,8 @@ def test_zoo_groups_cover_everything():
 # int8 take minutes to convert; benchmarks/inference.py converts and runs them.
 INT8_GROUPS = [
     {"image": "vgg16", "text": "bilstm", "audio": "logmel_lstm", "tabular": "mlp"},
-    {"image": "efficientnet_b0", "text": "cnn"},
-    {"image": "small_cnn", "text": "gru"},
+    {"image": "efficientnet_b0", "text": "cnn", "timeseries": "conv1d"},
+    {"image": "small_cnn", "text": "gru", "timeseries": "series_gru"},
 ]
 INT8_ELSEWHERE = {"small_cnn", "lstm", "logmel_cnn", "resnet50", "mobilenet_v3_small"}
 
@@ -310,7 +312,7 @@ def test_every_encoder_quantizes_to_int8(encoders, tmp_path):
 
 def test_int8_groups_cover_every_encoder():
     covered = {name for g in INT8_GROUPS for name in g.values()} | INT8_ELSEWHERE
-    assert covered == {n for m in ("image", "text", "audio", "tabular") for n in list_encoders(m)}
+    assert covered == {n for m in list_modalities() for n in list_encoders(m)}
 
 
 @pytest.mark.parametrize("kind", ["word", "character", "wordpiece"])
