@@ -275,7 +275,16 @@ def _zoo_groups():
     return [({m: names[i % len(names)] for m, names in encoders.items()}, fusions[i % len(fusions)]) for i in range(count)]
 
 
-@pytest.mark.parametrize("encoders,fusion", _zoo_groups(), ids=lambda v: "+".join(v.values()) if isinstance(v, dict) else v)
+def _zoo_params():
+    """The zoo groups; those of the sequence fusions (the largest graphs) are
+    slow-marked: `make test` converts them, `make test-fast` does not."""
+    from mbm_keras.fusions import FUSIONS
+
+    return [pytest.param(e, f, marks=pytest.mark.slow) if FUSIONS.get(f).needs_sequences else pytest.param(e, f)
+            for e, f in _zoo_groups()]
+
+
+@pytest.mark.parametrize("encoders,fusion", _zoo_params(), ids=lambda v: "+".join(v.values()) if isinstance(v, dict) else v)
 def test_every_encoder_and_fusion_converts_to_builtin_tflite(encoders, fusion, tmp_path):
     keras.utils.set_random_seed(0)
     model = build_fusion_model(**encoders, fusion=fusion, num_classes=3, **TINY, compile=False)
