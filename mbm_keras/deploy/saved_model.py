@@ -68,10 +68,9 @@ def export_serving_model(model, pre, path):
     archive._tf_trackable.preprocessing_resources = resources
     # Which modality each raw input is, for `predict` on the SavedModel alone.
     archive._tf_trackable.feature_modalities = tf.Variable(json.dumps(pre.feature_modalities), trainable=False)
-    tables = None
 
     def serve_raw(raw):
-        return _outputs(model(raw_to_inputs(raw, pre, names, tables), training=False), pre)
+        return _outputs(model(raw_to_inputs(raw, pre, names), training=False), pre)
 
     def serve_tensors(inputs):
         return _outputs(model(inputs, training=False), pre)

@@ -32,13 +32,6 @@ class Audio(Modality):
         return {"audio_length": self.options["audio_length"], "sample_rate": self.options["sample_rate"]}
 
     @classmethod
-    def check_model_options(cls, options):
-        for key in cls.MODEL_OPTIONS:
-            if not positive_int(options[key]):
-                raise ValueError(f"{key} must be an int >= 1. Received: {key}={options[key]!r}")
-        return {k: int(options[k]) for k in cls.MODEL_OPTIONS}
-
-    @classmethod
     def input_spec(cls, options):
         return (options["audio_length"],), "float32"
 

@@ -199,10 +199,18 @@ class Modality:
         """The `build_fusion_model` options this fitted preprocessing implies."""
         return {}
 
+    # The smallest valid value of each model option (default 1); see check_model_options.
+    MODEL_MINIMUMS = {}
+
     @classmethod
     def check_model_options(cls, options):
-        """Checked model options, or ValueError naming the bad one."""
-        return dict(options)
+        """Checked model options, or ValueError naming the bad one. The default:
+        every model option is an int >= its `MODEL_MINIMUMS` entry (1 if none)."""
+        for key in cls.MODEL_OPTIONS:
+            minimum = cls.MODEL_MINIMUMS.get(key, 1)
+            if not positive_int(options[key]) or options[key] < minimum:
+                raise ValueError(f"{key} must be an int >= {minimum}. Received: {key}={options[key]!r}")
+        return {k: int(options[k]) for k in cls.MODEL_OPTIONS}
 
     @classmethod
     def input_spec(cls, options):

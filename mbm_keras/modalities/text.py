@@ -19,6 +19,7 @@ class Text(Modality):
         "max_tokens": (20000, lambda v: positive_int(v) and v >= 3, "an int >= 3 (padding, unknown and one word)"),
     }
     MODEL_OPTIONS = {"text_length": 64, "vocab_size": 20000}
+    MODEL_MINIMUMS = {"vocab_size": 2}  # padding and unknown
     TINY = {"text_length": 8, "vocab_size": 50}
     ZOO = {"text_length": 64, "vocab_size": 20000}
 
@@ -59,13 +60,6 @@ class Text(Modality):
 
     def model_options(self):
         return {"text_length": self.tokenizer.length, "vocab_size": self.tokenizer.vocab_size}
-
-    @classmethod
-    def check_model_options(cls, options):
-        for key, minimum in (("text_length", 1), ("vocab_size", 2)):
-            if not positive_int(options[key]) or options[key] < minimum:
-                raise ValueError(f"{key} must be an int >= {minimum}. Received: {key}={options[key]!r}")
-        return {k: int(options[k]) for k in cls.MODEL_OPTIONS}
 
     @classmethod
     def input_spec(cls, options):

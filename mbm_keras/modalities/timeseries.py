@@ -92,13 +92,6 @@ class Timeseries(Modality):
         return {"timeseries_length": self.options["timeseries_length"], "timeseries_channels": self.channels}
 
     @classmethod
-    def check_model_options(cls, options):
-        for key in cls.MODEL_OPTIONS:
-            if not positive_int(options[key]):
-                raise ValueError(f"{key} must be an int >= 1. Received: {key}={options[key]!r}")
-        return {k: int(options[k]) for k in cls.MODEL_OPTIONS}
-
-    @classmethod
     def input_spec(cls, options):
         return (options["timeseries_length"], options["timeseries_channels"]), "float32"
 
