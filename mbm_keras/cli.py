@@ -27,7 +27,12 @@ EPILOG_TRAIN = """example run.yaml:
     columns: {image: path, text: caption, label: label}
     preprocessing: {image_size: [224, 224], text_length: 64}
   model: {image: resnet50, text: bilstm, fusion: concat, weights: imagenet, freeze_backbone: true}
-  train: {epochs: 10, learning_rate: 0.001, early_stopping_patience: 3}
+  train:
+    epochs: 10
+    learning_rate: 0.001
+    early_stopping_patience: 3
+    balance: auto                  # auto (unimodal for several modalities), none, unimodal, ogm_ge
+    keep_best_of: fusion           # all: keep a single-modality model when it beats the fusion on val
   output: runs/first
 
   mbm-keras train --config run.yaml --epochs 3

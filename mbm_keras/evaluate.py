@@ -88,6 +88,10 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robus
         labels = np.concatenate([y for _, y in ds.as_numpy_iterator()])
         probabilities = model.predict(ds, verbose=0)
         results.update(classification_report(labels, probabilities, pre.labels.classes))
+    breakdown = modality_breakdown(run_dir, manifest, model, pre, ds, batch_size=batch_size, on_error=on_error,
+                                   allow_outside_root=allow_outside_root)
+    if breakdown is not None:
+        results["modalities"] = breakdown
     name = os.path.splitext(os.path.basename(os.fspath(manifest)))[0]
     out = out or os.path.join(run_dir, f"eval-{name}.json")
     if robustness:
@@ -99,6 +103,67 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robus
     write_json(out, {**results, "manifest": os.path.abspath(os.fspath(manifest))})
     results["path"] = out
     return results
+
+
+def modality_breakdown(run_dir, manifest, model, pre, ds, **data_options):
+    """Each modality's own score on `manifest` next to the fusion's: the run's
+    single models (`singles/<modality>/`, trained by `train.balance:
+    unimodal` or `train.keep_best_of: all`) and, when the fusion has
+    modality masks, the fusion with the other modalities masked out. None for
+    a model of one modality.
+
+    Args:
+        run_dir: the run folder (or a `.keras` file in it).
+        manifest: the manifest `ds` was made from.
+        model, pre: the run's model and preprocessor.
+        ds: `make_dataset(manifest, preprocessor=pre, ...)` batches.
+        **data_options: `make_dataset` options for the single models' data.
+
+    Returns:
+        dict like the run's `summary.json` (`metric`, `fusion`, `singles`,
+        `masked`, `gain`, `best_single`, `modalities`), or None.
+
+    Example:
+        >>> model, pre = load_run("runs/first")
+        >>> ds = make_dataset("test.csv", preprocessor=pre, missing_modalities=True)
+        >>> modality_breakdown("runs/first", "test.csv", model, pre, ds)["singles"]
+        {'image': 0.61, 'audio': 0.47}
+    """
+    from mbm_keras.data import make_dataset
+    from mbm_keras.heads import get_head
+    from mbm_keras.run import Run
+    from mbm_keras.training.balance import FUSION, SINGLES, gain, mask_others, modality_groups, score_metric, select_inputs
+
+    run_dir = Run(run_dir).folder  # a .keras file names its run folder
+    fusion_dir = os.path.join(run_dir, FUSION)
+    if os.path.isfile(os.path.join(fusion_dir, "model.keras")):  # the run kept a single model; the fusion is here
+        model, pre = Run(fusion_dir).load()
+        masks = any(name.endswith("_mask") for name in model.input)
+        ds = make_dataset(manifest, preprocessor=pre, missing_modalities=masks, cache="memory", **data_options)
+    groups = modality_groups(pre.feature_modalities)
+    if len(groups) < 2:
+        return None
+    metric, better = score_metric(get_head(pre.labels.head if pre.labels is not None else "softmax"))
+
+    def score(m, dataset):
+        return float(m.evaluate(dataset, verbose=0, return_dict=True)[metric])
+
+    out = {"where": os.path.basename(os.fspath(manifest)), "metric": metric, "better": better, "modalities": list(groups),
+           "fusion": score(model, ds), "singles": {}, "masked": {}}
+    for modality in groups:
+        folder = os.path.join(run_dir, SINGLES, modality)
+        if os.path.isfile(os.path.join(folder, "model.keras")):
+            single, single_pre = Run(folder).load()
+            masks = any(name.endswith("_mask") for name in single.input)
+            single_ds = make_dataset(manifest, preprocessor=single_pre, missing_modalities=masks, cache="memory",
+                                     **data_options)
+            out["singles"][modality] = score(single, select_inputs(single_ds, list(single.input)))
+    if any(name.endswith("_mask") for name in model.input):
+        features = [f for names in groups.values() for f in names]
+        for modality, names in groups.items():
+            out["masked"][modality] = score(model, mask_others(ds, names, features))
+    out["gain"], out["best_single"] = gain(out["fusion"], out["singles"] or out["masked"], better)
+    return out
 
 
 def format_report(results):
@@ -122,6 +187,11 @@ def format_report(results):
         lines.append(" " * width + "".join(f"{c[:width - 1]:>{width}}" for c in classes))
         for name, row in zip(classes, results["confusion_matrix"]):
             lines.append(f"{name[:width - 1]:<{width}}" + "".join(f"{v:>{width}}" for v in row))
+    if "modalities" in results:
+        from mbm_keras.training.balance import format_summary
+
+        lines.append("")
+        lines += format_summary(results["modalities"])
     if "robustness" in results:
         r = results["robustness"]
         lines.append(f"\n{'modality':<12}{'removed':>9}{'reliance':>10}   accuracy at noise " + " ".join(map(str, r["noise_levels"])))

@@ -6,7 +6,10 @@ A run folder (written by `train()` and by `mbm-keras demo`) holds:
     preprocessor.json    the fitted preprocessing (+ vocabulary*.txt)
     labels.json          the class names, in output order
     config.json          the run config, defaults filled in (train() only)
-    best.keras, history.csv, logs/, backup-stage*/   written while training
+    best.keras, history.csv, logs/, backup-*/   written while training
+    summary.json         each modality's validation score next to the fusion's (train.balance)
+    singles/<modality>/  that modality's own model, a run folder (train.balance: unimodal)
+    fusion/              the fusion, when train.keep_best_of: all kept a single model instead
 
 `train`, `evaluate`, `export_model`, `predict` and the demo read and write it
 only through `Run`; `artifact_kind` says what any path a user passes holds.

@@ -26,7 +26,8 @@ def run_config(folder, **overrides):
             "batch_size": 8,
         },
         "model": {"image": "small_cnn", "text": "cnn", "fusion": "gated"},
-        "train": {"epochs": 3, "learning_rate": 0.01, "seed": 1},
+        # balance none: these tests are about the fusion's own training (tests/test_balance.py covers the rest).
+        "train": {"epochs": 3, "learning_rate": 0.01, "seed": 1, "balance": "none"},
         "output": "run",
     }
     for key, value in overrides.items():

@@ -2,6 +2,7 @@
 the label vocabulary and each feature's fitted part (tokenizer, statistics), with
 the preprocessing options."""
 
+import copy
 import json
 import os
 
@@ -201,6 +202,21 @@ class Preprocessor:
         if self.labels is not None:
             kwargs.update(num_classes=self.labels.num_outputs, head=self.labels.head)
         return kwargs
+
+    def subset(self, features):
+        """A fitted copy that reads only `features` (and the label): the
+        preprocessing of a model of some of the features (a single-modality
+        model kept by `train.keep_best_of`)."""
+        self._check_fitted()
+        unknown = [f for f in features if f not in self.features]
+        if unknown:
+            raise ValueError(f"subset: unknown feature(s) {unknown}; features: {', '.join(self.features)}")
+        out = copy.copy(self)
+        out.features = {n: f for n, f in self.features.items() if n in features}
+        out.feature_modalities = {n: m for n, m in self.feature_modalities.items() if n in features}
+        out.columns = {k: v for k, v in self.columns.items() if k in features or k == "label"}
+        out.share = {a: b for a, b in self.share.items() if a in features and b in features}
+        return out
 
     def _check_fitted(self):
         if not self.fitted:

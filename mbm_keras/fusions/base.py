@@ -93,6 +93,7 @@ class Fusion(keras.layers.Layer):
     # it outputs logits itself (late fusion), it takes sequences, not pooled vectors.
     produces_logits = False
     needs_sequences = False
+    min_features = 1  # features it needs (a model of one modality's features must have as many)
 
     def __init__(self, units=128, **kwargs):
         super().__init__(**kwargs)

@@ -36,6 +36,8 @@ class CrossAttentionFusion(SequenceFusion):
         ...                            fusion_kwargs={"query": "audio"}, num_classes=10)
     """
 
+    min_features = 2  # a query and a context
+
     def __init__(self, units=64, num_heads=4, num_layers=1, query=None, ffn_units=None, dropout=0.0, **kwargs):
         super().__init__(units=units, **kwargs)
         for key, value in (("num_heads", num_heads), ("num_layers", num_layers)):
@@ -49,7 +51,7 @@ class CrossAttentionFusion(SequenceFusion):
         self.output_projection = keras.layers.Dense(units, name="output_projection")
 
     def build_fusion(self, shapes):
-        if len(self.modalities) < 2:
+        if len(self.modalities) < self.min_features:
             raise ValueError(f"Fusion 'cross_attention' needs at least two features. Received: {self.modalities}")
         query = self.query if self.query is not None else self.modalities[0]
         if query not in self.modalities:

@@ -66,6 +66,7 @@ class Head:
 
     activation = None
     min_outputs = 1
+    score = ("loss", "min")  # the metric that compares two models of this head, and which way is better
 
     def check_outputs(self, num_classes):
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < self.min_outputs:

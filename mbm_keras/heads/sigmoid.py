@@ -8,6 +8,7 @@ from mbm_keras.heads.base import Head, register_head
 @register_head("sigmoid", description="multi-label, a multi-hot vector per example")
 class SigmoidHead(Head):
     activation = "sigmoid"
+    score = ("auc", "max")  # (metric, better) that compares models of this head
 
     def loss(self):
         return keras.losses.BinaryCrossentropy()

@@ -134,6 +134,10 @@ class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
         super().__init__(f"{root}.tmp{ext}", monitor=monitor, save_best_only=True, **kwargs)
         self._replayed = False
 
+    def set_model(self, model):
+        # A training wrapper (train.balance: ogm_ge) saves the model it trains.
+        super().set_model(getattr(model, "inner_model", model))
+
     def on_train_begin(self, logs=None):
         self._replayed = False
 

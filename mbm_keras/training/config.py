@@ -14,7 +14,8 @@ SCHEMA = {
         "batch_size": (int, 32),
         "augment": (bool, False),
         "missing_modalities": (bool, False),
-        "modality_dropout": (float, 0.0),
+        # None: 0.5 under train.balance unimodal (masks added), else 0.
+        "modality_dropout": (float, None),
         "cache": (str, None),
         "on_error": (str, "raise"),
         "verify": (str, "decode"),
@@ -45,6 +46,10 @@ SCHEMA = {
         "jit_compile": (bool, False),
         "steps_per_execution": (int, 1),
         "fine_tune": (dict, None),
+        # auto: unimodal for a model of several modalities, none for one (see training/balance.py).
+        "balance": (str, "auto"),
+        "keep_best_of": (str, "fusion"),
+        "ogm_alpha": (float, 0.5),
     },
     "output": (str, "runs/latest"),
 }
@@ -81,6 +86,7 @@ RANGES = {
     ("train", "seed"): (0, 2**31 - 1, True, True),
     ("train", "early_stopping_patience"): (1, None, True, None),
     ("train", "steps_per_execution"): (1, None, True, None),
+    ("train", "ogm_alpha"): (0, None, False, None),
     ("train.fine_tune", "epochs"): (1, None, True, None),
     ("train.fine_tune", "num_layers"): (1, None, True, None),
     ("train.fine_tune", "learning_rate"): (0, None, False, None),
@@ -136,10 +142,13 @@ FINE_TUNE_KEYS = {"epochs": int, "num_layers": int, "learning_rate": float}
 
 def _check_choices(out, source):
     from mbm_keras.training.optimizer import OPTIMIZERS, SCHEDULES
+    from mbm_keras.training.balance import BALANCES, KEEP
     from mbm_keras.training.strategy import STRATEGIES
 
     train = out["train"]
     choices = {
+        "balance": BALANCES,
+        "keep_best_of": KEEP,
         "strategy": STRATEGIES,
         "mixed_precision": (None, "mixed_bfloat16", "mixed_float16"),
         "optimizer": tuple(OPTIMIZERS),

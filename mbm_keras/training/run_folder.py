@@ -20,7 +20,8 @@ import shutil
 from mbm_keras.io import write_json
 
 RUN_MARKER = ".mbm_keras_run"
-BACKUPS = ("backup-stage1", "backup-stage2")
+# BackupAndRestore folders: backup-stage1, backup-stage2, backup-single-<modality>.
+BACKUP_PREFIX = "backup-"
 # Written beside the chief's files by the other workers of a multi-worker run.
 WORKERS = "workers"
 # Keys that may change between a killed run and its resume: where it runs, not what it computes.
@@ -79,6 +80,17 @@ def _changes(old, new):
 def _short(value):
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _in_progress(out):
+    """A killed run left something to resume: a stage's backup, or a single
+    model (train.balance) finished before the kill."""
+    backups = [n for n in os.listdir(out) if n.startswith(BACKUP_PREFIX)]
+    if any(os.path.isfile(os.path.join(out, b, "training_metadata.json")) for b in backups):
+        return True
+    singles = os.path.join(out, "singles")
+    return os.path.isdir(singles) and any(os.path.isfile(os.path.join(singles, m, "model.keras"))
+                                          for m in os.listdir(singles))
 
 
 def _entries(folder, chief):
@@ -145,7 +157,7 @@ def prepare_run_folder(out, config, chief=True, restart=False, overwrite=False, 
     elif entries:
         with open(marker, encoding="utf-8") as f:
             previous = json.load(f)
-        in_progress = any(os.path.isfile(os.path.join(out, b, "training_metadata.json")) for b in BACKUPS)
+        in_progress = _in_progress(out)
         finished = os.path.isfile(os.path.join(out, "model.keras"))
         if restart:
             _clear(out, keep=(WORKERS,) if chief else ())

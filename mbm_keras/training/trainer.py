@@ -6,15 +6,33 @@ defaults filled in), `preprocessor.json` + `vocabulary.txt`, `labels.json`,
 `history.csv` and TensorBoard logs under `logs/`. `backup-stage1/` (and
 `backup-stage2/` when fine-tuning) let a killed run resume from its last
 finished epoch when started again; they are removed when a stage completes.
+With `train.balance` / `train.keep_best_of` (see `balance.py`) it also holds
+`summary.json`, `singles/<modality>/` (each modality's own model, trained
+first; `backup-single-<modality>/` while it trains) and, when a single model
+was kept, `fusion/`.
 `.mbm_keras_run` marks the folder as this run's (see `run_folder.py`): a
 folder holding another run, a finished run or foreign files is refused.
 """
 
-import functools
 import os
+import shutil
 
+from mbm_keras.io import write_json
 from mbm_keras.run import Run
-from mbm_keras.training.config import load_config
+from mbm_keras.training.balance import (
+    FUSION,
+    SINGLES,
+    SUMMARY,
+    GradientModulation,
+    build_single_model,
+    copy_encoders,
+    format_summary,
+    make_plan,
+    select_inputs,
+    single_folder,
+    validation_summary,
+)
+from mbm_keras.training.config import ConfigError, load_config
 
 
 def _resume_stage(out):
@@ -105,11 +123,14 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
     features = normalize_features(model_cfg["features"]) if model_cfg["features"] else {}
     pre = fit_preprocessor(data["train"], data["columns"], {k: f["modality"] for k, f in features.items()},
                            share=model_cfg["share_encoders"], **data["preprocessing"])
+    plan = make_plan(train_cfg, data, pre.feature_modalities, model_cfg["fusion"])
+    if plan.keep == "all" and not data["val"]:
+        raise ConfigError("config: train.keep_best_of: all compares the models on data.val; set data.val")
     common = dict(
         preprocessor=pre,
         batch_size=data["batch_size"],
         seed=train_cfg["seed"],
-        missing_modalities=data["missing_modalities"],
+        missing_modalities=plan.masks,
         cache=data["cache"],
         on_error=data["on_error"],
         verify=data["verify"],
@@ -124,97 +145,161 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         data["train"],
         training=True,
         augment=data["augment"],
-        modality_dropout=data["modality_dropout"],
+        modality_dropout=plan.dropout,
         **common,
     )
+    single_ds = train_ds
+    if plan.singles and plan.dropout:  # the single models see their modality in every row
+        single_ds = make_dataset(data["train"], training=True, augment=data["augment"], **common)
     val_ds = make_dataset(data["val"], **common) if data["val"] else None
 
     if used == "tpu" and not (data["batch_size"] % strategy.num_replicas_in_sync == 0):
         raise ValueError(f"data.batch_size={data['batch_size']} must divide evenly over {strategy.num_replicas_in_sync} TPU cores")
+    model_kwargs = {**{k: v for k, v in model_cfg.items() if v is not None}, **pre.model_kwargs(),
+                    "missing_modalities": plan.masks, "compile": False}
+    head = get_head(pre.model_kwargs().get("head", "softmax"))
+    monitor = train_cfg["monitor"] or ("val_loss" if val_ds is not None else "loss")
+    steps_per_epoch = int(train_ds.cardinality())
     previous_policy = keras.mixed_precision.global_policy()
+
+    def compile_model(model, learning_rate, epochs, trainee=None):
+        optimizer = make_optimizer(
+            train_cfg["optimizer"], learning_rate, train_cfg["lr_schedule"],
+            total_steps=epochs * steps_per_epoch,
+            warmup_steps=min(train_cfg["warmup_epochs"], epochs) * steps_per_epoch,
+            weight_decay=train_cfg["weight_decay"],
+        )
+        for m in [model] + ([trainee] if trainee is not None else []):
+            m.compile(
+                optimizer=optimizer,
+                loss=head.loss(),
+                metrics=head.metrics(),
+                jit_compile=train_cfg["jit_compile"] or used == "tpu",
+                steps_per_execution=train_cfg["steps_per_execution"],
+            )
+
+    def callbacks(stage, folder, dataset, first_epoch=0):
+        # The backup comes last: whatever an epoch writes is on disk before the
+        # backup marks the epoch done, so a kill in between repeats the epoch
+        # (its log row is replaced) instead of losing its outputs.
+        history_path = os.path.join(folder, "history.csv")
+        cbs = [
+            StopOnNonFiniteLoss(),  # first: raises before any callback sees a non-finite epoch
+            ReseedEachEpoch(train_cfg["seed"], datasets=[dataset]),
+            BestModelCheckpoint(os.path.join(folder, "best.keras"), monitor, history_path),
+            EpochLog(history_path),
+            keras.callbacks.TensorBoard(os.path.join(folder, "logs")),
+        ]
+        if train_cfg["early_stopping_patience"]:
+            cbs.append(ResumableEarlyStopping(
+                history_path, first_epoch=first_epoch, monitor=monitor,
+                patience=train_cfg["early_stopping_patience"], verbose=1,
+            ))
+        cbs.append(keras.callbacks.BackupAndRestore(os.path.join(out, f"backup-{stage}"), double_checkpoint=True))
+        return cbs
+
+    print(f"Training on strategy '{used}' ({strategy.num_replicas_in_sync} replica(s))"
+          + (f", {train_cfg['mixed_precision']}" if train_cfg["mixed_precision"] else "")
+          + (f"; {plan.describe()}" if len(plan.groups) > 1 else ""), flush=True)
+
+    def fit(model, *args, val=val_ds, **kwargs):
+        try:
+            if used == "multi_worker":  # Keras' fit fails under MultiWorkerMirroredStrategy
+                return distributed_fit(model, strategy, *args, validation_data=val, verbose=verbose, **kwargs)
+            # make_dataset reshuffles itself
+            return model.fit(*args, validation_data=val, shuffle=False, verbose=verbose, **kwargs)
+        except tf.errors.InvalidArgumentError as e:
+            reason = explain(e)
+            if "make_dataset:" in reason:  # a file found unreadable while streaming
+                raise DataError(reason) from None
+            raise
+
+    singles = {}
     try:
         if train_cfg["mixed_precision"]:
             keras.mixed_precision.set_global_policy(train_cfg["mixed_precision"])
+        if plan.singles:  # each modality's own model, its own run folder under singles/
+            for modality, names in plan.groups.items():
+                singles[modality] = _train_single(  # masks only for the data's own empty cells
+                    modality, names, plan, {**model_kwargs, "missing_modalities": data["missing_modalities"]}, pre, strategy, out, single_ds, val_ds,
+                    compile_model, callbacks, fit, train_cfg, model_cfg["fusion"])
+        # Each model's initial weights depend on the seed alone, not on what
+        # was built before it (a resumed run loads finished single models).
+        keras.utils.set_random_seed(train_cfg["seed"])
         with strategy.scope():
-            model = build_fusion_model(
-                **{k: v for k, v in model_cfg.items() if v is not None},
-                **pre.model_kwargs(),
-                missing_modalities=data["missing_modalities"],
-                compile=False,
-            )
-            head = get_head(pre.model_kwargs().get("head", "softmax"))
-
-            steps_per_epoch = int(train_ds.cardinality())
-
-            def compile_model(learning_rate, epochs):
-                optimizer = make_optimizer(
-                    train_cfg["optimizer"], learning_rate, train_cfg["lr_schedule"],
-                    total_steps=epochs * steps_per_epoch,
-                    warmup_steps=min(train_cfg["warmup_epochs"], epochs) * steps_per_epoch,
-                    weight_decay=train_cfg["weight_decay"],
-                )
-                model.compile(
-                    optimizer=optimizer,
-                    loss=head.loss(),
-                    metrics=head.metrics(),
-                    jit_compile=train_cfg["jit_compile"] or used == "tpu",
-                    steps_per_execution=train_cfg["steps_per_execution"],
-                )
-
-            compile_model(train_cfg["learning_rate"], train_cfg["epochs"])
-        monitor = train_cfg["monitor"] or ("val_loss" if val_ds is not None else "loss")
-
-        def callbacks(stage):
-            # The backup comes last: whatever an epoch writes is on disk before the
-            # backup marks the epoch done, so a kill in between repeats the epoch
-            # (its log row is replaced) instead of losing its outputs.
-            history_path = os.path.join(out, "history.csv")
-            cbs = [
-                StopOnNonFiniteLoss(),  # first: raises before any callback sees a non-finite epoch
-                ReseedEachEpoch(train_cfg["seed"], datasets=[train_ds]),
-                BestModelCheckpoint(os.path.join(out, "best.keras"), monitor, history_path),
-                EpochLog(history_path),
-                keras.callbacks.TensorBoard(os.path.join(out, "logs")),
-            ]
-            if train_cfg["early_stopping_patience"]:
-                cbs.append(ResumableEarlyStopping(
-                    history_path, first_epoch=0 if stage == "stage1" else train_cfg["epochs"],
-                    monitor=monitor, patience=train_cfg["early_stopping_patience"], verbose=1,
-                ))
-            cbs.append(keras.callbacks.BackupAndRestore(os.path.join(out, f"backup-{stage}"), double_checkpoint=True))
-            return cbs
-
-        print(f"Training on strategy '{used}' ({strategy.num_replicas_in_sync} replica(s))"
-              + (f", {train_cfg['mixed_precision']}" if train_cfg["mixed_precision"] else ""), flush=True)
-        if used == "multi_worker":  # Keras' fit fails under MultiWorkerMirroredStrategy
-            run_fit = functools.partial(distributed_fit, model, strategy, validation_data=val_ds, verbose=verbose)
-        else:  # make_dataset reshuffles itself
-            run_fit = functools.partial(model.fit, validation_data=val_ds, shuffle=False, verbose=verbose)
-
-        def fit(*args, **kwargs):
-            try:
-                return run_fit(*args, **kwargs)
-            except tf.errors.InvalidArgumentError as e:
-                reason = explain(e)
-                if "make_dataset:" in reason:  # a file found unreadable while streaming
-                    raise DataError(reason) from None
-                raise
+            model = build_fusion_model(**model_kwargs)
+            if plan.balance == "unimodal":  # a resumed stage's backup overrides these
+                for modality, names in plan.groups.items():
+                    copy_encoders(singles[modality], model, names)
+            trainee = GradientModulation(model, plan.groups, plan.alpha) if plan.balance == "ogm_ge" else None
+            compile_model(model, train_cfg["learning_rate"], train_cfg["epochs"], trainee)
+        trainee = trainee or model
+        if len(plan.groups) > 1:
+            print(f"Training the fusion ({model_cfg['fusion']})", flush=True)
         history = {}
         if resume_stage != "stage2":  # stage 1 finished before the crash otherwise
-            history = dict(fit(train_ds, epochs=train_cfg["epochs"], callbacks=callbacks("stage1")).history)
+            history = dict(fit(trainee, train_ds, epochs=train_cfg["epochs"],
+                               callbacks=callbacks("stage1", out, train_ds)).history)
         fine_tune = train_cfg["fine_tune"]
         if fine_tune:
             with strategy.scope():
                 unfreeze_backbone(model, fine_tune.get("num_layers"), recompile=False)
-                compile_model(fine_tune.get("learning_rate", train_cfg["learning_rate"] / 10), fine_tune["epochs"])
+                compile_model(model, fine_tune.get("learning_rate", train_cfg["learning_rate"] / 10),
+                              fine_tune["epochs"], None if trainee is model else trainee)
             total = train_cfg["epochs"] + fine_tune["epochs"]
             print(f"Fine-tuning: {fine_tune['epochs']} epoch(s), top {fine_tune.get('num_layers') or 'all'} backbone layers",
                   flush=True)
-            stage2 = fit(train_ds, epochs=total, initial_epoch=train_cfg["epochs"], callbacks=callbacks("stage2"))
+            stage2 = fit(trainee, train_ds, epochs=total, initial_epoch=train_cfg["epochs"],
+                         callbacks=callbacks("stage2", out, train_ds, first_epoch=train_cfg["epochs"]))
             for k, v in stage2.history.items():
                 history.setdefault(k, []).extend(v)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
-    Run(out).save(model, pre, config)
-    return {"output": out, "history": history, "model": model, "strategy": used}
+    summary = validation_summary(out, model, singles, plan, val_ds, head, measure=used != "multi_worker")
+    kept = summary.get("kept_modality")
+    if kept:  # keep_best_of: all, and a single model won: the run folder holds it, fusion/ the fusion
+        Run(os.path.join(out, FUSION)).save(model, pre, config)
+        if os.path.isfile(os.path.join(out, "best.keras")):
+            os.replace(os.path.join(out, "best.keras"), os.path.join(out, FUSION, "best.keras"))
+        model = singles[kept]
+        Run(out).save(model, pre.subset(plan.groups[kept]), config)
+        shutil.copyfile(os.path.join(out, SINGLES, kept, "model.keras"), os.path.join(out, "best.keras"))
+    else:
+        Run(out).save(model, pre, config)
+    if is_chief(strategy):
+        write_json(os.path.join(out, SUMMARY), summary)
+        print("\n".join(format_summary(summary)), flush=True)
+    return {"output": out, "history": history, "model": model, "strategy": used, "summary": summary}
+
+
+def _train_single(modality, names, plan, model_kwargs, pre, strategy, out, dataset, val_ds, compile_model, callbacks,
+                  fit, train_cfg, fusion):
+    """Trains (or, when a resumed run finished it, loads) the model of one
+    modality's features alone; writes it to `singles/<modality>/` as a run
+    folder (its best epoch by the monitor, else its last)."""
+    import keras
+
+    from mbm_keras.deploy.exporting import load_keras_file
+
+    folder = single_folder(out, modality)
+    done = os.path.join(folder, "model.keras")
+    if os.path.isfile(done):
+        print(f"Single model of {modality}: finished before, loaded from {done}", flush=True)
+        return load_keras_file(done)
+    keras.utils.set_random_seed(train_cfg["seed"])
+    with strategy.scope():
+        single = build_single_model(model_kwargs, pre.feature_modalities, modality, fusion)
+        compile_model(single, train_cfg["learning_rate"], train_cfg["epochs"])
+    print(f"Training {modality} alone ({', '.join(names)}): {train_cfg['epochs']} epoch(s)", flush=True)
+    inputs = list(single.input)
+    os.makedirs(folder, exist_ok=True)
+    mine = select_inputs(dataset, inputs)
+    fit(single, mine, epochs=train_cfg["epochs"], callbacks=callbacks(f"single-{modality}", folder, mine),
+        val=select_inputs(val_ds, inputs) if val_ds is not None else None)
+    best = os.path.join(folder, "best.keras")
+    if os.path.isfile(best):
+        single = load_keras_file(best)
+        os.remove(best)
+    Run(folder).save(single, pre.subset(names))
+    return single
