@@ -154,6 +154,7 @@ def test_ogm_ge_scales_the_leading_modality_down():
     assert k["image"] == pytest.approx(1 - np.tanh(0.5), abs=1e-3) and k["text"] == 1.0
 
 
+@pytest.mark.slow
 def test_ogm_ge_trains_through_the_config_and_saves_a_plain_model(tmp_path):
     path = run_config(tmp_path, train__epochs=2, train__balance="ogm_ge", model__fusion="concat")
     result = train(path, verbose=0)
