@@ -169,6 +169,8 @@ def test_ogm_ge_trains_through_the_config_and_saves_a_plain_model(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_killed_in_a_single_model_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Killed in the second single model's epoch, resumed; a kill after a
+    single model's last epoch but before its save resumes without retraining."""
     path = run_config(tmp_path, train__epochs=2, model__fusion="concat", train__balance="unimodal")
     original = EpochLog.on_epoch_end
 
@@ -188,8 +190,32 @@ def test_a_run_killed_in_a_single_model_resumes_to_the_same_weights(tmp_path, mo
     with pytest.raises(ResumeMismatchError, match=r"train.balance: \"unimodal\" \(backup\) -> \"ogm_ge\" \(now\)"):
         train({**config, "train": {**config["train"], "balance": "ogm_ge"}}, verbose=0)
     resumed = train(path, verbose=0)
+    assert not [p.name for p in run.iterdir() if p.name.startswith("backup-")]  # every stage's backup removed
     whole = train(path, verbose=0, output=str(tmp_path / "whole"))
     for a, b in zip(resumed["model"].weights, whole["model"].weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-6)
+
+    # Killed after the image model's last epoch, before it was saved: the resume trains no epoch of it again.
+    save = Run.save
+
+    def killed_saving(self, *args, **kwargs):
+        if self.folder.replace("\\", "/").endswith("singles/image"):
+            raise KeyboardInterrupt("killed")
+        return save(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(Run, "save", killed_saving)
+        with pytest.raises(KeyboardInterrupt):
+            train(path, verbose=0, output=str(tmp_path / "third"))
+    third = tmp_path / "third"
+    assert (third / "backup-single-image" / "training_metadata.json").is_file()
+    epochs = []
+    with monkeypatch.context() as m:
+        m.setattr(EpochLog, "on_epoch_end", lambda self, epoch, logs=None: (epochs.append((self.path, epoch)),
+                                                                             original(self, epoch, logs)))
+        again = train(path, verbose=0, output=str(third))
+    assert not [p for p, _ in epochs if "singles/image" in p.replace("\\", "/")]  # nothing of it retrained
+    for a, b in zip(again["model"].weights, whole["model"].weights):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-6)
 
 

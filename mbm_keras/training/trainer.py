@@ -195,7 +195,9 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
                 history_path, first_epoch=first_epoch, monitor=monitor,
                 patience=train_cfg["early_stopping_patience"], verbose=1,
             ))
-        cbs.append(keras.callbacks.BackupAndRestore(os.path.join(out, f"backup-{stage}"), double_checkpoint=True))
+        # A single model's backup stays until the model is saved (see _train_single): a kill in between resumes.
+        cbs.append(keras.callbacks.BackupAndRestore(os.path.join(out, f"backup-{stage}"), double_checkpoint=True,
+                                                    delete_checkpoint=not stage.startswith("single-")))
         return cbs
 
     print(f"Training on strategy '{used}' ({strategy.num_replicas_in_sync} replica(s))"
@@ -302,4 +304,5 @@ def _train_single(modality, names, plan, model_kwargs, pre, strategy, out, datas
         single = load_keras_file(best)
         os.remove(best)
     Run(folder).save(single, pre.subset(names))
+    shutil.rmtree(os.path.join(out, f"backup-single-{modality}"), ignore_errors=True)  # kept until now (callbacks)
     return single
