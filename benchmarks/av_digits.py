@@ -463,16 +463,21 @@ def format_table(summary, checks, folds, info, settings, command, mode):
     return "\n".join(lines)
 
 
+def add_file_arguments(parser):
+    """--data and --work, the arguments of every benchmark built on these files."""
+    parser.add_argument("--data", required=True, help="folder with fsdd/ and mnist/, e.g. ../shared/data")
+    parser.add_argument("--work", default=os.path.join(os.path.expanduser("~"), ".cache", "mbm_keras"),
+                        help="where the generated PNG/WAV files go (default: ~/.cache/mbm_keras)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="folder with fsdd/ and mnist/, e.g. ../shared/data")
+    add_file_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="one fold (test speaker theo), 6 epochs (fusions 3): under 5 minutes")
     parser.add_argument("--folds", nargs="+", help="test speakers to rotate over, e.g. --folds theo george (default: every speaker)")
     parser.add_argument("--epochs", type=int, help="override the single models' training epochs (pretrained fusions train half), e.g. --epochs 12")
     parser.add_argument("--models", nargs="+", help="train these models (default: the single modalities, every fusion "
                         "with modality dropout and 'concat + dropout, from scratch'), e.g. --models 'image only' 'audio only' 'concat, no dropout'")
-    parser.add_argument("--work", default=os.path.join(os.path.expanduser("~"), ".cache", "mbm_keras"),
-                        help="where the generated PNG/WAV files go (default: ~/.cache/mbm_keras)")
     parser.add_argument("--out", help="markdown file for the table, e.g. --out /tmp/av.md (default: "
                         "benchmarks/results/av_digits.md, with --quick av_digits-quick.md)")
     args = parser.parse_args(argv)

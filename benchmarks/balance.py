@@ -28,7 +28,7 @@ single modality's mean on both lopsided variants, and on the normal variant it
 beats the best single modality by at least 20 points.
 
 Usage:
-    python benchmarks/balance.py --data ../shared/data            # 5 folds x 3 variants, about 50 min on 2 cores
+    python benchmarks/balance.py --data ../shared/data            # 5 folds x 3 variants, about 80 min on 2 cores
     python benchmarks/balance.py --data ../shared/data --quick    # 1 fold, 4 epochs
 
 Writes benchmarks/results/balance.md (+ .json); the generated files go to
@@ -169,15 +169,13 @@ def format_tables(results, settings, infos):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="folder with fsdd/ and mnist/, e.g. ../shared/data")
+    av_digits.add_file_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="one fold (theo), 4 epochs")
     parser.add_argument("--folds", nargs="+", help="test speakers, e.g. --folds theo george (default: every speaker)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         help="variants to run, e.g. --variants 'weak audio'")
     parser.add_argument("--normal-balances", nargs="+", choices=BALANCES, default=["none", DEFAULT_BALANCE],
                         help="balances to train on the normal variant (default: none unimodal)")
-    parser.add_argument("--work", default=os.path.join(os.path.expanduser("~"), ".cache", "mbm_keras"),
-                        help="where the generated PNG/WAV files go (default: ~/.cache/mbm_keras)")
     parser.add_argument("--out", help="markdown file (default: benchmarks/results/balance.md, --quick: balance-quick.md)")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"

@@ -117,7 +117,8 @@ def modality_breakdown(run_dir, manifest, model, pre, ds, **data_options):
         manifest: the manifest `ds` was made from.
         model, pre: the run's model and preprocessor.
         ds: `make_dataset(manifest, preprocessor=pre, ...)` batches.
-        **data_options: `make_dataset` options for the single models' data.
+        **data_options: `make_dataset` options for the fusion's data when the
+            run kept a single model (the fusion is then in `fusion/`).
 
     Returns:
         dict like the run's `summary.json` (`metric`, `fusion`, `singles`,
@@ -153,11 +154,9 @@ def modality_breakdown(run_dir, manifest, model, pre, ds, **data_options):
     for modality in groups:
         folder = os.path.join(run_dir, SINGLES, modality)
         if os.path.isfile(os.path.join(folder, "model.keras")):
-            single, single_pre = Run(folder).load()
-            masks = any(name.endswith("_mask") for name in single.input)
-            single_ds = make_dataset(manifest, preprocessor=single_pre, missing_modalities=masks, cache="memory",
-                                     **data_options)
-            out["singles"][modality] = score(single, select_inputs(single_ds, list(single.input)))
+            # Its preprocessing is a subset of the fusion's (and its masks too): the fusion's batches serve it.
+            single, _ = Run(folder).load()
+            out["singles"][modality] = score(single, select_inputs(ds, list(single.input)))
     if any(name.endswith("_mask") for name in model.input):
         features = [f for names in groups.values() for f in names]
         for modality, names in groups.items():
