@@ -44,6 +44,7 @@ EPILOG_TRAIN = """example run.yaml:
 EPILOG_EXPORT = """examples:
   mbm-keras export --model runs/first --format saved_model --out saved_models/first
   mbm-keras export --model runs/first --format tflite --quantize int8 --out saved_models/first-int8
+  mbm-keras export --model runs/first --format onnx --out saved_models/first-onnx
 """
 
 EPILOG_PREDICT = """examples:
@@ -91,6 +92,34 @@ def cmd_train(args):
                    overwrite=args.overwrite)
     print(f"Run written to {result['output']}")
     return 0
+
+
+def cmd_check_data(args):
+    from mbm_keras.data import Preprocessor, check_data, fit_preprocessor
+
+    if args.model:
+        pre = Preprocessor.load(args.model)
+        missing, outside = args.missing_modalities, args.allow_outside_root
+    else:
+        from mbm_keras.fusion_model import normalize_features
+        from mbm_keras.training.config import load_config
+
+        config = load_config(args.config)
+        data, model = config["data"], config["model"]
+        features = normalize_features(model["features"]) if model["features"] else {}
+        print(f"Fitting the preprocessing on data.train ({data['train']}), as mbm-keras train does", flush=True)
+        pre = fit_preprocessor(data["train"], data["columns"], {k: f["modality"] for k, f in features.items()},
+                               share=model["share_encoders"], **data["preprocessing"])
+        missing = args.missing_modalities or data["missing_modalities"]
+        outside = args.allow_outside_root or data["allow_outside_root"]
+    report = check_data(args.data, pre, missing_modalities=missing, allow_outside_root=outside,
+                        progress=not args.quiet)
+    if args.out:
+        from mbm_keras.io import write_json
+
+        write_json(args.out, report)
+        print(f"Report written to {args.out}")
+    return 1 if report["problems"] else 0
 
 
 def cmd_evaluate(args):
@@ -273,6 +302,31 @@ def make_parser():
                             "refused otherwise), e.g. --overwrite")
     train.set_defaults(func=cmd_train)
 
+    check = sub.add_parser(
+        "check-data",
+        help="check every row and file of a manifest up front (training checks files as it reads them)",
+        description=(
+            "Reads a manifest as training would and decodes every file with the pipeline's own decoders, in "
+            "parallel, with a progress bar; prints each unusable row with its column, file and reason. Exit "
+            "status 1 when any row is unusable. The preprocessing comes from a run folder (--model) or is "
+            "fitted on data.train of a run config (--config)."
+        ),
+        epilog="examples:\n  mbm-keras check-data --data data/train.csv --config run.yaml\n"
+               "  mbm-keras check-data --data data/test.csv --model runs/first --out problems.json\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("--data", required=True, help="manifest to check, e.g. --data data/train.csv")
+    source = check.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="run folder whose preprocessing to use, e.g. --model runs/first")
+    source.add_argument("--config", help="run config whose data section to use, e.g. --config run.yaml")
+    check.add_argument("--missing-modalities", action="store_true",
+                       help="empty cells are absent modalities, not problems, e.g. --missing-modalities")
+    check.add_argument("--allow-outside-root", action="store_true",
+                       help="accept file paths that resolve outside the manifest's folder, e.g. --allow-outside-root")
+    check.add_argument("--out", default=None, help="write the report as JSON, e.g. --out problems.json")
+    check.add_argument("--quiet", action="store_true", help="no progress bar, e.g. --quiet")
+    check.set_defaults(func=cmd_check_data)
+
     evaluate = sub.add_parser(
         "evaluate",
         help="loss, metrics, per-class precision/recall and confusion matrix of a run on a manifest",
@@ -305,8 +359,9 @@ def make_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument("--model", required=True, help="run folder (model.keras + preprocessor.json) or .keras file, e.g. --model runs/first")
-    export.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model",
-                        help="saved_model (GPU/TPU/CPU serving) or tflite (edge/mobile), e.g. --format tflite (default: %(default)s)")
+    export.add_argument("--format", choices=["saved_model", "tflite", "onnx"], default="saved_model",
+                        help="saved_model (GPU/TPU/CPU serving), tflite (edge/mobile) or onnx (ONNX Runtime: CUDA, "
+                             "TensorRT, browsers), e.g. --format onnx (default: %(default)s)")
     export.add_argument("--out", default=None, help="export folder, e.g. --out saved_models/first-int8 (default: saved_models/<run>-<format>[-<quantize>])")
     export.add_argument("--quantize", choices=["none", "float16", "dynamic", "int8"], default="none",
                         help="TFLite weights/activations: none (float32), float16, dynamic (int8 weights), "
@@ -319,12 +374,12 @@ def make_parser():
 
     predict = sub.add_parser(
         "predict",
-        help="top classes for one example, from a .keras run, a SavedModel or a .tflite export",
+        help="top classes for one example, from a .keras run, a SavedModel, or a .tflite or .onnx export",
         description="Runs one example through any mbm_keras model artifact and prints the top classes.",
         epilog=EPILOG_PREDICT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    predict.add_argument("--model", required=True, help="run folder / .keras file, SavedModel folder, or .tflite file / export folder, e.g. --model saved_models/demo")
+    predict.add_argument("--model", required=True, help="run folder / .keras file, SavedModel folder, or .tflite / .onnx file or export folder, e.g. --model saved_models/demo")
     predict.add_argument("--image", default=None, help="image file (JPEG, PNG, GIF, BMP), e.g. --image cat.jpg")
     predict.add_argument("--text", default=None, help='the text, e.g. --text "a small red cat"')
     predict.add_argument("--audio", default=None, help="WAV file, e.g. --audio meow.wav")
@@ -357,13 +412,14 @@ def main(argv=None):
     if getattr(args, "epochs", None) is not None and args.epochs < 1:
         make_parser().error(f"--epochs must be >= 1. Received: --epochs {args.epochs}")
     from mbm_keras.weights import PretrainedWeightsUnavailable
+    from mbm_keras.deploy.onnx import OnnxExportError
     from mbm_keras.deploy.tflite import TFLiteExportError
     from mbm_keras.training.callbacks import TrainingDiverged
 
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotImplementedError, PretrainedWeightsUnavailable,
-            TFLiteExportError, TrainingDiverged) as e:
+            TFLiteExportError, OnnxExportError, TrainingDiverged) as e:
         # DataError and ConfigError are ValueErrors: they name the row or the key.
         print(f"mbm-keras {args.command}: error: {e}", file=sys.stderr)
         return 2

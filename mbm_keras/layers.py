@@ -1,6 +1,7 @@
 """Small serializable layers used inside models (keras.ops only, no tf.*)."""
 
 import keras
+import numpy as np
 from keras import ops
 
 # Per-channel statistics used by keras.applications' `preprocess_input` modes.
@@ -104,6 +105,43 @@ class ElementwiseMelSpectrogram(keras.layers.MelSpectrogram):
             upper_edge_hertz=self.max_freq,
         )
         return ops.sum(ops.expand_dims(inputs, -1) * matrix, axis=-2)
+
+
+@keras.saving.register_keras_serializable(package="mbm_keras")
+def erf_gelu(x):
+    """The exact GELU written with `erf` (Keras' "gelu" computes it with
+    `erfc`, an op tf2onnx does not convert); the ONNX export's activation."""
+    return 0.5 * x * (1.0 + ops.erf(x * np.float32(1 / np.sqrt(2.0))))
+
+
+@keras.saving.register_keras_serializable(package="mbm_keras")
+class DftMelSpectrogram(keras.layers.MelSpectrogram):
+    """`keras.layers.MelSpectrogram` with the short-time Fourier transform
+    written as a strided convolution with the windowed DFT basis (cosine and
+    sine kernels) instead of an FFT.
+
+    Same result to float32 rounding; used in ONNX exports only (see
+    `mbm_keras.deploy.onnx`): tf2onnx cannot convert the FFT's complex output
+    (its `Real` and `Imag` ops), while a convolution runs on every ONNX
+    runtime. Training keeps the faster FFT.
+    """
+
+    def _spectrogram(self, inputs):
+        n, bins = self.fft_length, self.fft_length // 2 + 1
+        length = self.sequence_length
+        steps = np.arange(length)
+        window = {"hann": 0.5 - 0.5 * np.cos(2 * np.pi * steps / length),
+                  "hamming": 0.54 - 0.46 * np.cos(2 * np.pi * steps / length), None: np.ones(length)}[self.window]
+        left = (n - length) // 2
+        window = np.pad(window, (left, n - length - left))
+        angle = 2 * np.pi * np.outer(np.arange(n), np.arange(bins)) / n
+        kernel = np.concatenate([np.cos(angle), -np.sin(angle)], axis=1) * window[:, None]
+        padded = ops.pad(inputs, [[0, 0], [n // 2, n // 2]], mode="reflect")
+        frames = ops.conv(ops.expand_dims(padded, -1), ops.convert_to_tensor(kernel[:, None, :].astype("float32")),
+                          strides=self.sequence_stride, padding="valid")
+        real, imag = frames[..., :bins], frames[..., bins:]
+        spec = ops.sqrt(ops.add(ops.square(real), ops.square(imag)))
+        return ops.power(spec, self.mag_exp)
 
 
 @keras.saving.register_keras_serializable(package="mbm_keras")

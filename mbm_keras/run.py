@@ -26,14 +26,15 @@ LABELS_FILE = "labels.json"
 PREPROCESSOR_FILE = "preprocessor.json"
 SAVED_MODEL_FILE = "saved_model.pb"
 TFLITE_FILE = "model.tflite"
+ONNX_FILE = "model.onnx"
 
 
 def artifact_kind(path):
-    """"keras", "saved_model" or "tflite": what a model path holds.
+    """"keras", "saved_model", "tflite" or "onnx": what a model path holds.
 
     Args:
         path: a run folder or `.keras` file, a SavedModel folder, or a
-            `.tflite` file or its export folder.
+            `.tflite` / `.onnx` file or its export folder.
 
     Raises:
         FileNotFoundError: naming the files it looked for.
@@ -44,16 +45,19 @@ def artifact_kind(path):
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        for name, kind in ((SAVED_MODEL_FILE, "saved_model"), (TFLITE_FILE, "tflite"), (MODEL_FILE, "keras")):
+        for name, kind in ((SAVED_MODEL_FILE, "saved_model"), (TFLITE_FILE, "tflite"), (ONNX_FILE, "onnx"),
+                           (MODEL_FILE, "keras")):
             if os.path.isfile(os.path.join(path, name)):
                 return kind
-        looked = f"{SAVED_MODEL_FILE}, {TFLITE_FILE} or {MODEL_FILE} in that folder"
+        looked = f"{SAVED_MODEL_FILE}, {TFLITE_FILE}, {ONNX_FILE} or {MODEL_FILE} in that folder"
     elif os.path.isfile(path) and path.endswith(".tflite"):
         return "tflite"
+    elif os.path.isfile(path) and path.endswith(".onnx"):
+        return "onnx"
     elif os.path.isfile(path) and path.endswith(".keras"):
         return "keras"
     else:
-        looked = "a file ending in .keras or .tflite" if os.path.splitext(path)[1] else "a folder or a model file"
+        looked = "a file ending in .keras, .tflite or .onnx" if os.path.splitext(path)[1] else "a folder or a model file"
     raise FileNotFoundError(
         f"No model at {os.path.abspath(path)} (looked for {looked}): pass a .keras file or run folder, a SavedModel "
         f"folder, or a .tflite file (or its export folder)")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import wave
 
 import numpy as np
@@ -148,6 +149,65 @@ def test_paths_outside_the_data_root_are_refused(files, tmp_path_factory):
     with pytest.raises(DataError, match=r"escape.csv row 4, column 'img'.*outside the data root"):
         make_dataset(path, preprocessor=pre)
     assert make_dataset(path, preprocessor=pre, allow_outside_root=True).report["kept"] == len(rows)
+
+
+def test_a_symlinked_folder_out_of_the_root_is_refused(files, tmp_path_factory):
+    folder, rows, _ = files
+    outside = tmp_path_factory.mktemp("elsewhere")
+    write_image(outside / "x.png", (1, 2, 3))
+    os.symlink(outside, folder / "linked")
+    rows = [dict(r) for r in rows]
+    rows[2]["img"] = "linked/x.png"
+    path = write_csv(folder / "linked.csv", rows)
+    pre = fit_preprocessor(path, {"image": "img", "label": "label"}, image_size=(16, 16))
+    with pytest.raises(DataError, match=r"linked.csv row 3, column 'img'.*outside the data root"):
+        make_dataset(path, preprocessor=pre)
+
+
+def test_csv_read_by_column_equals_the_csv_module(tmp_path):
+    from mbm_keras.data.manifest import _clean, _read_rows
+
+    path = tmp_path / "m.csv"
+    path.write_bytes('\ufeffimage,text,label\na.png,"two\nlines, and a comma",cat\n  ,  ,dog\nb.png,\u4e00\u53ea\u732b,cat\n'
+                     .encode("utf-8"))
+    manifest = read_manifest(path)
+    assert manifest._rows is None  # read by column (pyarrow)
+    columns, rows = _read_rows(str(path), ".csv")
+    assert manifest.columns == columns
+    assert manifest.rows == [{c: _clean(r[c]) for c in columns} for r in rows]
+    assert list(manifest.column("image")) == ["a.png", None, "b.png"]
+    assert manifest.subset([2, 0]).rows == [manifest.rows[2], manifest.rows[0]]
+    # A ragged row falls back to the csv module, which names it.
+    (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3,4,5\n")
+    with pytest.raises(DataError, match=r"ragged.csv row 2: more cells than the header's 2 columns"):
+        read_manifest(tmp_path / "ragged.csv")
+
+
+def test_check_data_lists_every_problem_up_front(files, tmp_path, capsys):
+    from mbm_keras.cli import main
+    from mbm_keras.data import check_data
+
+    folder, rows, _ = files
+    rows = [dict(r) for r in rows]
+    (folder / "img" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    rows[1]["img"] = "img/missing.png"
+    rows[4]["img"] = "img/corrupt.png"
+    rows[6]["label"] = "green"
+    path = write_csv(folder / "bad.csv", rows)
+    good = write_csv(folder / "good.csv", make_files(folder))
+    pre = fit_preprocessor(good, COLUMNS, **OPTIONS)
+    report = check_data(path, pre, progress=False, verbose=False)
+    assert (report["rows"], report["usable"], report["problems"]) == (24, 21, 3)
+    assert "row 2, column 'img'" in report["errors"][0] and "missing.png): file not found" in report["errors"][0]
+    assert "row 5, column 'img'" in report["errors"][1] and "cannot decode the image file" in report["errors"][1]
+    assert "row 7, column 'label': label 'green' is not in the training vocabulary" in report["errors"][2]
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({"data": {"train": str(good), "columns": COLUMNS, "preprocessing": OPTIONS}}))
+    assert main(["check-data", "--data", str(path), "--config", str(config), "--quiet",
+                 "--out", str(tmp_path / "p.json")]) == 1
+    assert json.loads((tmp_path / "p.json").read_text())["errors"] == report["errors"]
+    assert "21 of 24 rows usable, 3 problem(s)" in capsys.readouterr().err
+    assert main(["check-data", "--data", str(good), "--config", str(config), "--quiet"]) == 0
 
 
 # --- labels and splits ---
@@ -362,15 +422,29 @@ def test_bad_rows_raise_naming_row_column_and_file(files):
     rows[8]["img"] = "img/text.png"
     path = write_csv(folder / "bad.csv", rows)
     pre = fit_preprocessor(write_csv(folder / "good.csv", make_files(folder)), COLUMNS, **OPTIONS)
+    # verify="decode": every problem before the first batch.
     with pytest.raises(DataError, match=r"bad.csv row 3, column 'img' \(.*missing.png\): file not found \(and 3 more"):
-        make_dataset(path, preprocessor=pre)
-    ds = make_dataset(path, preprocessor=pre, on_error="skip", verbose=False)
-    assert ds.report["skipped"] == 4 and ds.report["kept"] == len(rows) - 4
-    text = "\n".join(ds.report["errors"])
-    assert "row 5, column 'img'" in text and "corrupt.png): cannot decode the image file" in text
-    assert "row 7, column 'wav'" in text and "corrupt.wav)" in text
-    assert "row 9, column 'img'" in text and "not a JPEG, PNG, BMP or GIF file" in text
-    assert sum(len(y) for _, y in ds.as_numpy_iterator()) == len(rows) - 4  # nothing silently zero-filled
+        make_dataset(path, preprocessor=pre, verify="decode")
+    # The default (verify="none"): found while streaming, with the same words.
+    ds = make_dataset(path, preprocessor=pre, batch_size=4)
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        list(ds)
+    from mbm_keras.deploy.raw_inputs import explain
+
+    assert re.match(r"make_dataset: .*bad.csv row 3, column 'img' \(.*missing.png\): file not found "
+                    r"\(on_error='skip' drops such rows", explain(info.value)), explain(info.value)
+    for verify in ("decode", "none"):
+        ds = make_dataset(path, preprocessor=pre, on_error="skip", verbose=False, verify=verify)
+        seen = sum(len(y) for _, y in ds.as_numpy_iterator())
+        # Nothing silently zero-filled; while streaming, the epoch's first rows
+        # stand in for the failed ones (every epoch keeps the length Keras counted).
+        assert seen == (len(rows) - 4 if verify == "decode" else len(rows)), verify
+        assert ds.report["skipped"] == 4 and ds.report["kept"] == len(rows) - 4, verify
+        text = "\n".join(ds.report["errors"])
+        assert "row 3, column 'img'" in text and "missing.png): file not found" in text
+        assert "row 5, column 'img'" in text and "corrupt.png): cannot decode the image file" in text
+        assert "row 7, column 'wav'" in text and "corrupt.wav)" in text
+        assert "row 9, column 'img'" in text and "not a JPEG, PNG, BMP or GIF file" in text
 
 
 def test_skipped_rows_are_reported_at_the_end_of_each_epoch(files, capfd):

@@ -255,7 +255,60 @@ def test_failed_export_keeps_the_previous_one(run, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".e.")] == []  # no temp folder left
 
 
-# --- every encoder and fusion of the zoo converts to builtin-op TFLite ---
+# --- ONNX ---
+
+def test_onnx_export_matches_keras_and_predicts(run, tmp_path):
+    from mbm_keras.deploy.onnx import onnx_session, run_onnx
+
+    folder, test_manifest = run
+    result = export_model(folder, "onnx", str(tmp_path / "onnx"), data=test_manifest, num_examples=40, verbose=False)
+    assert result["check"]["max_abs_diff"] <= 1e-4 and result["check"]["top1_agreement"] == 1.0
+    sidecar = json.loads((tmp_path / "onnx" / "model.json").read_text())
+    assert sidecar["format"] == "onnx" and sidecar["inputs"]["image"]["shape"] == [None, 32, 32, 3]
+    assert {"image", "text", "audio", "image_mask"} <= set(sidecar["inputs"])
+    # The batch axis is dynamic: one call on 7 examples equals Keras.
+    model, pre = load_run_model(folder)
+    x = example_inputs(model, pre, test_manifest, 7)
+    session = onnx_session(str(tmp_path / "onnx" / "model.onnx"))
+    np.testing.assert_allclose(run_onnx(session, x), model.predict(x, verbose=0), atol=1e-4)
+    raw, images, audios, rows = _raw_rows(test_manifest, 1)
+    keras_answer = predict(folder, image=images[0], text=rows[0]["text"], audio=audios[0], top=3)
+    onnx_answer = predict(str(tmp_path / "onnx" / "model.onnx"), image=images[0], text=rows[0]["text"],
+                          audio=audios[0], top=3)
+    assert [c for c, _ in keras_answer] == [c for c, _ in onnx_answer]
+    np.testing.assert_allclose([p for _, p in keras_answer], [p for _, p in onnx_answer], atol=1e-4)
+    proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "predict", "--model", str(tmp_path / "onnx"),
+                           "--image", images[0], "--text", rows[0]["text"]], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and len(proc.stdout.strip().splitlines()) == 3, proc.stderr[-2000:]
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class _Bucketize(keras.layers.Layer):
+    """keras.ops.searchsorted: TensorFlow's LowerBound op, which tf2onnx does not convert."""
+
+    def call(self, x):
+        return keras.ops.cast(keras.ops.searchsorted(keras.ops.convert_to_tensor([0.1, 0.5, 0.9]), x), "float32")
+
+
+def test_onnx_export_names_the_op_it_cannot_convert(tmp_path):
+    from mbm_keras.deploy.onnx import OnnxExportError, convert_to_onnx
+
+    inputs = keras.Input((4,), name="tabular")
+    model = keras.Model(inputs, keras.layers.Dense(2)(_Bucketize()(inputs)), name="bucketed")
+    with pytest.raises(OnnxExportError, match=r"tf2onnx cannot convert op\(s\) LowerBound \(opset 17\) in bucketed"):
+        convert_to_onnx(model, str(tmp_path / "m.onnx"))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def _check_onnx(model, tmp_path, modalities):
+    from mbm_keras.deploy.onnx import convert_to_onnx, onnx_session, run_onnx
+
+    x = tiny_inputs(modalities, batch=3)
+    path = convert_to_onnx(model, str(tmp_path / "m.onnx"))
+    return run_onnx(onnx_session(path), x), model.predict(x, verbose=0)
+
+
+# --- every encoder and fusion of the zoo converts to builtin-op TFLite (and to ONNX) ---
 
 from mbm_keras.modalities import list_modalities  # noqa: E402
 
@@ -290,6 +343,19 @@ def test_every_encoder_and_fusion_converts_to_builtin_tflite(encoders, fusion, t
     keras.utils.set_random_seed(0)
     model = build_fusion_model(**encoders, fusion=fusion, num_classes=3, **TINY, compile=False)
     got, expected = _check_tflite(model, tmp_path, list(encoders))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def _onnx_params():
+    """The zoo groups; only the first converts in `make test-fast`."""
+    return [pytest.param(e, f, marks=[pytest.mark.slow] if i else []) for i, (e, f) in enumerate(_zoo_groups())]
+
+
+@pytest.mark.parametrize("encoders,fusion", _onnx_params(), ids=lambda v: "+".join(v.values()) if isinstance(v, dict) else v)
+def test_every_encoder_and_fusion_converts_to_onnx(encoders, fusion, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = build_fusion_model(**encoders, fusion=fusion, num_classes=3, **TINY, compile=False)
+    got, expected = _check_onnx(model, tmp_path, list(encoders))
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 

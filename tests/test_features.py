@@ -5,6 +5,7 @@ raw files; shared encoders; serving equals training per modality; timeseries err
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import wave
@@ -17,7 +18,7 @@ from PIL import Image
 
 from mbm_keras.data import DataError, make_dataset
 from mbm_keras.deploy import export_model, load_run_model
-from mbm_keras.deploy.raw_inputs import raw_signature, raw_to_inputs
+from mbm_keras.deploy.raw_inputs import explain, raw_signature, raw_to_inputs
 from mbm_keras.modalities import list_modalities
 from mbm_keras.training import train
 
@@ -220,7 +221,10 @@ def test_bad_timeseries_files_name_row_column_and_file(cars, tmp_path, content, 
         name = "bad_series.npy"
     manifest = _bad_manifest(folder, rows, name)
     with pytest.raises(DataError, match=rf"bad.csv row 7, column 'speed' \(.*{name}\): .*{message}"):
-        make_dataset(manifest, preprocessor=pre)
+        make_dataset(manifest, preprocessor=pre, verify="decode")
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:  # the default: found while streaming, same words
+        list(make_dataset(manifest, preprocessor=pre, batch_size=64))
+    assert re.search(rf"bad.csv row 7, column 'speed' \(.*{name}\): .*{message}", explain(info.value))
 
 
 @pytest.mark.slow
@@ -300,9 +304,9 @@ def test_zoo_lists_modalities_and_a_loader_names_what_it_looked_for(tmp_path, ca
     out = capsys.readouterr().out
     assert any(line.split()[:3] == ["timeseries", "conv1d,", "series_gru"] for line in out.splitlines()), out
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"looked for saved_model.pb, model.tflite or model.keras"):
+    with pytest.raises(FileNotFoundError, match=r"looked for saved_model.pb, model.tflite, model.onnx or model.keras"):
         artifact_kind(tmp_path / "empty")
-    with pytest.raises(FileNotFoundError, match=r"looked for saved_model.pb, model.tflite or model.keras"):
+    with pytest.raises(FileNotFoundError, match=r"looked for saved_model.pb, model.tflite, model.onnx or model.keras"):
         predict(str(tmp_path / "empty"), text="a car")
     with pytest.raises(FileNotFoundError, match=r"No model.keras in .*looked for .*model.keras"):
         Run(tmp_path / "empty").load()

@@ -6,6 +6,7 @@
     >>> train = make_dataset(splits["train"], preprocessor=pre, training=True)
 """
 
+from mbm_keras.data.check import check_data
 from mbm_keras.data.labels import LabelEncoder
 from mbm_keras.data.manifest import DataError, Manifest, read_manifest
 from mbm_keras.data.pipeline import make_dataset
@@ -21,6 +22,7 @@ __all__ = [
     "Preprocessor",
     "TabularEncoder",
     "TextTokenizer",
+    "check_data",
     "fit_preprocessor",
     "make_dataset",
     "read_manifest",

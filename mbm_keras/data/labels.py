@@ -88,5 +88,40 @@ class LabelEncoder:
             target[index[name]] = 1.0
         return target
 
+    def encode_column(self, cells):
+        """The targets of a column of cells at once: `(array, [(row, message)])`.
+        Class names are looked up by pyarrow (no per-row Python for "single");
+        rows that fail go through `encode` for its message."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = len(cells)
+        if self.label_type == "single":
+            targets = np.zeros(n, np.int32)
+            try:
+                texts = pc.utf8_trim_whitespace(pa.array(cells, type=pa.string()))
+            except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers from JSON Lines / Parquet
+                texts = pa.array([None if c is None else str(c).strip() for c in cells], type=pa.string())
+            found = pc.index_in(texts, value_set=pa.array([str(c) for c in self.classes], type=pa.string()))
+            bad = found.is_null().to_numpy(zero_copy_only=False)
+            targets[~bad] = found.drop_null().to_numpy()
+        else:
+            width = 1 if self.label_type == "regression" else len(self.classes)
+            targets = np.zeros((n, width), np.float32)
+            bad = np.zeros(n, bool)
+            for i, cell in enumerate(cells):
+                try:
+                    targets[i] = self.encode(cell)
+                except ValueError:
+                    bad[i] = True
+        errors = []
+        for i in np.flatnonzero(bad):
+            try:
+                self.encode(cells[i])
+            except ValueError as e:
+                errors.append((int(i), str(e)))
+        return targets, errors
+
     def get_config(self):
         return {"label_type": self.label_type, "delimiter": self.delimiter, "classes": self.classes}

@@ -1,5 +1,6 @@
 """`make_dataset()`: a manifest of real files -> batches for `build_fusion_model` models."""
 
+import os
 import sys
 
 import numpy as np
@@ -8,10 +9,9 @@ import tensorflow as tf
 from mbm_keras.data.asserts import check
 from mbm_keras.data.manifest import DataError, read_manifest
 from mbm_keras.data.preprocessor import column_names, normalize_columns
-from mbm_keras.modalities import CellError
 
 ON_ERROR = ("raise", "skip")
-VERIFY = ("decode", "header", "none")
+VERIFY = ("none", "header", "decode")
 
 
 class RowError:
@@ -25,8 +25,41 @@ class RowError:
         return self.text
 
 
-def _check_header(path, feature):
-    """None if the file looks decodable by its header, else the reason."""
+class Report(dict):
+    """`dataset.report`: `rows`, `kept`, `skipped` and `errors` (texts).
+    Rows found unusable while streaming (verify="none", on_error="skip") are
+    added to `skipped` and `errors` as the passes over the dataset find them."""
+
+    failed = None  # bool tf.Variable, one per kept row, set by the pipeline
+    diagnose = None
+
+    @property
+    def skipped_before(self):
+        return dict.__getitem__(self, "skipped")
+
+    def _streamed(self):
+        return [] if self.failed is None else np.flatnonzero(self.failed.numpy()).tolist()
+
+    def __getitem__(self, key):
+        value = dict.__getitem__(self, key)
+        if key in ("skipped", "kept"):
+            count = len(self._streamed())
+            return value + count if key == "skipped" else value - count
+        if key == "errors" and self.diagnose is not None:
+            return value + [self.diagnose(k) for k in self._streamed()]
+        return value
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def __repr__(self):
+        return repr({k: self[k] for k in self})
+
+
+def _check_file(path, feature):
+    """None if the file exists and looks decodable by its header, else the reason."""
+    if not os.path.isfile(path):
+        return "file not found"
     try:
         with open(path, "rb") as f:
             if not f.read(1):
@@ -38,74 +71,86 @@ def _check_header(path, feature):
 
 
 def _prepare_rows(manifest, pre, missing_modalities, allow_outside_root):
-    """Host-side pass: each feature's value per row (a path, a text, cells),
-    its presence mask and the labels; returns (arrays, errors)."""
-    n = len(manifest)
-    values = {name: [None] * n for name in pre.features}
-    masks = {name: np.ones((n, 1), np.float32) for name in pre.features}
-    labels = [None] * n
-    errors = []
-    for i in range(n):
-        for name, feature in pre.features.items():
-            try:
-                value = feature.host_value(manifest, i, allow_outside_root)
-            except CellError as e:
-                errors.append(RowError(manifest, i, e.column, e.message, file=e.file))
-                value = feature.empty_value()
-            if value is None:
-                if missing_modalities:
-                    masks[name][i] = 0.0
-                else:
-                    columns = ", ".join(repr(c) for c in feature.columns())
-                    errors.append(RowError(manifest, i, feature.columns()[0] if len(feature.columns()) == 1 else columns,
-                                           f"empty {feature.name} cell (pass missing_modalities=True to treat it as "
-                                           f"absent)"))
-                value = feature.empty_value()
-            values[name][i] = value
-        if pre.labels is not None:
-            try:
-                labels[i] = pre.labels.encode(manifest.rows[i][pre.columns["label"]])
-            except ValueError as e:
-                errors.append(RowError(manifest, i, pre.columns["label"], str(e)))
+    """Host-side pass, by column: each feature's values (paths, texts,
+    cells), its presence mask and the labels; returns (arrays, errors). Its
+    cost is a few vectorized operations per column: no per-row Python and no
+    file system calls beyond one per folder (files are checked as they are read)."""
+    values, masks, errors = {}, {}, []
+    for name, feature in pre.features.items():
+        value, present, bad = feature.host_values(manifest, allow_outside_root)
+        failed = np.zeros(len(present), bool)
+        for row, e in bad:
+            errors.append(RowError(manifest, row, e.column, e.message, file=e.file))
+            failed[row] = True
+        absent = ~present & ~failed
+        if not missing_modalities and absent.any():
+            columns = feature.columns()
+            column = columns[0] if len(columns) == 1 else ", ".join(repr(c) for c in columns)
+            errors += [RowError(manifest, int(row), column, f"empty {feature.name} cell (pass missing_modalities=True "
+                                f"to treat it as absent)") for row in np.flatnonzero(absent)]
+        values[name] = value
+        masks[name] = present.astype(np.float32)[:, None]
+    labels = None
+    if pre.labels is not None:
+        labels, bad = pre.labels.encode_column(manifest.column(pre.columns["label"]))
+        errors += [RowError(manifest, row, pre.columns["label"], message) for row, message in bad]
     return dict(values=values, masks=masks, labels=labels), errors
 
 
-def _verify_files(manifest, pre, arrays, keep, verify):
-    """Checks every file of the kept rows by header, or by decoding it with the
-    pipeline's own decoders (in parallel); returns RowErrors. A file that fails
-    to decode is decoded once more alone, for the decoder's reason."""
+def file_problem(path, feature, decode=True):
+    """Why one file of `feature` cannot be used (missing, a bad header, and
+    with `decode` the decoder's own message), or None. The one diagnosis of
+    verify="header"/"decode", `mbm-keras check-data` and a row that failed
+    while streaming."""
     from mbm_keras.deploy.raw_inputs import explain
 
+    reason = _check_file(path, feature)
+    if reason is None and decode:
+        try:
+            feature.decode(tf.io.read_file(path), header_checked=True)
+        except tf.errors.OpError as e:
+            reason = f"cannot decode the {feature.name} file: {explain(e)}"
+    return reason
+
+
+def _verify_files(manifest, pre, arrays, keep, verify, progress=False):
+    """Checks every file of the kept rows, by its header ("header") or by
+    decoding it with the pipeline's own decoders in parallel ("decode");
+    returns RowErrors. A file that fails is diagnosed alone by `file_problem`."""
     errors = []
+    keep = np.asarray(keep, dtype=np.int64)
     for name, feature in pre.features.items():
         if not feature.file_based:
             continue
         paths = arrays["values"][name]
-        rows = [i for i in keep if paths[i] and arrays["masks"][name][i, 0] > 0]
-        bad = set()
-        for i in rows:
-            reason = _check_header(paths[i], feature)
-            if reason:
-                errors.append(RowError(manifest, i, feature.column, reason, file=paths[i]))
-                bad.add(i)
-        rows = [i for i in rows if i not in bad]
-        if verify != "decode" or not rows:
-            continue
+        rows = keep[arrays["masks"][name][keep, 0] > 0]
+        if verify == "header":
+            failed = [i for i in rows if _check_file(paths[i], feature)]
+        else:
 
-        def decode(i, path, feature=feature):
-            return i, tf.reduce_sum(tf.cast(feature.decode(tf.io.read_file(path), header_checked=True), tf.float32))
+            def decode(i, path, feature=feature):
+                return i, tf.reduce_sum(tf.cast(feature.decode(tf.io.read_file(path)), tf.float32))
 
-        ds = tf.data.Dataset.from_tensor_slices((np.array(rows, np.int64), [paths[i] for i in rows]))
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
-        decoded = {int(i) for i, _ in ds.as_numpy_iterator()}
-        for i in rows:
-            if i not in decoded:
-                try:
-                    feature.decode(tf.io.read_file(paths[i]), header_checked=True)
-                    reason = f"cannot decode the {feature.name} file"
-                except tf.errors.OpError as e:
-                    reason = f"cannot decode the {feature.name} file: {explain(e)}"
-                errors.append(RowError(manifest, i, feature.column, reason, file=paths[i]))
+            ds = tf.data.Dataset.from_tensor_slices((rows, paths[rows].astype(str)))
+            ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors().batch(256)
+            bar = None
+            if progress:
+                import keras
+
+                print(f"Decoding {len(rows):,} {feature.name} files of column {feature.column!r}", file=sys.stderr)
+                bar = keras.utils.Progbar(len(rows), unit_name="file")
+            decoded, seen = np.zeros(len(arrays["masks"][name]), bool), 0
+            for i, _ in ds.as_numpy_iterator():
+                decoded[i] = True
+                seen += len(i)
+                if bar is not None:
+                    bar.update(seen)
+            failed = [i for i in rows if not decoded[i]]
+            if bar is not None:
+                bar.update(len(rows), finalize=True)
+        for i in failed:
+            reason = file_problem(paths[i], feature) or f"cannot decode the {feature.name} file"
+            errors.append(RowError(manifest, int(i), feature.column, reason, file=paths[i]))
     return errors
 
 
@@ -122,7 +167,7 @@ def make_dataset(
     missing_modalities=False,
     modality_dropout=0.0,
     on_error="raise",
-    verify="decode",
+    verify="none",
     cache=None,
     drop_remainder=False,
     deterministic=True,
@@ -160,12 +205,14 @@ def make_dataset(
             `DataError` naming the row, column and file; "skip": such rows are
             dropped, counted in `dataset.report` and reported at the end of
             every epoch.
-        verify: "decode" (decode every file once up front, so a corrupt file is
-            reported with its row), "header" (check file signatures, image
-            pixel counts, WAV formats and audio durations from the headers), or
-            "none" (the decoders check the same while streaming). Files that
-            fail to decode while streaming are named with their row too, or
-            skipped with `on_error="skip"`.
+        verify: when files are checked. "none" (default): as they are read,
+            so the first batch comes at once whatever the manifest's size; a
+            missing, corrupt or oversized file stops the pass naming its
+            row, column, file and reason (`on_error="raise"`), or is skipped
+            and counted (`on_error="skip"`). "header": before the first
+            batch, every file's existence, signature, image pixel count, WAV
+            format and audio duration; "decode": also decodes every file once
+            (in parallel), as `mbm-keras check-data` does for a whole manifest.
         cache: None, "memory", or a file path prefix for `Dataset.cache`.
         drop_remainder: drop the last partial batch (static shapes; TPUs).
         deterministic: keep element order under parallel decoding.
@@ -204,19 +251,20 @@ def make_dataset(
     manifest.check_columns(column_names(pre.columns, pre.feature_modalities))
 
     arrays, errors = _prepare_rows(manifest, pre, missing_modalities, allow_outside_root)
-    bad_rows = {e.row for e in errors}
-    keep = [i for i in range(len(manifest)) if i not in bad_rows]
     if verify != "none":
-        errors += _verify_files(manifest, pre, arrays, keep, verify)
+        bad_rows = {e.row for e in errors}
+        errors += _verify_files(manifest, pre, arrays, [i for i in range(len(manifest)) if i not in bad_rows], verify)
     errors.sort(key=lambda e: e.row)
     bad_rows = {e.row for e in errors}
     if errors and on_error == "raise":
         more = f" (and {len(errors) - 1} more problem(s); on_error='skip' drops such rows)" if len(errors) > 1 else ""
         raise DataError(errors[0].text + more)
-    keep = [i for i in range(len(manifest)) if i not in bad_rows]
-    if not keep:
+    usable = np.ones(len(manifest), bool)
+    usable[list(bad_rows)] = False
+    keep = np.flatnonzero(usable)
+    if not len(keep):
         raise DataError(f"{manifest.path}: no usable rows ({len(errors)} problem(s); first: {errors[0].text})")
-    report = {"rows": len(manifest), "kept": len(keep), "skipped": len(bad_rows), "errors": [e.text for e in errors]}
+    report = Report(rows=len(manifest), kept=len(keep), skipped=len(bad_rows), errors=[e.text for e in errors])
     if errors and verbose:
         print(f"make_dataset: skipping {len(bad_rows)} of {len(manifest)} rows of {manifest.path}:", file=sys.stderr)
         for e in errors[:10]:
@@ -244,17 +292,15 @@ def _attach_epoch(ds, epoch):
 
 def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modalities, modality_dropout,
            cache, drop_remainder, deterministic, shuffle, report, initial_epoch, manifest, on_error, verify):
-    idx = np.array(keep)
+    idx = np.asarray(keep, dtype=np.int64)
     features = pre.features
-    cols = {"_row": idx.astype(np.int64)}
+    cols = {"_row": idx}
     for name in features:
-        value = arrays["values"][name]
-        cols[name] = np.array([value[i] for i in keep]).astype(str)
+        cols[name] = arrays["values"][name][idx]
         cols[f"{name}_mask"] = arrays["masks"][name][idx]
     elements = (cols,)
     if pre.labels is not None:
-        dtype = np.int32 if pre.labels.label_type == "single" else np.float32
-        elements = (cols, np.array([arrays["labels"][i] for i in keep], dtype=dtype))
+        elements = (cols, arrays["labels"][idx])
     parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     for feature in features.values():  # lookup tables made here, outside the traced functions
         getattr(feature, "trackables", list)()
@@ -305,6 +351,29 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
             parts += [f", column {column!r} (" if quote else f", column {column} (", columns[0][name][k], ")"]
         return parts
 
+    def diagnose(k):
+        """The reason the k-th kept row failed while streaming, found on the
+        host as verify="decode" would: a missing file, a bad header, or the
+        decoder's own message (only called for a row that failed)."""
+        row = int(keep[int(k)])
+        for name, feature in features.items():
+            if feature.file_based and arrays["masks"][name][row, 0] > 0:
+                path = arrays["values"][name][row]
+                reason = file_problem(path, feature)
+                if reason:
+                    return RowError(manifest, row, feature.column, reason, file=path).text
+        return f"{manifest.where(row)}: cannot decode the row's file(s)"
+
+    report.diagnose = diagnose
+
+    def diagnose_tensor(k):
+        hint = "on_error='skip' drops such rows" if on_error == "raise" else "skipped"
+
+        def message(k):
+            return f"make_dataset: {diagnose(k.numpy())} ({hint}; mbm-keras check-data lists every such row)"
+
+        return tf.reshape(tf.py_function(message, [k], tf.string), [])
+
     def positioned(order):
         """(position, kept index) of one pass in `order`, then a sentinel at
         position n whose modalities are all absent (it always decodes): a row
@@ -328,21 +397,19 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
             q = element[0]
             if on_error == "raise":
                 bad = order_at(tf.minimum(expected % span, n - 1))
-                assertion = check(tf.equal(q, expected), describe(bad) + [
-                    ": cannot decode the file(s): corrupt or truncated, or above max_image_pixels / "
-                    "max_audio_seconds (verify='decode' finds such rows before training; on_error='skip' drops them)"])
-                with tf.control_dependencies([assertion]):
+                fine = tf.equal(q, expected)
+                reason = tf.cond(fine, lambda: tf.constant(""), lambda: diagnose_tensor(bad))
+                with tf.control_dependencies([check(fine, [reason])]):
                     q = tf.identity(q)
             else:
 
                 def say():
                     skipped = order_at(tf.range(expected, q))
-                    note = tf.strings.reduce_join(
-                        tf.map_fn(lambda k: tf.strings.join([tf.strings.as_string(v) if v.dtype != tf.string else v
-                                                             for v in map(tf.convert_to_tensor, describe(k, False))]),
-                                  skipped, fn_output_signature=tf.string),
-                        separator="; ")
-                    with tf.control_dependencies([tf.print(tf.strings.join([note, ": cannot decode the file(s), skipped"]),
+                    notes = tf.map_fn(diagnose_tensor, skipped, fn_output_signature=tf.string)
+                    with tf.control_dependencies([failed.scatter_nd_update(skipped[:, None],
+                                                                           tf.ones_like(skipped, tf.bool))]):
+                        note = tf.strings.reduce_join(notes, separator="\n")
+                    with tf.control_dependencies([tf.print(note,
                                                            output_stream=sys.stderr)]):
                         return tf.constant(True)
 
@@ -363,6 +430,7 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
     # (verify="header"/"none") are named, or skipped and replaced by the
     # epoch's first rows (a second pass) so that every epoch keeps its length.
     epoch = tf.Variable(initial_epoch - 1, dtype=tf.int64, trainable=False, name="epoch")
+    failed = report.failed = tf.Variable(tf.zeros([n], tf.bool), trainable=False, name="failed")  # found streaming
     passes = 1 if on_error == "raise" else 2
 
     def seeds_of(e, x):
@@ -411,11 +479,17 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
         if passes > 1:
             ds = ds.take(n)
 
-    if report["skipped"]:
-        note = f"make_dataset: {report['skipped']} of {report['rows']} rows were skipped (see dataset.report)"
-        # An element made only to print at the end of each epoch, then dropped.
-        tail = ds.take(1).map(lambda *e: (tf.print(note, output_stream=sys.stderr), e)[1]).filter(lambda *e: False)
-        ds = ds.concatenate(tail)
+    if on_error == "skip":  # at the end of each epoch, the count so far (an element made to print, then dropped)
+        def say_count(_):
+            total = report.skipped_before + tf.reduce_sum(tf.cast(failed, tf.int64))
+            text = tf.strings.format("make_dataset: {} of {} rows were skipped (see dataset.report)",
+                                     (total, report["rows"]))
+            printed = tf.cond(total > 0, lambda: tf.print(text, output_stream=sys.stderr) or tf.constant(True),
+                              lambda: tf.constant(False))
+            with tf.control_dependencies([printed]):
+                return tf.nest.map_structure(lambda spec: tf.zeros([d or 0 for d in spec.shape], spec.dtype),
+                                             ds.element_spec)
+        ds = ds.concatenate(tf.data.Dataset.range(1).map(say_count).filter(lambda *e: False))
     # The epoch counter hides the length from tf.data; Keras needs it to count steps.
     ds = ds.apply(tf.data.experimental.assert_cardinality(n))
     if len(elements) == 1:  # no label column: batches of features alone

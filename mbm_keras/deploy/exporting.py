@@ -4,7 +4,7 @@ import os
 import shutil
 
 
-FORMATS = ("saved_model", "tflite")
+FORMATS = ("saved_model", "tflite", "onnx")
 
 
 def load_run_model(path):
@@ -76,7 +76,8 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
     Args:
         model: a run folder (model.keras + preprocessor.json) or a .keras file.
         format: "saved_model" (raw-input `serving_default` + `serve_tensors`
-            signatures) or "tflite" (batch 1, builtin ops only).
+            signatures), "tflite" (batch 1, builtin ops only) or "onnx"
+            (dynamic batch, ONNX Runtime; preprocessed tensors in, as TFLite).
         out: the export folder (replaced atomically; default
             `saved_models/<run name>-<format>`).
         quantize: TFLite only: "none", "float16", "dynamic" or "int8".
@@ -92,6 +93,7 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
 
     Raises:
         TFLiteExportError: the converter failed or crashed.
+        OnnxExportError: tf2onnx failed, or cannot convert an op (named).
         AssertionError: a float export differs from Keras by more than 1e-4.
 
     Example:
@@ -107,8 +109,8 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
         raise ValueError(f"format must be one of {FORMATS}. Received: format={format!r}")
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}. Received: quantize={quantize!r}")
-    if format == "saved_model" and quantize != "none":
-        raise ValueError(f"quantize applies to TFLite only. Received: format='saved_model', quantize={quantize!r}")
+    if format != "tflite" and quantize != "none":
+        raise ValueError(f"quantize applies to TFLite only. Received: format={format!r}, quantize={quantize!r}")
     source = os.path.abspath(model)
     folder = source if os.path.isdir(source) else os.path.dirname(source)
     keras_model, pre = load_run_model(source)
@@ -124,6 +126,15 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
         if format == "saved_model":
             export_serving_model(keras_model, pre, tmp)
             model_file = os.path.join(tmp, "saved_model.pb")
+        elif format == "onnx":
+            from mbm_keras.deploy.onnx import convert_to_onnx
+            from mbm_keras.deploy.onnx import sidecar as onnx_sidecar
+
+            model_file = os.path.join(tmp, "model.onnx")
+            say("Converting to ONNX (tf2onnx) ...", flush=True)
+            convert_to_onnx(keras_model, model_file)
+            write_json(os.path.join(tmp, "model.json"), onnx_sidecar(keras_model, pre))
+            shutil.copy(os.path.join(os.path.dirname(__file__), "reference_tokenizer.py"), os.path.join(tmp, "tokenizer.py"))
         else:
             model_file = os.path.join(tmp, "model.tflite")
             representative = None
@@ -139,7 +150,7 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
 
         check = None
         if examples is not None:
-            artifact = ("saved_model", tmp) if format == "saved_model" else ("tflite", model_file)
+            artifact = ("saved_model", tmp) if format == "saved_model" else (format, model_file)
             check = check_parity(keras_model, examples, {format: artifact}, atol=None)[format]
             if quantize == "none" and not check["max_abs_diff"] <= 1e-4:
                 raise AssertionError(f"The {format} export differs from Keras by {check['max_abs_diff']:.2e} (> 1e-4) "

@@ -10,7 +10,8 @@ def artifact_predictions(kind, path, inputs):
 
     Args:
         kind: "keras" (a .keras file, reloaded with safe_mode=True),
-            "saved_model" (its `serve_tensors` signature) or "tflite".
+            "saved_model" (its `serve_tensors` signature), "tflite" or "onnx"
+            (ONNX Runtime, CPU).
         path: the artifact's file or folder.
         inputs: `{input name: array (batch, ...)}`.
 
@@ -31,7 +32,11 @@ def artifact_predictions(kind, path, inputs):
         from mbm_keras.deploy.tflite import run_tflite, tflite_interpreter
 
         return run_tflite(tflite_interpreter(path), inputs)
-    raise ValueError(f"kind must be 'keras', 'saved_model' or 'tflite'. Received: kind={kind!r}")
+    if kind == "onnx":
+        from mbm_keras.deploy.onnx import onnx_session, run_onnx
+
+        return np.asarray(run_onnx(onnx_session(path), inputs))
+    raise ValueError(f"kind must be 'keras', 'saved_model', 'tflite' or 'onnx'. Received: kind={kind!r}")
 
 
 def check_parity(model, inputs, artifacts, atol=1e-4):

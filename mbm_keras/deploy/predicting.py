@@ -1,4 +1,4 @@
-"""`predict`: one example through a `.keras` run folder, a SavedModel or a `.tflite` export."""
+"""`predict`: one example through a `.keras` run folder, a SavedModel, or a `.tflite` or `.onnx` export."""
 
 import json
 import os
@@ -14,8 +14,8 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3, *, fea
 
     Args:
         path: a run folder or `.keras` file (with `preprocessor.json` beside
-            it), a SavedModel folder from `export_model`, or a `.tflite` file /
-            its export folder.
+            it), a SavedModel folder from `export_model`, or a `.tflite` or
+            `.onnx` file / its export folder.
         image: an image file path (JPEG/PNG/GIF/BMP).
         text: the text.
         audio: a WAV file path.
@@ -68,6 +68,13 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3, *, fea
 
             model, pre = load_run_model(path)
             names = [t.name for t in model.inputs]
+        elif kind == "onnx":
+            from mbm_keras.data import Preprocessor
+            from mbm_keras.deploy.onnx import onnx_session, run_onnx
+
+            pre = Preprocessor.load(folder)
+            session = onnx_session(path if path.endswith(".onnx") else os.path.join(path, "model.onnx"))
+            names = [i.name for i in session.get_inputs()]
         else:
             from mbm_keras.data import Preprocessor
             from mbm_keras.deploy.tflite import run_tflite, tflite_interpreter
@@ -84,6 +91,8 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3, *, fea
         inputs = {k: v.numpy() for k, v in inputs.items()}
         if kind == "keras":
             probabilities = model.predict(inputs, verbose=0)[0]
+        elif kind == "onnx":
+            probabilities = run_onnx(session, inputs)[0]
         else:
             probabilities = run_tflite(interpreter, inputs)[0]
         classes = [str(c) for c in pre.labels.classes] if pre.labels is not None and pre.labels.classes else None

@@ -239,13 +239,13 @@ def run_tflite(interpreter, inputs):
     return np.stack(outputs)
 
 
-def sidecar(model, pre, interpreter, quantize):
-    """The JSON an app needs next to the .tflite file."""
-    runner = interpreter.get_signature_runner()
-    inputs = {
-        name: {"shape": [int(d) for d in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name}
-        for name, detail in runner.get_input_details().items()
-    }
+def sidecar(model, pre, interpreter, quantize, inputs=None):
+    """The JSON an app needs next to the .tflite file (`inputs`: given by the ONNX export)."""
+    if inputs is None:
+        inputs = {
+            name: {"shape": [int(d) for d in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name}
+            for name, detail in interpreter.get_signature_runner().get_input_details().items()
+        }
     preprocessing = {name: {"modality": feature.name, **feature.sidecar()} for name, feature in pre.features.items()}
     masks = [k for k in inputs if k.endswith("_mask")]
     return {

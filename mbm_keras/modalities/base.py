@@ -244,6 +244,35 @@ class Modality:
             raise CellError(self.column, "file not found", file=path)
         return path
 
+    def host_values(self, manifest, allow_outside_root):
+        """`host_value` for every row at once: `(values, present, errors)`,
+        values a numpy object array (`empty_value()` where absent or
+        unusable), present a bool array, errors `[(row, CellError)]`.
+
+        Vectorized for text cells and file paths: the paths are joined to the
+        manifest's folder and checked lexically (a `..` or an absolute path is
+        resolved, and refused outside the folder; each folder's symlinks too),
+        without touching the files, so set-up time does not grow with the
+        files. A missing or corrupt file is found when it is read. A
+        subclass that overrides `host_value` alone is called row by row."""
+        import numpy as np
+
+        if type(self).host_value is not Modality.host_value:
+            return _row_by_row(self, manifest, allow_outside_root)
+        cells = manifest.column(self.column)
+        present = cells != None  # noqa: E711 (elementwise on an object array)
+        values = np.full(len(cells), self.empty_value(), dtype=object)
+        if not self.file_based:
+            values[present] = [c if isinstance(c, str) else str(c) for c in cells[present]]
+            return values, present, []
+        from mbm_keras.data.paths import resolve_paths
+
+        paths, errors = resolve_paths(manifest, self.column, cells, present, allow_outside_root)
+        for row, _ in errors:
+            present[row] = False
+        values[present] = paths[present]
+        return values, present, errors
+
     @classmethod
     def raw_example(cls, value, feature, shape, columns=None):
         """One example's raw serving value from what a user gives `predict`:
@@ -343,3 +372,24 @@ class Modality:
     def perturb(x, level, rng):
         """A copy of a batch of model inputs with noise of strength `level` (0..1), for `robustness_report`."""
         raise NotImplementedError
+
+
+def _row_by_row(feature, manifest, allow_outside_root):
+    """`host_values` from a subclass's own `host_value`, one row at a time."""
+    import numpy as np
+
+    n = len(manifest)
+    values = np.empty(n, dtype=object)
+    present = np.ones(n, dtype=bool)
+    errors = []
+    for i in range(n):
+        try:
+            value = feature.host_value(manifest, i, allow_outside_root)
+        except CellError as e:
+            errors.append((i, e))
+            value = None
+        if value is None:
+            present[i] = False
+            value = feature.empty_value()
+        values[i] = value
+    return values, present, errors

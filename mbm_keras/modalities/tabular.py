@@ -81,6 +81,45 @@ class Tabular(Modality):
         values = ["" if cells[c] is None else str(cells[c]) for c in self.columns()]
         return values if any(values) else None
 
+    def host_values(self, manifest, allow_outside_root):
+        """All rows' cells as strings `(rows, columns)`, checked by column
+        (pyarrow's regex and numpy's parsing); only rows that look wrong go
+        through `encode`, which names the column and value."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from mbm_keras.data.tabular import FLOAT32_MAX, NUMBER_PATTERN
+
+        names = self.columns()
+        cells = np.stack([manifest.column(c) for c in names], axis=1)
+        empty = cells == None  # noqa: E711 (elementwise on an object array)
+        strings = cells.copy()
+        strings[empty] = ""
+        other = np.frompyfunc(lambda c: not isinstance(c, str), 1, 1)(strings).astype(bool)
+        suspect = other.any(axis=1)  # numbers and booleans from JSON Lines / Parquet: checked one by one
+        if other.any():
+            strings[other] = [str(c) for c in strings[other]]
+        for j, column in enumerate(self.encoder.numeric):
+            texts = pa.array(strings[:, j], type=pa.string())
+            number = pc.match_substring_regex(texts, rf"^\s*({NUMBER_PATTERN})\s*$").to_numpy(zero_copy_only=False)
+            suspect |= ~number & ~empty[:, j]
+            parsed = np.zeros(len(texts))
+            parsed[number] = np.asarray(strings[number, j], dtype=np.float64)
+            mean, std = self.encoder.stats[column]
+            with np.errstate(over="ignore", invalid="ignore"):
+                suspect |= ~(np.abs(parsed) <= FLOAT32_MAX) | ~(np.abs((parsed - mean) / std) <= FLOAT32_MAX)
+        errors = []
+        for row in np.flatnonzero(suspect):
+            try:
+                self.encoder.encode(dict(zip(names, cells[row])))
+            except CellError as e:
+                errors.append((int(row), e))
+        present = ~empty.all(axis=1)
+        for row, _ in errors:
+            present[row] = False
+        return strings, present, errors
+
     @classmethod
     def raw_example(cls, value, feature, shape, columns=None):
         """The cells as strings (numeric columns first); None: all empty."""

@@ -18,7 +18,7 @@ SCHEMA = {
         "modality_dropout": (float, None),
         "cache": (str, None),
         "on_error": (str, "raise"),
-        "verify": (str, "decode"),
+        "verify": (str, "none"),
         "allow_outside_root": (bool, False),
     },
     "model": {

@@ -67,7 +67,8 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         RunFolderError: the output folder holds a finished run or foreign files.
         ResumeMismatchError: it holds a killed run with another config or data.
         TrainingDiverged: the loss became NaN or infinite (nothing of that epoch is saved).
-        DataError: a row's file could not be decoded while training (verify="header"/"none").
+        DataError: a row's file could not be read or decoded while training (data.verify "none", the
+            default, or "header").
 
     Example:
         >>> result = train("run.yaml", epochs=3)
