@@ -55,8 +55,6 @@ def measure(folder, rows, verify, steady_batches):
     imported = time.perf_counter()
     pre_path = os.path.join(folder, "preprocessor")
     if not os.path.isdir(pre_path):  # fitted once, on the demo rows (fitting is not start-up)
-        from mbm_keras.data import Preprocessor
-
         pre = fit_preprocessor(os.path.join(folder, "demo", "manifest.csv"),
                                {"image": "image", "text": "text", "audio": "audio", "label": "label"},
                                image_size=(32, 32), text_length=16, sample_rate=8000, audio_length=2000)

@@ -8,6 +8,7 @@ and compared with Keras on the held-out split.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -253,6 +254,48 @@ def test_failed_export_keeps_the_previous_one(run, tmp_path, monkeypatch):
         export_model(folder, "tflite", str(out), quantize="int8", data=test_manifest, num_examples=8, verbose=False)
     assert (out / "model.tflite").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".e.")] == []  # no temp folder left
+
+
+@pytest.mark.slow
+def test_int8_bilstm_on_texts_shorter_than_text_length_loads_and_agrees(tmp_path):
+    # The case that failed (issue 17): small_cnn + bilstm + concat, 32x32, text_length 8, 2 epochs on
+    # 48 rows whose texts are all shorter than 8 tokens. The backward LSTM's first steps only saw
+    # padding in calibration; their zero ranges made XNNPACK refuse the model ("failed to prepare").
+    manifest = read_manifest(write_demo_dataset(str(tmp_path / "data"), seed=0)).subset(range(48))
+    for row in manifest.rows:
+        row["text"] = " ".join(row["text"].split()[:3])
+    path = write_manifest(manifest, str(tmp_path / "short.csv"))
+    config = {"data": {"train": path, "columns": {"image": "image", "text": "text", "label": "label"},
+                       "preprocessing": {"image_size": [32, 32], "text_length": 8}},
+              "model": {"image": "small_cnn", "text": "bilstm", "fusion": "concat"},
+              "train": {"epochs": 2, "balance": "none"}, "output": str(tmp_path / "run")}
+    train(config, verbose=0)
+    proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "export", "--model", str(tmp_path / "run"),
+                           "--format", "tflite", "--quantize", "int8", "--data", path, "--out", str(tmp_path / "int8")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check = re.search(r"max \|diff\| ([0-9.e-]+), top-1 agreement ([0-9.]+)%", proc.stdout)
+    assert float(check.group(1)) < 0.02 and float(check.group(2)) >= 95, proc.stdout
+    # A text as long as text_length (never seen in the training data) still agrees with Keras.
+    model, pre = load_run_model(str(tmp_path / "run"))
+    x = example_inputs(model, pre, path, 8)
+    x["text"] = np.resize(x["text"][x["text"] > 0], x["text"].shape).astype(np.int32)
+    got = run_tflite(tflite_interpreter(str(tmp_path / "int8" / "model.tflite")), x)
+    assert np.abs(got - model.predict(x, verbose=0)).max() < 0.05
+
+
+def test_int8_calibration_covers_every_recurrent_step():
+    from mbm_keras.deploy.tflite import cover_every_step
+
+    inputs = {"text": keras.Input((6,), dtype="int32", name="text"), "image": keras.Input((2,), name="image")}
+    model = keras.Model(inputs, keras.layers.Concatenate()([keras.ops.cast(inputs["text"], "float32"), inputs["image"]]))
+    examples = [{"text": np.array([5, 7, 0, 0, 0, 0], np.int32), "image": np.ones(2, np.float32)},
+                {"text": np.array([3, 4, 5, 6, 7, 8], np.int32), "image": np.zeros(2, np.float32)},
+                {"text": np.zeros(6, np.int32), "image": np.zeros(2, np.float32)}]
+    covered = cover_every_step(model, examples)
+    assert len(covered) == 4 and covered[:3] == examples
+    assert covered[3]["text"].tolist() == [5, 7, 5, 7, 5, 7] and covered[3]["text"].dtype == np.int32
+    assert covered[3]["image"] is examples[0]["image"]
 
 
 # --- ONNX ---

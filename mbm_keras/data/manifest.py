@@ -69,18 +69,17 @@ class Manifest:
         if self._rows is None:
             names = self.columns
             self._rows = [dict(zip(names, cells)) for cells in zip(*(self._data[c] for c in names))]
+            self._data = None  # from now on the rows are the cells (a caller may edit them)
         return self._rows
 
     def column(self, name):
         """The cells of column `name`: a numpy object array, None for an empty cell."""
         import numpy as np
 
-        if self._data is None:
-            self._data = {}
-        if name not in self._data:
+        if self._rows is not None:  # the rows, which a caller may have edited, are the cells
             array = np.empty(len(self), dtype=object)
             array[:] = [row.get(name) for row in self._rows]
-            self._data[name] = array
+            return array
         return self._data[name]
 
     def __len__(self):

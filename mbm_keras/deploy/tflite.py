@@ -137,6 +137,36 @@ def _strip_tensor_names(data):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
+def cover_every_step(model, representative, extra=32):
+    """The calibration examples plus up to `extra` copies whose padded token
+    positions (id 0) are filled with the example's own tokens, repeated.
+
+    An unrolled recurrent layer quantizes each step on its own: a step that
+    only ever sees padding in calibration (texts all shorter than
+    `text_length`; a backward LSTM starts on the padding) gets a zero range,
+    hence a scale near 1e-8. XNNPACK then refuses the model ("failed to
+    prepare"), and a longer text at run time would saturate that step. With
+    every position seen holding a real token, every step has a real range.
+    """
+    ids = [t.name for t in model.inputs if "int" in str(t.dtype)]
+    more = []
+    for example in representative:
+        if len(more) >= extra:
+            break
+        filled, changed = dict(example), False
+        for name in ids:
+            tokens = np.asarray(example[name])
+            if tokens.ndim != 1:
+                continue
+            real = tokens[tokens != 0]
+            if len(real) and (tokens == 0).any():
+                filled[name] = np.resize(real, tokens.shape).astype(tokens.dtype)
+                changed = True
+        if changed:
+            more.append(filled)
+    return list(representative) + more
+
+
 def convert_to_tflite(model, path, quantize="none", representative=None, timeout=900):
     """Converts a Keras model to a batch-1, builtin-ops-only `.tflite` file.
 
@@ -147,7 +177,8 @@ def convert_to_tflite(model, path, quantize="none", representative=None, timeout
             (int8 weights, float activations) or "int8" (int8 weights and
             activations, calibrated on `representative`; float inputs/outputs).
         representative: for "int8", a list of input dicts (one example each,
-            no batch axis) shaped like the model's inputs; 50-200 real examples.
+            no batch axis) shaped like the model's inputs; 50-200 real examples
+            (`cover_every_step` adds copies whose padding holds tokens).
         timeout: seconds the converter may run.
 
     Raises:
@@ -165,6 +196,8 @@ def convert_to_tflite(model, path, quantize="none", representative=None, timeout
         raise ValueError("quantize='int8' needs representative examples (a list of input dicts) to calibrate on")
     if quantize != "none":
         model = export_copy(model, unroll=quantize == "int8")
+    if quantize == "int8":
+        representative = cover_every_step(model, representative)
     work = tempfile.mkdtemp(prefix="mbm_keras_tflite-")
     try:
         saved = os.path.join(work, "saved_model")
