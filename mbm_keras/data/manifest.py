@@ -41,13 +41,14 @@ class Manifest:
         columns: the column names.
     """
 
-    def __init__(self, path, rows=None, columns=None, *, data=None):
+    def __init__(self, path, rows=None, columns=None, *, data=None, table=None):
         self.path = path
         self.root = os.path.dirname(path)
-        self.columns = list(columns if columns is not None else (data or {}))
+        self.columns = list(columns if columns is not None else (data or table.column_names))
         self._rows = rows
-        self._data = data
-        if rows is None and data is None:
+        self._data = data if data is not None else ({} if table is not None else None)
+        self._table = table  # a pyarrow Table of strings: columns become arrays when asked for
+        if rows is None and data is None and table is None:
             raise ValueError("Manifest needs rows (a list of dicts) or data (column -> array)")
 
     @classmethod
@@ -68,8 +69,8 @@ class Manifest:
     def rows(self):
         if self._rows is None:
             names = self.columns
-            self._rows = [dict(zip(names, cells)) for cells in zip(*(self._data[c] for c in names))]
-            self._data = None  # from now on the rows are the cells (a caller may edit them)
+            self._rows = [dict(zip(names, cells)) for cells in zip(*(self.column(c) for c in names))]
+            self._data = self._table = None  # from now on the rows are the cells (a caller may edit them)
         return self._rows
 
     def column(self, name):
@@ -80,11 +81,15 @@ class Manifest:
             array = np.empty(len(self), dtype=object)
             array[:] = [row.get(name) for row in self._rows]
             return array
+        if name not in self._data:
+            self._data[name] = _cells(self._table.column(name))
         return self._data[name]
 
     def __len__(self):
         if self._rows is not None:
             return len(self._rows)
+        if self._table is not None:
+            return self._table.num_rows
         return len(next(iter(self._data.values()))) if self._data else 0
 
     def where(self, row):
@@ -105,7 +110,19 @@ class Manifest:
         import numpy as np
 
         indices = np.asarray(indices, dtype=np.int64)
+        if self._table is not None:
+            return Manifest(self.path, columns=self.columns, table=self._table.take(indices))
         return Manifest(self.path, columns=self.columns, data={c: self._data[c][indices] for c in self.columns})
+
+
+def _cells(strings):
+    """A pyarrow string column -> numpy object array, None for empty or blank cells."""
+    import pyarrow.compute as pc
+
+    empty = pc.equal(pc.utf8_trim_whitespace(strings), "").to_numpy(zero_copy_only=False)
+    array = strings.to_numpy(zero_copy_only=False).astype(object)
+    array[empty] = None
+    return array
 
 
 def _clean(value):
@@ -161,7 +178,6 @@ def _read_csv_columns(path):
     and names the problem of."""
     try:
         import pyarrow as pa
-        import pyarrow.compute as pc
         import pyarrow.csv as pcsv
     except ImportError:
         return None
@@ -185,14 +201,7 @@ def _read_csv_columns(path):
         return None
     if table.num_rows == 0:
         raise DataError(f"Manifest {path} has no rows")
-    data = {}
-    for name in header:
-        cells = table.column(name)
-        empty = pc.equal(pc.utf8_trim_whitespace(cells), "").to_numpy(zero_copy_only=False)
-        array = cells.to_numpy(zero_copy_only=False).astype(object)
-        array[empty] = None
-        data[name] = array
-    return Manifest(path, columns=header, data=data)
+    return Manifest(path, columns=header, table=table.combine_chunks())
 
 
 def _read_rows(path, suffix):

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from mbm_keras.data.asserts import check
 from mbm_keras.data.manifest import DataError, read_manifest
+from mbm_keras.data.paths import absolute_path, join_in_graph
 from mbm_keras.data.preprocessor import column_names, normalize_columns
 
 ON_ERROR = ("raise", "skip")
@@ -122,8 +123,9 @@ def _verify_files(manifest, pre, arrays, keep, verify, progress=False):
     for name, feature in pre.features.items():
         if not feature.file_based:
             continue
-        paths = arrays["values"][name]
+        paths = np.empty(len(arrays["values"][name]), dtype=object)
         rows = keep[arrays["masks"][name][keep, 0] > 0]
+        paths[rows] = [absolute_path(manifest.root, v) for v in arrays["values"][name][rows]]
         if verify == "header":
             failed = [i for i in rows if _check_file(paths[i], feature)]
         else:
@@ -305,6 +307,7 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
     for feature in features.values():  # lookup tables made here, outside the traced functions
         getattr(feature, "trackables", list)()
     header_checked = verify != "none"
+    root = manifest.root
 
     def present(x, name):
         return tf.greater(x[f"{name}_mask"][0], 0)
@@ -314,7 +317,8 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
         x = dict(x)
         for name, feature in features.items():
             x[name] = tf.cond(present(x, name),
-                              lambda f=feature, v=x[name]: f.decode(f.read(v), header_checked=header_checked),
+                              lambda f=feature, v=x[name]: f.decode(f.read(join_in_graph(root, v) if f.file_based
+                                                                            else v), header_checked=header_checked),
                               features[name].empty)
         return x
 
@@ -339,18 +343,6 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
 
     n = len(keep)
     columns = tf.nest.map_structure(tf.constant, elements)
-    where = tf.constant(f"make_dataset: {manifest.path} row ")
-    file_columns = [(name, f.column) for name, f in features.items() if f.file_based]
-
-    def describe(k, quote=True):
-        """The pieces of `... row 7, column 'image' (a.png)` for the k-th kept
-        row (an assertion formats them only when it fails; `quote=False` for
-        tf.print, which would escape the quotes)."""
-        parts = [where, columns[0]["_row"][k] + 1]
-        for name, column in file_columns:
-            parts += [f", column {column!r} (" if quote else f", column {column} (", columns[0][name][k], ")"]
-        return parts
-
     def diagnose(k):
         """The reason the k-th kept row failed while streaming, found on the
         host as verify="decode" would: a missing file, a bad header, or the
@@ -358,7 +350,7 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
         row = int(keep[int(k)])
         for name, feature in features.items():
             if feature.file_based and arrays["masks"][name][row, 0] > 0:
-                path = arrays["values"][name][row]
+                path = absolute_path(root, arrays["values"][name][row])
                 reason = file_problem(path, feature)
                 if reason:
                     return RowError(manifest, row, feature.column, reason, file=path).text

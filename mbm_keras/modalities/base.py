@@ -271,7 +271,7 @@ class Modality:
         for row, _ in errors:
             present[row] = False
         values[present] = paths[present]
-        return values, present, errors
+        return values, present, errors  # relative paths stay relative: the pipeline joins them in-graph
 
     @classmethod
     def raw_example(cls, value, feature, shape, columns=None):
