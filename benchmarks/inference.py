@@ -2,14 +2,14 @@
 
 Side by side in one run, interleaved (each round times every runtime once, so
 they share the machine's state): Keras `model(x)`, Keras `model.predict(x)`, the
-SavedModel (`serve_tensors`), and TFLite float32 / float16 / dynamic / int8
-through `ai_edge_litert` (XNNPACK). Prints the median latency of each, ratios
-against Keras `model(x)` and TFLite float, and file sizes.
+SavedModel (`serve_tensors`), TFLite float32 / float16 / dynamic / int8
+through `ai_edge_litert` (XNNPACK), and the ONNX export through ONNX Runtime
+(CPU provider). Prints the median latency of each, ratios against Keras
+`model(x)`, int8 against float32, and file sizes.
 
 The model: MobileNetV3Small (or --image) image branch (224x224), BiLSTM text branch (32
 tokens), log-mel CNN audio branch (1 s at 16 kHz), concat fusion, 10 classes;
-random weights (latency and size do not depend on their values). ONNX is not
-exported by mbm_keras (the issue lists it as optional), so it is not timed.
+random weights (latency and size do not depend on their values).
 
 Usage:
     python benchmarks/inference.py [--runs 200] [--threads 2] [--image resnet50]
@@ -67,6 +67,14 @@ def main():
         runner = tflite_interpreter(path, num_threads=args.threads).get_signature_runner()
         runners[f"TFLite {'float32' if q == 'none' else q} (XNNPACK)"] = (lambda r: lambda: r(**x))(runner)
 
+    from mbm_keras.deploy.onnx import convert_to_onnx, onnx_session, run_onnx
+
+    t = time.time()
+    files["onnx"] = convert_to_onnx(model, os.path.join(work, "model.onnx"))
+    print(f"  onnx            converted in {time.time() - t:.0f} s", flush=True)
+    session = onnx_session(files["onnx"], num_threads=args.threads)
+    runners["ONNX Runtime (CPU)"] = lambda: run_onnx(session, x)
+
     tensors = {k: tf.constant(v) for k, v in x.items()}
     contenders = {
         "Keras model(x)": lambda: model(x, training=False),
@@ -77,6 +85,7 @@ def main():
     expected = keras.ops.convert_to_numpy(model(x, training=False))
     got = next(iter(runners["TFLite float32 (XNNPACK)"]().values()))
     print(f"TFLite float32 vs Keras on the timed example: max |diff| = {np.abs(got - expected).max():.2e}")
+    print(f"ONNX Runtime vs Keras on the timed example: max |diff| = {np.abs(run_onnx(session, x) - expected).max():.2e}")
     for fn in contenders.values():  # warm up
         for _ in range(5):
             fn()
@@ -92,12 +101,16 @@ def main():
     for name, ms in median.items():
         print(f"  {name:<36}{ms:9.2f} ms   {keras_ms / ms:6.1f}x vs Keras model(x)")
     print(f"TFLite float32 speed-up over Keras model(x) = {keras_ms / float_ms:.1f}x (target >= 5x)")
-    sizes = {q: os.path.getsize(p) for q, p in files.items()}
+    int8_ms = median["TFLite int8 (XNNPACK)"]
+    print(f"TFLite int8 / float32 latency = {int8_ms / float_ms:.2f} (target <= 0.8 for MobileNetV3Small, "
+          f"<= 0.6 for ResNet50)")
+    sizes = {q: os.path.getsize(p) for q, p in files.items() if q != "onnx"}
     saved_size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(saved) for f in fs)
     print("\nfile sizes")
     print(f"  {'SavedModel (folder)':<36}{saved_size / 1e6:9.2f} MB")
     for q, size in sizes.items():
         print(f"  {'TFLite ' + q:<36}{size / 1e6:9.2f} MB   {size / sizes['none']:.2f}x float")
+    print(f"  {'ONNX':<36}{os.path.getsize(files['onnx']) / 1e6:9.2f} MB")
     print(f"int8 / float32 file size = {sizes['int8'] / sizes['none']:.2f} (target <= 0.3)")
 
 

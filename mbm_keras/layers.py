@@ -108,6 +108,19 @@ class ElementwiseMelSpectrogram(keras.layers.MelSpectrogram):
 
 
 @keras.saving.register_keras_serializable(package="mbm_keras")
+def scaled_hard_swish(x):
+    """hard_swish(x) = x * relu6(x + 3) / 6, written as (x / 6) * relu6(x + 3).
+
+    Same values; the activation of int8 TFLite exports (see
+    `mbm_keras.deploy.tflite`): the converter fuses the usual form into one
+    HARD_SWISH op, which XNNPACK runs in float32 only, so an int8
+    MobileNetV3 fell back to slow reference kernels between 20 delegate
+    partitions. This form stays a MUL and an ADD+RELU6, both int8 in XNNPACK.
+    """
+    return (x * np.float32(1 / 6)) * ops.relu6(x + 3.0)
+
+
+@keras.saving.register_keras_serializable(package="mbm_keras")
 def erf_gelu(x):
     """The exact GELU written with `erf` (Keras' "gelu" computes it with
     `erfc`, an op tf2onnx does not convert); the ONNX export's activation."""

@@ -57,7 +57,7 @@ def _subparsers():
 
 def test_every_cli_option_has_help_and_every_command_an_example():
     parser, commands = _subparsers()
-    assert set(commands) == {"demo", "train", "check-data", "evaluate", "export", "predict", "zoo"}
+    assert set(commands) == {"demo", "train", "check-data", "pack", "evaluate", "export", "predict", "zoo"}
     assert "example" in parser.format_help()
     for name, sub in commands.items():
         text = sub.format_help()

@@ -123,5 +123,36 @@ class LabelEncoder:
                 errors.append((int(i), str(e)))
         return targets, errors
 
+    def tensor_encoder(self):
+        """`encode` for a string tensor inside tf.data (shards): `(cell) ->
+        (target, ok)`, ok False for a label outside the vocabulary or not a
+        number. Its lookup table is made here, outside any traced function."""
+        import tensorflow as tf
+
+        if self.label_type == "regression":
+            def encode(cell):
+                ok = tf.strings.regex_full_match(tf.strings.strip(cell), r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+                number = tf.where(ok, tf.strings.to_number(tf.where(ok, cell, "0"), tf.float32), 0.0)
+                return tf.reshape(number, [1]), ok
+            return encode
+        names = [str(c) for c in self.classes]
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(names), tf.range(len(names), dtype=tf.int64)), -1)
+        count = len(names)
+        if self.label_type == "single":
+            def encode(cell):
+                index = table.lookup(tf.strings.strip(cell))
+                return tf.cast(tf.maximum(index, 0), tf.int32), index >= 0
+            return encode
+
+        def encode(cell):
+            parts = tf.strings.strip(tf.strings.split(cell, self.delimiter))
+            parts = tf.boolean_mask(parts, parts != "")
+            index = table.lookup(parts)
+            hot = tf.reduce_sum(tf.one_hot(tf.maximum(index, 0), count), axis=0)
+            return tf.minimum(hot, 1.0), tf.reduce_all(index >= 0) & (tf.size(parts) > 0)
+        encode.table = table
+        return encode
+
     def get_config(self):
         return {"label_type": self.label_type, "delimiter": self.delimiter, "classes": self.classes}

@@ -139,8 +139,9 @@ def read_manifest(path):
     """Reads a CSV, JSON Lines or Parquet manifest into a `Manifest`.
 
     Args:
-        path: the manifest file (`.csv`, `.jsonl`/`.ndjson`, `.parquet`), or
-            a `Manifest` (returned as is).
+        path: the manifest file (`.csv`, `.jsonl`/`.ndjson`, `.parquet`), a
+            shard folder written by `pack` (its cells; file columns hold the
+            paths packed), or a `Manifest` (returned as is).
 
     Example:
         >>> m = read_manifest("data/train.csv")
@@ -148,6 +149,10 @@ def read_manifest(path):
     """
     if isinstance(path, Manifest):
         return path
+    from mbm_keras.data.shards import is_shard_folder, shard_manifest
+
+    if is_shard_folder(path):
+        return shard_manifest(path)
     path = os.path.abspath(os.fspath(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Manifest not found: {path}")

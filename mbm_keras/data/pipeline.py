@@ -249,6 +249,14 @@ def make_dataset(
         raise DataError("make_dataset needs a fitted preprocessor: pre = fit_preprocessor(train_manifest, columns)")
     if columns is not None and normalize_columns(columns, pre.feature_modalities)[0] != pre.columns:
         raise ValueError(f"columns={columns!r} differ from the preprocessor's columns {pre.columns!r}")
+    from mbm_keras.data.shards import is_shard_folder, make_shard_dataset
+
+    if is_shard_folder(manifest):  # written by `pack`: streamed from its TFRecord shards
+        return make_shard_dataset(manifest, pre, training=training, batch_size=batch_size, seed=seed, augment=augment,
+                                  missing_modalities=missing_modalities, modality_dropout=modality_dropout,
+                                  on_error=on_error, drop_remainder=drop_remainder,
+                                  shuffle=shuffle if shuffle is not None else training, initial_epoch=initial_epoch,
+                                  verbose=verbose)
     manifest = read_manifest(manifest)
     manifest.check_columns(column_names(pre.columns, pre.feature_modalities))
 

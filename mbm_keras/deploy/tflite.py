@@ -38,11 +38,17 @@ class TFLiteExportError(RuntimeError):
     """
 
 
+SCALED_HARD_SWISH = {"module": "builtins", "class_name": "function", "config": "mbm_keras>scaled_hard_swish",
+                     "registered_name": "function"}
+
+
 def _export_config(config, unroll):
     """A copy of a model config for quantized TFLite: recurrent layers unrolled
-    (if `unroll`), MelSpectrogram as `ElementwiseMelSpectrogram`."""
+    and hard_swish as `scaled_hard_swish` (if `unroll`: int8), MelSpectrogram
+    as `ElementwiseMelSpectrogram`."""
     if isinstance(config, dict):
-        out = {k: _export_config(v, unroll) for k, v in config.items()}
+        out = {k: SCALED_HARD_SWISH if unroll and k == "activation" and v in ("hard_swish", "hard_silu") else _export_config(v, unroll)
+               for k, v in config.items()}
         if unroll and out.get("class_name") in RECURRENT and isinstance(out.get("config"), dict):
             out["config"] = {**out["config"], "unroll": True}
         if out.get("class_name") == "MelSpectrogram":

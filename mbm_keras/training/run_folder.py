@@ -55,6 +55,14 @@ def fingerprint(config):
         path = config["data"].get(key)
         if path and os.path.isfile(path):
             data[f"data.{key} (file content)"] = _sha256(path)
+        elif path:
+            from mbm_keras.data.shards import INDEX, is_shard_folder
+
+            if is_shard_folder(path):  # a pack: its index names every shard and its size
+                import tensorflow as tf
+
+                with tf.io.gfile.GFile(path.rstrip("/") + "/" + INDEX, "rb") as f:
+                    data[f"data.{key} (shard index)"] = hashlib.sha256(f.read()).hexdigest()
     return {"config": {k: v for k, v in flat.items() if k not in RESUMABLE_CHANGES}, "data": data}
 
 
