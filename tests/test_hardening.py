@@ -491,16 +491,22 @@ def test_rows_that_fail_while_streaming_are_named_or_skipped(tmp_path, capfd):
         ds = make_dataset(path, preprocessor=pre, verify=verify, batch_size=4)
         with pytest.raises(Exception) as info:
             list(ds)
-        assert re.search(r"m.csv row 5, column 'img' \(.*4.png\): cannot decode the image file", explain(info.value))
+        assert re.search(r"m.csv row 5, column 'img' \(.*4.png\), column 'wav' \(.*4.wav\): cannot decode the file",
+                         explain(info.value)), explain(info.value)
+        assert re.search(r"m.csv row 5, column 'img' \(.*4.png\): cannot decode the image file: ",
+                         ds.report.explain_failure())  # the decoder's reason, asked from here
     for cache in (None, "memory"):
         ds = make_dataset(path, preprocessor=pre, verify="none", on_error="skip", training=True, batch_size=4, cache=cache)
         for _ in range(2):  # every epoch keeps its length: the epoch's first rows stand in for the bad ones
             labels = np.concatenate([y for _, y in ds.as_numpy_iterator()])
             assert len(labels) == 12
         err = capfd.readouterr().err
-        assert re.search(r"m.csv row 5, column 'img' \(.*4.png\): cannot decode the image file.*\(skipped", err), err
-        assert re.search(r"m.csv row 8, column 'wav' \(.*7.wav\): cannot decode the audio file.*\(skipped", err), err
+        assert re.search(r"m.csv row 5, column 'img' \(.*4.png\), column 'wav' .*: cannot decode the file.*\(skipped", err)
+        assert re.search(r"m.csv row 8, column 'img' .*, column 'wav' \(.*7.wav\): cannot decode the file.*\(skipped", err)
         assert ds.report["skipped"] == 2 and ds.report["kept"] == 10
+        errors = "\n".join(ds.report["errors"])  # decoded again from here: each file's own reason
+        assert re.search(r"m.csv row 5, column 'img' \(.*4.png\): cannot decode the image file", errors), errors
+        assert re.search(r"m.csv row 8, column 'wav' \(.*7.wav\): cannot decode the audio file", errors), errors
     # Through train(): the fit error becomes a DataError naming the row.
     config = {"data": {"train": path, "columns": {"image": "img", "label": "label"}, "verify": "none",
                        "preprocessing": {"image_size": [16, 16]}, "batch_size": 4},

@@ -97,9 +97,11 @@ def test_a_corrupt_file_in_a_shard_is_named_with_its_row(packed, tmp_path):
     pack(bad, str(tmp_path / "s"), progress=False)
     with pytest.raises(tf.errors.InvalidArgumentError) as info:
         _batches(make_dataset(str(tmp_path / "s"), preprocessor=pre, batch_size=8))
-    assert re.search(r"s row 6 \(shard-00000.tfrecord\), column 'image': cannot decode the image", explain(info.value))
+    assert re.search(r"s row 6 \(shard-00000.tfrecord\): the record cannot be used", explain(info.value))
     ds = make_dataset(str(tmp_path / "s"), preprocessor=pre, batch_size=8, on_error="skip", verbose=False)
     assert sum(len(y) for _, y in ds.as_numpy_iterator()) == 19 and ds.report["skipped"] == 1
+    assert re.search(r"s row 6 \(shard-00000.tfrecord\), column 'image': cannot decode the image",
+                     ds.report["errors"][0]), ds.report["errors"]
 
 
 def test_shards_that_disagree_with_the_preprocessor_and_unfinished_packs(packed, tmp_path):
@@ -139,3 +141,13 @@ def test_pack_and_read_on_a_non_local_file_system(packed, capsys):
     b = _batches(make_dataset("ram://mbm_keras_test/shards", preprocessor=pre, batch_size=16))
     np.testing.assert_allclose(a[0][0]["image"], b[0][0]["image"])
     np.testing.assert_array_equal(a[0][1], b[0][1])
+
+
+def test_a_remote_path_without_access_gives_the_file_systems_reason_in_one_line(packed, monkeypatch):
+    monkeypatch.setenv("NO_GCE_CHECK", "true")  # no wait for a GCE metadata server where the network is open
+    root, path, index, pre = packed
+    with pytest.raises(DataError) as info:  # no network or credentials here: TensorFlow's reason, with the path
+        make_dataset("gs://mbm-keras-no-such-bucket/shards", preprocessor=pre)
+    assert str(info.value).startswith("gs://mbm-keras-no-such-bucket/shards/index.json: ") and "\n" not in str(info.value)
+    with pytest.raises(DataError, match=r"manifests are read from local files; for shared storage pack"):
+        read_manifest("gs://mbm-keras-no-such-bucket/train.csv")

@@ -11,6 +11,7 @@ from mbm_keras.data.labels import LabelEncoder
 from mbm_keras.data.manifest import DataError, Manifest, read_manifest
 from mbm_keras.data.pipeline import make_dataset
 from mbm_keras.data.preprocessor import Preprocessor, fit_preprocessor
+from mbm_keras.data.shards import pack
 from mbm_keras.data.split import split_manifest, write_manifest
 from mbm_keras.data.tabular import TabularEncoder
 from mbm_keras.data.text import TextTokenizer
@@ -25,6 +26,7 @@ __all__ = [
     "check_data",
     "fit_preprocessor",
     "make_dataset",
+    "pack",
     "read_manifest",
     "split_manifest",
     "write_manifest",

@@ -153,6 +153,10 @@ def read_manifest(path):
 
     if is_shard_folder(path):
         return shard_manifest(path)
+    if isinstance(path, str) and "://" in path:
+        raise DataError(f"{path}: manifests are read from local files; for shared storage pack the manifest "
+                        f"into shards (mbm-keras pack --data manifest.csv --out {path.rsplit('/', 1)[0]}/shards) "
+                        f"and pass the shard folder")
     path = os.path.abspath(os.fspath(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Manifest not found: {path}")

@@ -33,6 +33,8 @@ class Report(dict):
 
     failed = None  # bool tf.Variable, one per kept row, set by the pipeline
     diagnose = None
+    failed_at = None  # the kept index of the last row that failed while streaming
+    explain_failure = None  # () -> its full reason (decoded again), from the main thread
 
     @property
     def skipped_before(self):
@@ -351,26 +353,36 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
 
     n = len(keep)
     columns = tf.nest.map_structure(tf.constant, elements)
-    def diagnose(k):
+    def diagnose(k, decode=True):
         """The reason the k-th kept row failed while streaming, found on the
-        host as verify="decode" would: a missing file, a bad header, or the
-        decoder's own message (only called for a row that failed)."""
+        host as verify="decode" would: a missing file, a bad header, or (with
+        `decode`) the decoder's own message. Inside the pipeline it runs
+        without `decode`: plain Python, no TensorFlow op (an eager op there
+        can wait forever for the threads the pipeline holds); `train()` and
+        `dataset.report` then ask again with it, from the main thread."""
         row = int(keep[int(k)])
+        files = []
         for name, feature in features.items():
             if feature.file_based and arrays["masks"][name][row, 0] > 0:
                 path = absolute_path(root, arrays["values"][name][row])
-                reason = file_problem(path, feature)
+                reason = file_problem(path, feature, decode=decode)
                 if reason:
                     return RowError(manifest, row, feature.column, reason, file=path).text
-        return f"{manifest.where(row)}: cannot decode the row's file(s)"
+                files.append((feature, path))
+        what = (f"the {files[0][0].name} file" if len(files) == 1 else "the file(s)") if files else "the row"
+        named = "".join(f", column {feature.column!r} ({path})" for feature, path in files)
+        return (f"{manifest.where(row)}{named}: cannot decode {what} (corrupt or truncated data, or values the "
+                f"decoder refuses; the decoder's reason: dataset.report['errors'] or mbm-keras check-data)")
 
     report.diagnose = diagnose
+    hint = "on_error='skip' drops such rows" if on_error == "raise" else "skipped"
+    report.explain_failure = lambda: (None if report.failed_at is None else
+                                      f"make_dataset: {diagnose(report.failed_at)} ({hint})")
 
     def diagnose_tensor(k):
-        hint = "on_error='skip' drops such rows" if on_error == "raise" else "skipped"
-
         def message(k):
-            return f"make_dataset: {diagnose(k.numpy())} ({hint}; mbm-keras check-data lists every such row)"
+            report.failed_at = int(k.numpy())
+            return f"make_dataset: {diagnose(report.failed_at, decode=False)} ({hint}; mbm-keras check-data lists every such row)"
 
         return tf.reshape(tf.py_function(message, [k], tf.string), [])
 

@@ -34,15 +34,23 @@ def _gfile():
     return tf.io.gfile
 
 
+def is_remote(path):
+    """`gs://...`, `s3://...`, `ram://...`: a path for TensorFlow's file systems."""
+    return isinstance(path, str) and "://" in path
+
+
 def is_shard_folder(path):
-    """True when `path` is a folder written by `pack` (it holds index.json)."""
+    """True when `path` is a folder written by `pack` (it holds index.json).
+    A remote path that is not a manifest file counts as one: reading its
+    index then passes on the file system's own error (credentials, network)."""
     if not isinstance(path, (str, os.PathLike)):
         return False
     path = os.fspath(path)
-    try:
-        return _gfile().isdir(path) and _gfile().exists(_join(path, INDEX))
-    except Exception:  # noqa: BLE001 -- a remote file system without credentials: not a shard folder here
-        return False
+    if is_remote(path):
+        from mbm_keras.data.manifest import SUPPORTED_SUFFIXES
+
+        return not path.lower().endswith(SUPPORTED_SUFFIXES)
+    return os.path.isdir(path) and os.path.isfile(_join(path, INDEX))
 
 
 def _join(folder, name):
@@ -51,15 +59,24 @@ def _join(folder, name):
 
 def read_index(folder):
     """The index of a shard folder; a DataError naming the folder otherwise."""
+    import tensorflow as tf
+
     folder = os.fspath(folder)
     gfile = _gfile()
     path = _join(folder, INDEX)
-    if not gfile.exists(path):
+    try:
+        found = gfile.exists(path)
+    except tf.errors.OpError as e:  # a remote file system's own reason (credentials, network), with the path
+        raise DataError(f"{path}: {' '.join(e.message.split())}") from None
+    if not found:
         hidden = [n for n in gfile.listdir(folder) if n.endswith(".tmp")] if gfile.isdir(folder) else []
         more = " (it holds unfinished .tmp shards: a pack was interrupted; run mbm-keras pack again)" if hidden else ""
         raise DataError(f"{folder}: not a shard folder (no {INDEX}){more}")
-    with gfile.GFile(path, "r") as f:
-        index = json.load(f)
+    try:
+        with gfile.GFile(path, "r") as f:
+            index = json.load(f)
+    except tf.errors.OpError as e:
+        raise DataError(f"{path}: {' '.join(e.message.split())}") from None
     if index.get("format") != FORMAT:
         raise DataError(f"{path}: not an mbm_keras shard index (format {index.get('format')!r}, expected {FORMAT!r})")
     return index
@@ -315,19 +332,27 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
     report.failed = None
     starts = np.cumsum([0] + [s["rows"] for s in index["shards"]])
 
-    def diagnose(row):
-        """Why record `row` failed: its shard re-read on the host, each part decoded alone."""
+    def diagnose(row, seen_count=None, decode=True):
+        """Why record `row` failed. Without `decode` (inside the pipeline:
+        plain Python, no TensorFlow op, which could wait forever for the
+        threads the pipeline holds) it names the row and its shard; with it
+        (from the main thread: `train()`, `dataset.report`), the shard is read
+        again and each part decoded alone for the reason."""
         row = int(row)
         if row < 0:  # shard k's marker, -1 - k: the shard ended early
             k = -1 - row
             if k >= len(index["shards"]):
                 return f"{folder}: a record could not be read"
             shard = index["shards"][k]
-            return (f"{_join(folder, shard['file'])}: truncated or damaged: {int(seen[k].numpy())} of its "
+            count = int(seen[k].numpy()) if seen_count is None else int(seen_count)
+            return (f"{_join(folder, shard['file'])}: truncated or damaged: {count} of its "
                     f"{shard['rows']} records could be read")
         k = int(np.searchsorted(starts, row, side="right") - 1)
         shard = _join(folder, index["shards"][k]["file"])
         where = f"{folder} row {row + 1} ({index['shards'][k]['file']})"
+        if not decode:
+            return (f"{where}: the record cannot be used (a file that does not decode, an empty cell or a label "
+                    f"outside the vocabulary; its reason: dataset.report['errors'] or mbm-keras check-data)")
         try:
             record = next(iter(tf.data.TFRecordDataset(shard).skip(row - int(starts[k])).take(1)))
         except (StopIteration, tf.errors.OpError) as e:
@@ -350,9 +375,22 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
                 return f"{where}, column {label_column!r}: label {shown!r} is not usable (empty, not in the training vocabulary of {pre.labels.num_outputs} or not a number)"
         return f"{where}: cannot decode the record"
 
-    def message(row):
-        hint = "on_error='skip' drops such rows" if on_error == "raise" else "skipped"
-        return f"make_dataset: {diagnose(row.numpy())} ({hint})"
+    hint = "on_error='skip' drops such rows" if on_error == "raise" else "skipped"
+    failures = []
+
+    def message(row, seen_count):
+        row = int(row.numpy())
+        if row >= 0:
+            failures.append(row)
+        report.failed_at = row
+        return f"make_dataset: {diagnose(row, seen_count.numpy(), decode=False)} ({hint})"
+
+    def seen_of(row):
+        return tf.gather(seen, tf.maximum(-1 - row, 0))
+
+    report.failed_at = None
+    report.explain_failure = lambda: (None if report.failed_at is None else
+                                      f"make_dataset: {diagnose(report.failed_at)} ({hint})")
 
     def _raw(parsed, feature):
         if len(feature.columns()) == 1:
@@ -428,14 +466,15 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
         missing = p > expected
         bad_row = ring[expected % RING]
         if on_error == "raise":
-            reason = tf.cond(missing, lambda: tf.reshape(tf.py_function(message, [bad_row], tf.string), []),
+            reason = tf.cond(missing, lambda: tf.reshape(tf.py_function(message, [bad_row, seen_of(bad_row)], tf.string),
+                                                         []),
                              lambda: tf.constant(""))
             with tf.control_dependencies([check(~missing, [reason])]):
                 p = tf.identity(p)
         else:
             def say():
                 rows = tf.map_fn(lambda q: ring[q % RING], tf.range(expected, p))
-                notes = tf.map_fn(lambda r: tf.reshape(tf.py_function(message, [r], tf.string), []), rows,
+                notes = tf.map_fn(lambda r: tf.reshape(tf.py_function(message, [r, seen_of(r)], tf.string), []), rows,
                                   fn_output_signature=tf.string)
                 lost = tf.reduce_sum(tf.map_fn(lambda r: tf.where(r < 0, tf.gather(rows_per_shard, tf.maximum(-1 - r, 0))
                                                                    - tf.gather(seen, tf.maximum(-1 - r, 0)),
@@ -453,6 +492,8 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
     ds = ds.map(parse).map(decode, **parallel).map(finish, **parallel).ignore_errors()
     ds = ds.scan(tf.constant(0, tf.int64), gap).filter(lambda p, is_sentinel, x, y: ~is_sentinel)
     ds = ds.map(lambda p, is_sentinel, x, y: (x, y) if label_of is not None else x)
+    if on_error == "raise":  # every record or an error: Keras counts the steps of an epoch
+        ds = ds.apply(tf.data.experimental.assert_cardinality(index["rows"]))
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     def finish_batch(x, *y):
@@ -465,19 +506,22 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
 
     ds = ds.map(finish_batch, **parallel).prefetch(tf.data.AUTOTUNE)
     ds = _attach_epoch(ds, epoch)
-    ds.report = _ShardReport(report, failed)
+    ds.report = _ShardReport(report, failed, lambda: [diagnose(row) for row in failures])
+    ds.report.explain_failure = report.explain_failure
     return ds
 
 
 class _ShardReport(dict):
     """`dataset.report` of a shard folder: rows skipped while streaming are counted as they are found."""
 
-    def __init__(self, base, failed):
+    def __init__(self, base, failed, streamed_errors):
         super().__init__(base)
-        self._failed = failed
+        self._failed, self._streamed_errors = failed, streamed_errors
 
     def __getitem__(self, key):
         value = dict.__getitem__(self, key)
+        if key == "errors":
+            return value + self._streamed_errors()
         count = int(self._failed.numpy())
         return value + count if key == "skipped" else value - count if key == "kept" else value
 

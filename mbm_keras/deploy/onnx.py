@@ -123,6 +123,12 @@ def convert_to_onnx(model, path, opset=OPSET, timeout=900):
 def onnx_session(path, providers=None, num_threads=None):
     """An ONNX Runtime session for `path` (CPU unless `providers` says otherwise).
 
+    Args:
+        path: a `.onnx` file from `export_model(..., "onnx")`.
+        providers: ONNX Runtime execution providers, in order of preference
+            (default: `["CPUExecutionProvider"]`).
+        num_threads: intra-op threads (None: the runtime's default).
+
     Example:
         >>> session = onnx_session("saved_models/first-onnx/model.onnx")
         >>> session = onnx_session(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
@@ -145,7 +151,14 @@ def onnx_session(path, providers=None, num_threads=None):
 
 
 def run_onnx(session, inputs):
-    """The model's output for a batch `{input name: array}`.
+    """The model's output for a batch.
+
+    Args:
+        session: from `onnx_session`.
+        inputs: `{input name: array (batch, ...)}`, preprocessed as for TFLite.
+
+    Returns:
+        the output array `(batch, ...)`.
 
     Example:
         >>> probabilities = run_onnx(onnx_session("model.onnx"), {"image": images, "text": token_ids})

@@ -109,6 +109,13 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
     data, model_cfg, train_cfg, out = config["data"], config["model"], config["train"], config["output"]
     # First: MultiWorkerMirroredStrategy must be made before other TF work.
     strategy, used = get_strategy(train_cfg["strategy"])
+    from mbm_keras.data.shards import is_shard_folder
+
+    if used in ("multi_worker", "tpu") and any(is_shard_folder(data[k]) for k in ("train", "val") if data[k]):
+        # tf.data's FILE policy gives each worker its own shards, but shards hold different numbers of rows,
+        # and workers taking different numbers of steps would wait on each other forever.
+        raise ValueError(f"train.strategy {used!r} with a shard folder as data.train/data.val is not supported yet "
+                         f"(workers must take equal steps); train from the manifest, or with strategy mirrored/cpu")
     if not is_chief(strategy):
         # Every worker trains and checkpoints (so each can resume), but only the
         # chief writes the run folder; the others keep theirs beside it.
@@ -214,6 +221,11 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         except tf.errors.InvalidArgumentError as e:
             reason = explain(e)
             if "make_dataset:" in reason:  # a file found unreadable while streaming
+                for ds in (args[0] if args else kwargs.get("x"), val):  # the decoder's own reason, from here
+                    explain_failure = getattr(getattr(ds, "report", None), "explain_failure", None)
+                    if explain_failure is not None and explain_failure():
+                        reason = explain_failure()
+                        break
                 raise DataError(reason) from None
             raise
 
