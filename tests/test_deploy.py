@@ -373,11 +373,10 @@ def _zoo_groups():
 
 
 def _zoo_params():
-    """The zoo groups; those of the sequence fusions (the largest graphs) are
-    slow-marked: `make test` converts them, `make test-fast` does not."""
-    from mbm_keras.fusions import FUSIONS
-
-    return [pytest.param(e, f, marks=pytest.mark.slow) if FUSIONS.get(f).needs_sequences else pytest.param(e, f)
+    """The zoo groups; `make test` converts them all, `make test-fast` only
+    the group of the small image encoder (the others build keras.applications
+    backbones or sequence fusions, 10-30 s each)."""
+    return [pytest.param(e, f) if e["image"] == "small_cnn" else pytest.param(e, f, marks=pytest.mark.slow)
             for e, f in _zoo_groups()]
 
 
@@ -390,8 +389,9 @@ def test_every_encoder_and_fusion_converts_to_builtin_tflite(encoders, fusion, t
 
 
 def _onnx_params():
-    """The zoo groups; only the first converts in `make test-fast`."""
-    return [pytest.param(e, f, marks=[pytest.mark.slow] if i else []) for i, (e, f) in enumerate(_zoo_groups())]
+    """The zoo groups, all converted by `make test` (`make test-fast` converts
+    the trained model of `test_onnx_export_matches_keras_and_predicts`)."""
+    return [pytest.param(e, f, marks=pytest.mark.slow) for e, f in _zoo_groups()]
 
 
 @pytest.mark.parametrize("encoders,fusion", _onnx_params(), ids=lambda v: "+".join(v.values()) if isinstance(v, dict) else v)
