@@ -51,20 +51,6 @@ class Manifest:
         if rows is None and data is None and table is None:
             raise ValueError("Manifest needs rows (a list of dicts) or data (column -> array)")
 
-    @classmethod
-    def from_columns(cls, path, data):
-        """A manifest from `{column: sequence of cells}` (None or "" for empty cells)."""
-        import numpy as np
-
-        arrays = {}
-        for name, values in data.items():
-            array = np.empty(len(values), dtype=object)
-            array[:] = list(values) if not isinstance(values, np.ndarray) else values
-            arrays[name] = array
-        if len({len(a) for a in arrays.values()}) > 1:
-            raise ValueError(f"columns of different lengths: { {k: len(v) for k, v in arrays.items()} }")
-        return cls(path, data=arrays)
-
     @property
     def rows(self):
         if self._rows is None:

@@ -506,10 +506,14 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
     ds = ds.apply(tf.data.experimental.assert_cardinality(n))
     if len(elements) == 1:  # no label column: batches of features alone
         ds = ds.map(lambda x: x)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return _attach_epoch(batch_examples(ds, features, batch_size, drop_remainder, deterministic), epoch)
+
+
+def batch_examples(ds, features, batch_size, drop_remainder, deterministic=True):
+    """Batches `(x, y)` / `x` examples and applies each feature's batched part
+    (text tokenization), then prefetches: the end of every pipeline (manifest or shards)."""
 
     def finish_batch(x, *y):
-        """Each feature's batched part (text tokenization)."""
         x = dict(x)
         for name, feature in features.items():
             x[name] = feature.finish_batch(x[name])
@@ -517,5 +521,6 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
                 x[name].set_shape([batch_size, *x[name].shape[1:]])
         return (x, *y) if y else x
 
-    ds = ds.map(finish_batch, **parallel)
-    return _attach_epoch(ds.prefetch(tf.data.AUTOTUNE), epoch)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(finish_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -157,10 +157,7 @@ def pack(manifest, out, shard_mb=200, file_columns=None, progress=True, allow_ou
             cell = cells[i]
             value = []
             if cell is not None and column in file_columns:
-                try:
-                    path = resolve_path(manifest, i, column, cell, allow_outside_root)
-                except DataError:
-                    raise
+                path = resolve_path(manifest, i, column, cell, allow_outside_root)
                 if not gfile.exists(path):
                     raise DataError(f"{manifest.where(i)}, column {column!r} ({path}): file not found")
                 with gfile.GFile(path, "rb") as f:
@@ -311,7 +308,7 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
     import tensorflow as tf
 
     from mbm_keras.data.asserts import check
-    from mbm_keras.data.pipeline import Report, _attach_epoch
+    from mbm_keras.data.pipeline import Report, _attach_epoch, batch_examples
     from mbm_keras.deploy.raw_inputs import explain
 
     folder = os.fspath(folder).rstrip("/")
@@ -494,18 +491,7 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
     ds = ds.map(lambda p, is_sentinel, x, y: (x, y) if label_of is not None else x)
     if on_error == "raise":  # every record or an error: Keras counts the steps of an epoch
         ds = ds.apply(tf.data.experimental.assert_cardinality(index["rows"]))
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-
-    def finish_batch(x, *y):
-        x = dict(x)
-        for name, feature in features.items():
-            x[name] = feature.finish_batch(x[name])
-            if drop_remainder:
-                x[name].set_shape([batch_size, *x[name].shape[1:]])
-        return (x, *y) if y else x
-
-    ds = ds.map(finish_batch, **parallel).prefetch(tf.data.AUTOTUNE)
-    ds = _attach_epoch(ds, epoch)
+    ds = _attach_epoch(batch_examples(ds, features, batch_size, drop_remainder), epoch)
     ds.report = _ShardReport(report, failed, lambda: [diagnose(row) for row in failures])
     ds.report.explain_failure = report.explain_failure
     return ds
