@@ -57,6 +57,44 @@ def test_shards_give_the_manifests_batches(packed):
     assert fitted.labels.classes == pre.labels.classes and fitted.tokenizer.vocabulary == pre.tokenizer.vocabulary
 
 
+def _fingerprints(ds):
+    return [x["image"][i].tobytes() + bytes([int(y[i])]) for x, y in ds.as_numpy_iterator() for i in range(len(y))]
+
+
+def test_workers_read_disjoint_shards_whose_union_is_the_dataset(packed, tmp_path, capsys):
+    root, path, index, pre = packed
+    equal = pack(path, str(tmp_path / "equal"), shard_rows=10, progress=False)
+    assert [s["rows"] for s in equal["shards"]] == [10] * 12
+    options = dict(preprocessor=pre, batch_size=10, training=True, seed=5)
+    whole = make_dataset(str(tmp_path / "equal"), **options)
+    parts = [make_dataset(str(tmp_path / "equal"), **options, workers=(i, 2)) for i in range(2)]
+    assert "each of 2 workers reads its own shards, 12 steps of 5 rows per epoch" in capsys.readouterr().err
+    for epoch in range(2):  # the shards change hands each epoch; every row is read once
+        everything = _fingerprints(whole)
+        seen = [_fingerprints(part) for part in parts]
+        assert [len(s) for s in seen] == [60, 60] and int(parts[0].cardinality()) == 12
+        assert not set(seen[0]) & set(seen[1]) and sorted(seen[0] + seen[1]) == sorted(everything)
+        if epoch == 0:
+            first = seen[0]
+    assert set(seen[0]) != set(first)
+    # Unequal shards (17 of 7 rows, 1 of 1): equal steps still (the fewest rows a worker can get, 57, in batches
+    # of 5), and the rows that do not fit are said.
+    pack(path, str(tmp_path / "uneven"), shard_rows=7, progress=False)
+    uneven = [make_dataset(str(tmp_path / "uneven"), **options, workers=(i, 2)) for i in range(2)]
+    assert "11 steps of 5 rows per epoch; 10 of 120 rows are left out of each epoch (other ones each epoch)" in \
+        capsys.readouterr().err
+    seen = [_fingerprints(part) for part in uneven]
+    assert len(seen[0]) == len(seen[1]) == 55 and not set(seen[0]) & set(seen[1])
+    with pytest.raises(ValueError, match="batch_size=9 must divide evenly over 2 workers"):
+        make_dataset(str(root / "shards"), **{**options, "batch_size": 9}, workers=(0, 2))
+    with pytest.raises(ValueError, match="on_error='skip' with 2 workers: a worker that skips a row would take fewer"):
+        make_dataset(str(root / "shards"), **options, on_error="skip", workers=(0, 2))
+    with pytest.raises(DataError, match=r"cannot give each of 2 workers a batch of 64 rows; pack again .*--shard-rows"):
+        make_dataset(str(root / "shards"), **{**options, "batch_size": 128}, workers=(0, 2))
+    with pytest.raises(ValueError, match="is for a shard folder"):
+        make_dataset(path, **options, workers=(0, 2))
+
+
 def test_train_reads_a_shard_folder(packed, tmp_path):
     from mbm_keras.training import train
 

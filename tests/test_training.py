@@ -168,6 +168,44 @@ def _free_ports(n):
     return ports
 
 
+def _two_workers(tmp_path, command, out):
+    """Runs `command` as two multi_worker processes on 127.0.0.1; returns their outputs."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    logs, workers = [], []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        logs.append(open(tmp_path / f"worker{index}.log", "w+"))
+        workers.append(subprocess.Popen(command + ["--strategy", "multi_worker", "--out", str(out)],
+                                        env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
+    try:
+        codes = [w.wait(timeout=600) for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    outputs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    for i, text in enumerate(outputs):
+        assert f"multi_worker: task worker {i} of 2 worker(s)" in text
+        assert "Training on strategy 'multi_worker' (2 replica(s))" in text and "Epoch 2/2" in text  # Keras' progress bar
+    return outputs
+
+
+def _assert_same_run(multi_worker, single):
+    chief, worker1 = multi_worker, multi_worker / "workers" / "worker-1"
+    for name in ("model.keras", "best.keras", "history.csv", "config.json", "labels.json"):
+        assert (chief / name).is_file() and (worker1 / name).is_file()
+    assert not (chief / "backup-stage1").exists()
+    reference = _final_weights(single)
+    for a, b, c in zip(_final_weights(chief), _final_weights(worker1), reference):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-4)
+    # Same metrics as the single process, summed over both workers.
+    mw_log, single_log = [(p / "history.csv").read_text().splitlines() for p in (chief, single)]
+    assert mw_log[0] == single_log[0]
+    for row_a, row_b in zip(mw_log[1:], single_log[1:]):
+        np.testing.assert_allclose([float(v) for v in row_a.split(",")], [float(v) for v in row_b.split(",")], rtol=1e-4)
+
+
 def test_multi_worker_two_processes_match_one_process(tmp_path):
     # Two workers on 127.0.0.1 (MultiWorkerMirroredStrategy, the custom loop
     # that replaces Keras' broken fit) end with identical weights, equal to one
@@ -177,86 +215,37 @@ def test_multi_worker_two_processes_match_one_process(tmp_path):
     path = run_config(tmp_path, train__epochs=2, train__optimizer="sgd", train__lr_schedule="cosine",
                       train__learning_rate=0.05)
     command = [sys.executable, "-m", "mbm_keras.cli", "train", "--config", str(path)]
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    logs, workers = [], []
-    for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        logs.append(open(tmp_path / f"worker{index}.log", "w+"))
-        workers.append(subprocess.Popen(command + ["--strategy", "multi_worker", "--out", str(tmp_path / "mw")],
-                                        env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
-    try:
-        codes = [w.wait(timeout=600) for w in workers]
-    finally:
-        for w in workers:
-            w.kill()
-    outputs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
-    assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    _two_workers(tmp_path, command, tmp_path / "mw")
     single = subprocess.run(command + ["--strategy", "auto", "--out", str(tmp_path / "single")],
                             capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
-
-    chief, worker1 = tmp_path / "mw", tmp_path / "mw" / "workers" / "worker-1"
-    for i, text in enumerate(outputs):
-        assert f"multi_worker: task worker {i} of 2 worker(s)" in text
-        assert "Training on strategy 'multi_worker' (2 replica(s))" in text and "Epoch 2/2" in text  # Keras' progress bar
-    for name in ("model.keras", "best.keras", "history.csv", "config.json", "labels.json"):
-        assert (chief / name).is_file() and (worker1 / name).is_file()
-    assert not (chief / "backup-stage1").exists()
-    reference = _final_weights(tmp_path / "single")
-    for a, b, c in zip(_final_weights(chief), _final_weights(worker1), reference):
-        np.testing.assert_array_equal(a, b)
-        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-4)
-    # Same metrics as the single process, summed over both workers.
-    mw_log, single_log = [(p / "history.csv").read_text().splitlines() for p in (chief, tmp_path / "single")]
-    assert mw_log[0] == single_log[0]
-    for row_a, row_b in zip(mw_log[1:], single_log[1:]):
-        np.testing.assert_allclose([float(v) for v in row_a.split(",")], [float(v) for v in row_b.split(",")], rtol=1e-4)
+    _assert_same_run(tmp_path / "mw", tmp_path / "single")
 
 
-MIRRORED = r"""
-import sys, tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from mbm_keras.training import train
-result = train(sys.argv[1], verbose=0)
-print("strategy", result["strategy"], "replicas", len(tf.config.list_logical_devices("CPU")))
-"""
+@pytest.mark.slow
+def test_multi_worker_on_shards_trains_as_one_process_on_the_manifest(tmp_path):
+    # Each worker reads its own shards (every 2nd of 6 equal shards of 4 rows),
+    # 4 rows a step. Unshuffled, step t's global batch is then rows 8t..8t+7,
+    # the manifest's batch t, so the weights are the one-process run's on the
+    # manifest. (Shuffled, workers read different shards each epoch, and no
+    # manifest run draws the same batches: tests/test_shards.py checks those.)
+    from mbm_keras.data.shards import pack
 
-
-def test_mirrored_over_two_logical_cpus(tmp_path):
-    path = run_config(tmp_path, train__strategy="mirrored", train__epochs=2)
-    proc = subprocess.run([sys.executable, "-c", MIRRORED, str(path)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Training on strategy 'mirrored' (2 replica(s))" in proc.stdout
-    assert (tmp_path / "run" / "model.keras").is_file()
-
-
-def test_tpu_readiness_on_cpu_xla_static_shapes_bfloat16(tmp_path):
-    # No TPU here: the same model and pipeline under XLA with static shapes and
-    # mixed_bfloat16 is the closest check (what TPUStrategy needs).
-    path = run_config(tmp_path, train__jit_compile=True, train__mixed_precision="mixed_bfloat16", train__epochs=2)
-    result = train(path, verbose=0)
-    assert keras.mixed_precision.global_policy().name == "float32"  # restored
-    model = result["model"]
-    assert model.get_layer("predictions").dtype_policy.compute_dtype == "float32"
-    assert model.get_layer("fusion").dtype_policy.compute_dtype == "bfloat16"
-    assert np.isfinite(result["history"]["loss"]).all()
-
-
-def test_two_stage_fine_tuning_from_the_config(tmp_path):
-    path = run_config(
-        tmp_path,
-        model__image="mobilenet_v3_small",
-        model__freeze_backbone=True,
-        data__preprocessing={"image_size": [32, 32], "text_length": 6},
-        train__epochs=1,
-        train__fine_tune={"epochs": 1, "num_layers": 5, "learning_rate": 1e-5},
-    )
-    result = train(path, verbose=0)
-    assert len(result["history"]["loss"]) == 2
-    backbone = result["model"].get_layer("image_encoder").get_layer("MobileNetV3Small")
-    assert backbone.trainable and not backbone.layers[0].trainable
-    assert float(keras.ops.convert_to_numpy(result["model"].optimizer.learning_rate)) == pytest.approx(1e-5)
+    path = run_config(tmp_path, train__epochs=2, train__optimizer="sgd", train__lr_schedule="cosine",
+                      train__learning_rate=0.05, data__shuffle=False)
+    index = pack(str(tmp_path / "train.csv"), str(tmp_path / "shards"), shard_rows=4, progress=False)
+    assert [s["rows"] for s in index["shards"]] == [4] * 6
+    config = json.loads(path.read_text())
+    config["data"]["train"] = "shards"
+    (tmp_path / "shards.json").write_text(json.dumps(config))
+    cli = [sys.executable, "-m", "mbm_keras.cli", "train", "--config"]
+    outputs = _two_workers(tmp_path, cli + [str(tmp_path / "shards.json")], tmp_path / "mw")
+    assert "each of 2 workers reads its own shards, 3 steps of 4 rows per epoch" in outputs[0]
+    assert "left out" not in outputs[0]
+    single = subprocess.run(cli + [str(path), "--strategy", "auto", "--out", str(tmp_path / "single")],
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    _assert_same_run(tmp_path / "mw", tmp_path / "single")
 
 
 def _final_weights(run):

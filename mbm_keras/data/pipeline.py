@@ -177,6 +177,7 @@ def make_dataset(
     deterministic=True,
     allow_outside_root=False,
     initial_epoch=0,
+    workers=None,
     verbose=True,
 ):
     """Reads a manifest of files and returns a batched `tf.data.Dataset` of
@@ -224,6 +225,12 @@ def make_dataset(
         initial_epoch: the epoch the first pass over the dataset counts as;
             shuffling and random draws depend on (seed, epoch) only, so a run
             resumed at epoch k sees the data an uninterrupted run saw.
+        workers: `(worker_index, num_workers)`, for a shard folder read by
+            several workers (`train()` sets it under `multi_worker`): this
+            worker reads every `num_workers`-th shard of the epoch's shard
+            order, in batches of `batch_size // num_workers` (the global batch
+            is split), and every worker takes the same number of steps. A
+            manifest is split by `tf.distribute` itself; it takes no `workers`.
         verbose: print what was skipped.
 
     Returns:
@@ -258,7 +265,10 @@ def make_dataset(
                                   missing_modalities=missing_modalities, modality_dropout=modality_dropout,
                                   on_error=on_error, drop_remainder=drop_remainder,
                                   shuffle=shuffle if shuffle is not None else training, initial_epoch=initial_epoch,
-                                  verbose=verbose)
+                                  workers=workers, verbose=verbose)
+    if workers is not None:
+        raise ValueError(f"workers={workers!r} is for a shard folder (mbm-keras pack); a manifest is split between "
+                         f"workers by tf.distribute")
     manifest = read_manifest(manifest)
     manifest.check_columns(column_names(pre.columns, pre.feature_modalities))
 

@@ -93,13 +93,16 @@ def _file_columns(manifest):
     return found
 
 
-def pack(manifest, out, shard_mb=200, file_columns=None, progress=True, allow_outside_root=False):
+def pack(manifest, out, shard_mb=200, file_columns=None, progress=True, allow_outside_root=False, shard_rows=None):
     """Packs a manifest and its files into TFRecord shards.
 
     Args:
         manifest: CSV / JSON Lines / Parquet path, or a `Manifest`.
         out: the shard folder (local, `gs://...`, `ram://...`); created.
         shard_mb: the size a shard is closed at, in MB (of file bytes and cells).
+        shard_rows: also close a shard at this many rows. Equal shards let
+            `multi_worker` training read every row: each worker reads whole
+            shards and all take the same number of steps.
         file_columns: the columns holding file paths; default: each column
             whose first non-empty cells name existing files.
         progress: a progress bar.
@@ -123,6 +126,8 @@ def pack(manifest, out, shard_mb=200, file_columns=None, progress=True, allow_ou
 
     if not (isinstance(shard_mb, (int, float)) and shard_mb > 0):
         raise ValueError(f"shard_mb must be a positive number. Received: shard_mb={shard_mb!r}")
+    if shard_rows is not None and not (isinstance(shard_rows, int) and shard_rows > 0):
+        raise ValueError(f"shard_rows must be a positive int. Received: shard_rows={shard_rows!r}")
     manifest = read_manifest(manifest)
     file_columns = _file_columns(manifest) if file_columns is None else list(file_columns)
     manifest.check_columns(file_columns)
@@ -174,7 +179,7 @@ def pack(manifest, out, shard_mb=200, file_columns=None, progress=True, allow_ou
         writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
         written += size
         count += 1
-        if written >= limit:
+        if written >= limit or count == shard_rows:
             close()
         if bar is not None and (i % 256 == 255 or i == len(manifest) - 1):
             bar.update(i + 1)
@@ -239,11 +244,12 @@ def check_shard_columns(folder, index, pre):
                                 f"--file-columns naming the file columns")
 
 
-def shard_records(folder, index, seen, shuffle_seed=None, cycle_length=8):
+def shard_records(folder, index, seen, shuffle_seed=None, cycle_length=8, workers=None):
     """A `tf.data.Dataset` of `(record, shard, is_marker)`: shards in index
     order one after the other, or shuffled by `shuffle_seed` (a scalar tensor)
-    and interleaved in parallel; sharded by file under a distribution strategy (tf.data's FILE
-    policy). Each shard's records are followed by a marker (an empty record)
+    and interleaved in parallel; with `workers=(i, n)`, only every n-th shard of
+    that order from the i-th (each worker its own shards; else tf.data's FILE
+    policy under a distribution strategy). Each shard's records are followed by a marker (an empty record)
     once the shard is read to its end; `seen[shard]` (a variable) then holds
     how many of its records were read whole, so a truncated shard is found."""
     import tensorflow as tf
@@ -253,6 +259,8 @@ def shard_records(folder, index, seen, shuffle_seed=None, cycle_length=8):
     if shuffle_seed is not None:  # stateless: Dataset.shuffle takes no tensor seed once a global seed is set
         order = tf.argsort(tf.random.stateless_uniform([len(files)], tf.stack([shuffle_seed, 17])))
     ds = tf.data.Dataset.from_tensor_slices((tf.gather(files, order), tf.cast(order, tf.int64)))
+    if workers is not None:
+        ds = ds.shard(workers[1], workers[0])
 
     def one_shard(path, k):
         def count(record):
@@ -267,8 +275,34 @@ def shard_records(folder, index, seen, shuffle_seed=None, cycle_length=8):
     cycle = min(cycle_length, len(files)) if shuffle_seed is not None else 1
     ds = ds.interleave(one_shard, cycle_length=cycle, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
+    policy = tf.data.experimental.AutoShardPolicy
+    options.experimental_distribute.auto_shard_policy = policy.OFF if workers is not None else policy.FILE
     return ds.with_options(options)
+
+
+def worker_steps(folder, index, workers, batch_size, on_error):
+    """`(rows per worker batch, steps)` for `workers=(i, n)`: the global batch
+    split n ways, and the steps every worker can take in any epoch (the fewest
+    rows a worker can get: the n-th part of the shards, smallest first), so
+    that no worker waits on the others forever."""
+    if not (isinstance(workers, (tuple, list)) and len(workers) == 2 and all(isinstance(v, int) for v in workers)
+            and 0 <= workers[0] < workers[1]):
+        raise ValueError(f"workers must be (worker_index, num_workers) with 0 <= worker_index < num_workers. "
+                         f"Received: workers={workers!r}")
+    n = workers[1]
+    if batch_size % n:
+        raise ValueError(f"batch_size={batch_size} must divide evenly over {n} workers")
+    if on_error != "raise" and n > 1:
+        raise ValueError(f"{folder}: on_error={on_error!r} with {n} workers: a worker that skips a row would take "
+                         f"fewer steps than the others and they would wait for it forever; run mbm-keras check-data "
+                         f"on the manifest before packing it, and read the shards with on_error='raise'")
+    rows = sorted(s["rows"] for s in index["shards"])
+    steps = sum(rows[: len(rows) // n]) // (batch_size // n)
+    if steps == 0:
+        raise DataError(f"{folder}: {len(rows)} shard(s) of {rows[0]} to {rows[-1]} rows cannot give each of {n} "
+                        f"workers a batch of {batch_size // n} rows; pack again with more, equal shards "
+                        f"(--shard-rows {max(1, index['rows'] // (4 * n))})")
+    return batch_size // n, steps
 
 
 def parse_spec(index, pre):
@@ -297,14 +331,16 @@ RING = 1 << 16  # rows of the records in flight, by position (far more than tf.d
 
 
 def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, missing_modalities, modality_dropout,
-                       on_error, drop_remainder, shuffle, initial_epoch, shuffle_buffer=1024, verbose=True):
+                       on_error, drop_remainder, shuffle, initial_epoch, shuffle_buffer=1024, workers=None,
+                       verbose=True):
     """`make_dataset` for a shard folder: the same features, masks, labels,
     random draws per (seed, epoch, row) and batching, from records streamed
     out of the shards. A record that cannot be used (a file that does not
     decode, a label outside the vocabulary, an empty cell without
     `missing_modalities`) stops the pass naming the shard folder, row, column
     and reason, or is skipped and counted (`on_error="skip"`); a truncated
-    shard stops the pass naming the shard, or keeps its intact records (skip)."""
+    shard stops the pass naming the shard, or keeps its intact records (skip).
+    With `workers`, see `worker_steps`."""
     import tensorflow as tf
 
     from mbm_keras.data.asserts import check
@@ -316,6 +352,15 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
     check_shard_columns(folder, index, pre)
     features = pre.features
     spec = parse_spec(index, pre)
+    steps = None
+    if workers is not None:
+        batch_size, steps = worker_steps(folder, index, workers, batch_size, on_error)
+        left = index["rows"] - steps * batch_size * workers[1]
+        if verbose and workers[0] == 0:
+            print(f"{folder}: each of {workers[1]} workers reads its own shards, {steps} steps of {batch_size} rows "
+                  f"per epoch" + (f"; {left} of {index['rows']} rows are left out of each epoch"
+                                  f"{' (other ones each epoch)' if shuffle else ''}: equal shards read them all "
+                                  f"(mbm-keras pack --shard-rows)" if left else ""), file=sys.stderr)
     for feature in features.values():
         getattr(feature, "trackables", list)()
     label_of = pre.labels.tensor_encoder() if pre.labels is not None else None
@@ -396,7 +441,7 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
 
     def one_epoch(e):
         seed_e = tf.cast(seed, tf.int64) * 1000003 + e
-        records = shard_records(folder, index, seen, seed_e if shuffle else None)
+        records = shard_records(folder, index, seen, seed_e if shuffle else None, workers=workers)
         if shuffle:  # windows of records permuted by (seed, epoch, window): exact on resume
             def permute(w, window):
                 n = tf.shape(window[1])[0]
@@ -489,9 +534,14 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
     ds = ds.map(parse).map(decode, **parallel).map(finish, **parallel).ignore_errors()
     ds = ds.scan(tf.constant(0, tf.int64), gap).filter(lambda p, is_sentinel, x, y: ~is_sentinel)
     ds = ds.map(lambda p, is_sentinel, x, y: (x, y) if label_of is not None else x)
-    if on_error == "raise":  # every record or an error: Keras counts the steps of an epoch
-        ds = ds.apply(tf.data.experimental.assert_cardinality(index["rows"]))
-    ds = _attach_epoch(batch_examples(ds, features, batch_size, drop_remainder), epoch)
+    if steps is not None:  # this worker's part: the same number of whole batches on every worker
+        ds = batch_examples(ds, features, batch_size, True).take(steps)
+        ds = _attach_epoch(ds.apply(tf.data.experimental.assert_cardinality(steps)), epoch)
+        ds.per_worker, ds.workers = True, tuple(workers)  # one worker's batches: distributed_fit hands them to it
+    else:
+        if on_error == "raise":  # every record or an error: Keras counts the steps of an epoch
+            ds = ds.apply(tf.data.experimental.assert_cardinality(index["rows"]))
+        ds = _attach_epoch(batch_examples(ds, features, batch_size, drop_remainder), epoch)
     ds.report = _ShardReport(report, failed, lambda: [diagnose(row) for row in failures])
     ds.report.explain_failure = report.explain_failure
     return ds

@@ -12,6 +12,8 @@ SCHEMA = {
         "columns": (dict, None),
         "preprocessing": (dict, {}),
         "batch_size": (int, 32),
+        # false: the training rows in their order every epoch (time-ordered data, or comparing runs exactly)
+        "shuffle": (bool, True),
         "augment": (bool, False),
         "missing_modalities": (bool, False),
         # None: 0.5 under train.balance unimodal (masks added), else 0.

@@ -60,6 +60,25 @@ def _global_batch_statistics(model):
             layer.synchronized = False
 
 
+def _distribute(strategy, dataset):
+    """A dataset of global batches is split between the workers by tf.distribute;
+    one a worker made of its own part (`make_dataset(shards, workers=...)`,
+    marked `per_worker`) goes to that worker as it is."""
+    if not getattr(dataset, "per_worker", False):
+        return strategy.experimental_distribute_dataset(dataset)
+
+    def own_part(context):
+        index, count = dataset.workers
+        if (context.input_pipeline_id, context.num_input_pipelines) != (index, count) or \
+                count != strategy.num_replicas_in_sync:
+            raise ValueError(f"the dataset was made for worker {index} of {count}, but this is input pipeline "
+                             f"{context.input_pipeline_id} of {context.num_input_pipelines} with "
+                             f"{strategy.num_replicas_in_sync} replica(s) (one replica per worker is needed)")
+        return dataset
+
+    return strategy.distribute_datasets_from_function(own_part)
+
+
 def _step_function(model, strategy, step):
     @tf.function
     def traced(batch):
@@ -104,8 +123,8 @@ def distributed_fit(
     if steps < 0:
         raise ValueError("distributed_fit needs a dataset of known length (make_dataset's are). "
                          f"Received a dataset with cardinality {steps}")
-    train_data = strategy.experimental_distribute_dataset(x)
-    val_data = strategy.experimental_distribute_dataset(validation_data) if validation_data is not None else None
+    train_data = _distribute(strategy, x)
+    val_data = _distribute(strategy, validation_data) if validation_data is not None else None
     with strategy.scope():
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)

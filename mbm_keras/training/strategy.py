@@ -41,6 +41,16 @@ def _multi_worker_strategy():
     return strategy
 
 
+def worker_position(strategy):
+    """`(index, count)` of this worker among a multi-worker cluster's workers
+    (the chief first), as tf.distribute numbers its input pipelines."""
+    resolver = strategy.cluster_resolver
+    cluster = resolver.cluster_spec().as_dict()
+    order = [("chief", i) for i in range(len(cluster.get("chief", [])))] + \
+            [("worker", i) for i in range(len(cluster.get("worker", [])))]
+    return order.index((resolver.task_type, resolver.task_id)), len(order)
+
+
 def get_strategy(name="auto"):
     """Returns `(strategy, name actually used)`.
 

@@ -92,7 +92,7 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
     from mbm_keras.training.run_folder import prepare_run_folder
     from mbm_keras.training.loop import distributed_fit, is_chief
     from mbm_keras.training.optimizer import make_optimizer
-    from mbm_keras.training.strategy import STRATEGIES, get_strategy
+    from mbm_keras.training.strategy import STRATEGIES, get_strategy, worker_position
 
     protected = [] if isinstance(config, dict) else [os.path.abspath(os.fspath(config))]
     config = load_config(config)
@@ -111,11 +111,10 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
     strategy, used = get_strategy(train_cfg["strategy"])
     from mbm_keras.data.shards import is_shard_folder
 
-    if used in ("multi_worker", "tpu") and any(is_shard_folder(data[k]) for k in ("train", "val") if data[k]):
-        # tf.data's FILE policy gives each worker its own shards, but shards hold different numbers of rows,
-        # and workers taking different numbers of steps would wait on each other forever.
-        raise ValueError(f"train.strategy {used!r} with a shard folder as data.train/data.val is not supported yet "
-                         f"(workers must take equal steps); train from the manifest, or with strategy mirrored/cpu")
+    if used == "tpu" and any(is_shard_folder(data[k]) for k in ("train", "val") if data[k]):
+        # Untested on a TPU: its hosts would each read their own shards as multi_worker's workers do.
+        raise ValueError("train.strategy 'tpu' with a shard folder as data.train/data.val is not supported yet; "
+                         "train from the manifest, or with strategy multi_worker, mirrored or cpu")
     if not is_chief(strategy):
         # Every worker trains and checkpoints (so each can resume), but only the
         # chief writes the run folder; the others keep theirs beside it.
@@ -149,17 +148,23 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
     # order and random draws of every epoch depend only on (seed, epoch), and
     # ReseedEachEpoch tells the dataset which epoch starts.
     resume_stage = _resume_stage(out)
+    def own_shards(path):  # under multi_worker each worker reads its own shards of a shard folder
+        return {"workers": worker_position(strategy)} if used == "multi_worker" and is_shard_folder(path) else {}
+
     train_ds = make_dataset(
         data["train"],
         training=True,
         augment=data["augment"],
         modality_dropout=plan.dropout,
+        shuffle=data["shuffle"],
         **common,
+        **own_shards(data["train"]),
     )
     single_ds = train_ds
     if plan.singles and plan.dropout:  # the single models see their modality in every row
-        single_ds = make_dataset(data["train"], training=True, augment=data["augment"], **common)
-    val_ds = make_dataset(data["val"], **common) if data["val"] else None
+        single_ds = make_dataset(data["train"], training=True, augment=data["augment"], shuffle=data["shuffle"],
+                                 **common, **own_shards(data["train"]))
+    val_ds = make_dataset(data["val"], **common, **own_shards(data["val"])) if data["val"] else None
 
     if used == "tpu" and not (data["batch_size"] % strategy.num_replicas_in_sync == 0):
         raise ValueError(f"data.batch_size={data['batch_size']} must divide evenly over {strategy.num_replicas_in_sync} TPU cores")
