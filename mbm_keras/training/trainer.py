@@ -111,10 +111,12 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
     strategy, used = get_strategy(train_cfg["strategy"])
     from mbm_keras.data.shards import is_shard_folder
 
-    if used == "tpu" and any(is_shard_folder(data[k]) for k in ("train", "val") if data[k]):
-        # Untested on a TPU: its hosts would each read their own shards as multi_worker's workers do.
-        raise ValueError("train.strategy 'tpu' with a shard folder as data.train/data.val is not supported yet; "
-                         "train from the manifest, or with strategy multi_worker, mirrored or cpu")
+    hosts = getattr(strategy.extended, "num_hosts", 1) if used == "tpu" else 1
+    if hosts > 1 and any(is_shard_folder(data[k]) for k in ("train", "val") if data[k]):
+        # One host feeds all its cores from one pipeline (as mirrored does); a pod's hosts would each need
+        # their own shards handed to Keras' fit, which this package cannot test without a pod.
+        raise ValueError(f"train.strategy 'tpu' on {hosts} hosts with a shard folder as data.train/data.val is not "
+                         f"supported yet; train from the manifest, or use one TPU host, or strategy multi_worker")
     if not is_chief(strategy):
         # Every worker trains and checkpoints (so each can resume), but only the
         # chief writes the run folder; the others keep theirs beside it.
