@@ -248,6 +248,52 @@ def test_multi_worker_on_shards_trains_as_one_process_on_the_manifest(tmp_path):
     _assert_same_run(tmp_path / "mw", tmp_path / "single")
 
 
+MIRRORED = r"""
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from mbm_keras.training import train
+result = train(sys.argv[1], verbose=0)
+print("strategy", result["strategy"], "replicas", len(tf.config.list_logical_devices("CPU")))
+"""
+
+
+def test_mirrored_over_two_logical_cpus(tmp_path):
+    path = run_config(tmp_path, train__strategy="mirrored", train__epochs=2)
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, str(path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Training on strategy 'mirrored' (2 replica(s))" in proc.stdout
+    assert (tmp_path / "run" / "model.keras").is_file()
+
+
+def test_tpu_readiness_on_cpu_xla_static_shapes_bfloat16(tmp_path):
+    # No TPU here: the same model and pipeline under XLA with static shapes and
+    # mixed_bfloat16 is the closest check (what TPUStrategy needs).
+    path = run_config(tmp_path, train__jit_compile=True, train__mixed_precision="mixed_bfloat16", train__epochs=2)
+    result = train(path, verbose=0)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    model = result["model"]
+    assert model.get_layer("predictions").dtype_policy.compute_dtype == "float32"
+    assert model.get_layer("fusion").dtype_policy.compute_dtype == "bfloat16"
+    assert np.isfinite(result["history"]["loss"]).all()
+
+
+def test_two_stage_fine_tuning_from_the_config(tmp_path):
+    path = run_config(
+        tmp_path,
+        model__image="mobilenet_v3_small",
+        model__freeze_backbone=True,
+        data__preprocessing={"image_size": [32, 32], "text_length": 6},
+        train__epochs=1,
+        train__fine_tune={"epochs": 1, "num_layers": 5, "learning_rate": 1e-5},
+    )
+    result = train(path, verbose=0)
+    assert len(result["history"]["loss"]) == 2
+    backbone = result["model"].get_layer("image_encoder").get_layer("MobileNetV3Small")
+    assert backbone.trainable and not backbone.layers[0].trainable
+    assert float(keras.ops.convert_to_numpy(result["model"].optimizer.learning_rate)) == pytest.approx(1e-5)
+
+
 def _final_weights(run):
     return [w for w in keras.models.load_model(run / "model.keras").get_weights()]
 
