@@ -1,0 +1,207 @@
+"""Cross-modal search on AV-digits, and the vector index at scale.
+
+Part 1, with `--data ../shared/data`: spoken digits (Free Spoken Digit
+Dataset) query a catalogue of handwritten digits (MNIST test images), and the
+reverse, on the files and speaker-independent folds of
+benchmarks/av_digits.py (images reduced to a few principal components,
+recordings at 0 dB SNR). A hit is a catalogue item of the query's digit:
+class-level mAP and precision@10 (the share of the top 10
+of the query's class) on the held-out speaker's 500 recordings and 500 test-pool images, for:
+
+- the contrastive model: `build_retrieval_model` with a log-mel CNN audio tower
+  and a small-CNN image tower, trained with the supervised `ContrastiveLoss`
+  (the examples of a digit are positives of each other);
+- the classifier's features: the AV-digits fusion classifier (concat, modality
+  dropout 0.5, masks), whose fused features (the layer before the softmax)
+  embed an audio clip with the image marked absent and an image with the
+  audio marked absent, so both land in one space;
+- random ranking.
+
+Part 2, always: indexes of 10k, 100k (and 1M with `--scale 1000000`) random
+unit vectors: build seconds, memory, queries/s and recall@10 against exact
+search, for usearch's HNSW, faiss-cpu's HNSW and exact (brute-force) search,
+each when installed.
+
+Usage:
+    python benchmarks/retrieval.py --data ../shared/data [--folds theo] [--epochs 8]
+    python benchmarks/retrieval.py --scale 10000 100000 1000000
+"""
+
+import argparse
+import os
+import resource
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def cross_modal(args):
+    import keras
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from av_digits import SPEC, build_files, fold_manifests
+
+    from mbm_keras import build_fusion_model
+    from mbm_keras.data import fit_preprocessor, make_dataset
+    from mbm_keras.retrieval import build_retrieval_model, contrastive_dataset, retrieval_metrics
+
+    table, info = build_files(args.data, args.work, verbose=True)
+    folds = args.folds or sorted({r["speaker"] for r in table})
+    results = {name: [] for name in ("contrastive", "classifier features", "random")}
+    for speaker in folds:
+        train_manifest, tests = fold_manifests(table, info["folder"], speaker)
+        pre = fit_preprocessor(train_manifest, {"image": "image", "audio": "audio", "label": "label"},
+                               image_size=(28, 28), sample_rate=SPEC["sample_rate"], audio_length=4000)
+        common = dict(preprocessor=pre, batch_size=64, seed=SPEC["seed"], cache="memory", verbose=False)
+        test = [(x, y) for x, y in make_dataset(tests["both"], **common).unbatch().as_numpy_iterator()]
+        audio = np.stack([x["audio"] for x, _ in test])
+        images = np.stack([x["image"] for x, _ in test])
+        labels = np.array([y for _, y in test])
+
+        keras.utils.set_random_seed(SPEC["seed"])
+        t = time.perf_counter()
+        model = build_retrieval_model(query={"audio": ("audio", "logmel_cnn")},
+                                      candidate={"image": ("image", "small_cnn")}, embedding_dim=64,
+                                      audio_kwargs={"hop_ms": 20.0}, learning_rate=2e-3, **pre.model_kwargs())
+        train = contrastive_dataset(make_dataset(train_manifest, training=True, **common), supervised=True)
+        model.fit(train, epochs=args.epochs, verbose=0)
+        seconds = time.perf_counter() - t
+        q = model.get_layer("query_tower").predict({"audio": audio}, verbose=0)
+        c = model.get_layer("candidate_tower").predict({"image": images}, verbose=0)
+        results["contrastive"].append(_both_ways(retrieval_metrics, q, c, labels, seconds))
+
+        keras.utils.set_random_seed(SPEC["seed"])
+        t = time.perf_counter()
+        classifier = build_fusion_model(image="small_cnn", audio="logmel_cnn", fusion="concat",
+                                        missing_modalities=True, fusion_kwargs={"units": 64}, dropout=0.2,
+                                        audio_kwargs={"hop_ms": 20.0}, **pre.model_kwargs())
+        classifier.fit(make_dataset(train_manifest, training=True, missing_modalities=True, modality_dropout=0.5,
+                                    **common), epochs=args.epochs, verbose=0)
+        seconds = time.perf_counter() - t
+        fused = keras.Model(classifier.input, classifier.get_layer("fusion").output)
+        ones, zeros = np.ones((len(test), 1), np.float32), np.zeros((len(test), 1), np.float32)
+        q = fused.predict({"audio": audio, "image": np.zeros_like(images), "audio_mask": ones, "image_mask": zeros},
+                          verbose=0)
+        c = fused.predict({"audio": np.zeros_like(audio), "image": images, "audio_mask": zeros, "image_mask": ones},
+                          verbose=0)
+        unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # noqa: E731
+        results["classifier features"].append(_both_ways(retrieval_metrics, unit(q), unit(c), labels, seconds))
+
+        rng = np.random.default_rng(SPEC["seed"])
+        results["random"].append(_both_ways(retrieval_metrics, unit(rng.normal(size=q.shape)),
+                                            unit(rng.normal(size=c.shape)), labels, 0.0))
+        print(f"  [{speaker}] " + "  ".join(f"{name}: mAP {r[-1]['audio->image']['map']:.3f}"
+                                            for name, r in results.items()), flush=True)
+
+    print(f"\nCross-modal search on AV-digits, {len(folds)} held-out speaker(s) ({', '.join(folds)}), "
+          f"{args.epochs} epochs; class-level, mean ± std over folds")
+    print(f"| model | audio->image mAP | audio->image precision@10 | image->audio mAP | image->audio precision@10 | train s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    summary = {}
+    for name, runs in results.items():
+        cells = []
+        for direction in ("audio->image", "image->audio"):
+            for metric in ("map", "class_precision@10"):
+                values = np.array([r[direction][metric] for r in runs])
+                cells.append(f"{values.mean():.3f} ± {values.std():.3f}")
+                summary[(name, direction, metric)] = values.mean()
+        print(f"| {name} | " + " | ".join(cells) + f" | {np.mean([r['seconds'] for r in runs]):.0f} |")
+    for direction in ("audio->image", "image->audio"):
+        ratio = summary[("contrastive", direction, "map")] / summary[("classifier features", direction, "map")]
+        print(f"{direction}: contrastive mAP / classifier-feature mAP = {ratio:.2f} (target >= 2); "
+              f"random mAP {summary[('random', direction, 'map')]:.3f}")
+
+
+def _both_ways(metrics, q, c, labels, seconds):
+    return {"audio->image": metrics(q, c, labels, labels), "image->audio": metrics(c, q, labels, labels),
+            "seconds": seconds}
+
+
+def _peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def scale(args):
+    from mbm_keras.retrieval import Index
+
+    rng = np.random.default_rng(0)
+    dim, n_queries, k = args.dim, 1000, 10
+    print(f"\nIndexes of random unit vectors, dim {dim}, {n_queries} queries, recall@{k} against exact search")
+    print("| rows | library | build s | memory MB (process peak) | queries/s | recall@10 |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |")
+    for n in args.scale:
+        vectors = rng.normal(size=(n, dim)).astype(np.float32)
+        queries = rng.normal(size=(n_queries, dim)).astype(np.float32)
+        exact = Index.build(vectors, kind="exact")
+        t = time.perf_counter()
+        truth, _ = exact.search(queries, k)
+        exact_qps = n_queries / (time.perf_counter() - t)
+        print(f"| {n:,} | exact (usearch brute force) | 0 | {_peak_mb():,.0f} | {exact_qps:,.0f} | 1.000 |", flush=True)
+        contenders = {"usearch HNSW": lambda: _usearch(Index, vectors), "faiss-cpu HNSW": lambda: _faiss(vectors, dim),
+                      "ScaNN": lambda: _scann(vectors)}
+        for name, make in contenders.items():
+            try:
+                t = time.perf_counter()
+                search = make()
+                build = time.perf_counter() - t
+            except Exception as e:  # not installed, or (ScaNN 1.4.2) its TF ops do not load next to TF 2.21
+                print(f"| {n:,} | {name} | not usable here: {type(e).__name__}: {str(e).splitlines()[-1][:120]} | | | |")
+                continue
+            search(queries[:10], k)
+            t = time.perf_counter()
+            ids = search(queries, k)
+            qps = n_queries / (time.perf_counter() - t)
+            recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, truth)])
+            print(f"| {n:,} | {name} | {build:.1f} | {_peak_mb():,.0f} | {qps:,.0f} ({qps / exact_qps:.0f}x exact) "
+                  f"| {recall:.3f} |", flush=True)
+
+
+def _usearch(Index, vectors):
+    index = Index.build(vectors, kind="hnsw", expansion_search=128)
+    index._ensure_graph()
+    return lambda q, k: index.search(q, k)[0]
+
+
+def _faiss(vectors, dim):
+    import faiss
+
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efSearch = 128
+    index.add(unit)
+    return lambda q, k: index.search(q / np.linalg.norm(q, axis=1, keepdims=True), k)[1]
+
+
+def _scann(vectors):
+    import scann
+
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    leaves = max(16, int(np.sqrt(len(unit))))
+    searcher = (scann.scann_ops_pybind.builder(unit, 10, "dot_product")
+                .tree(num_leaves=leaves, num_leaves_to_search=max(4, leaves // 10), training_sample_size=min(len(unit), 250_000))
+                .score_ah(2, anisotropic_quantization_threshold=0.2).reorder(100).build())
+    return lambda q, k: searcher.search_batched(q / np.linalg.norm(q, axis=1, keepdims=True), final_num_neighbors=k)[0]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="folder with fsdd/ and mnist/ (part 1), e.g. ../shared/data")
+    parser.add_argument("--work", default=os.path.join(os.path.expanduser("~"), ".cache", "mbm_keras"),
+                        help="where part 1's generated files go (default: %(default)s)")
+    parser.add_argument("--folds", nargs="+", help="test speakers (default: every speaker), e.g. --folds theo")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs of part 1 (default: %(default)s)")
+    parser.add_argument("--scale", type=int, nargs="*", default=[10_000, 100_000],
+                        help="index sizes of part 2 (default: 10000 100000; none: skip)")
+    parser.add_argument("--dim", type=int, default=64, help="vector size of part 2 (default: %(default)s)")
+    args = parser.parse_args()
+    if args.data:
+        cross_modal(args)
+    if args.scale:
+        scale(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""`Index`: the catalogue's embeddings, searchable by cosine similarity.
+
+Approximate search is usearch's HNSW graph (see README, "Search": chosen over
+faiss-cpu and ScaNN by `benchmarks/retrieval.py`); exact search is usearch's
+brute force over the same vectors, the default for small catalogues. An index
+is one file written atomically: the vectors, the graph, each row's fields
+(file paths, text, label) and the identity of the model that embedded them.
+"""
+
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+
+FORMAT = "mbm_keras-index-1"
+EXACT_BELOW = 50_000  # "auto": exact search under this many rows, HNSW from there
+
+
+class IndexFileError(ValueError):
+    """An index file that cannot be used (corrupt, truncated, another model's)."""
+
+
+def _usearch():
+    try:
+        from usearch.index import Index as Graph
+        from usearch.index import search
+    except ImportError as e:  # a core dependency; a broken install is said plainly
+        raise ImportError(f"mbm_keras' Index needs usearch (pip install usearch): {e}") from None
+    return Graph, search
+
+
+def _unit(vectors, dim=None):
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim == 1:
+        vectors = vectors[None]
+    if vectors.ndim != 2 or (dim is not None and vectors.shape[1] != dim):
+        want = f"(n, {dim})" if dim is not None else "(n, dim)"
+        raise ValueError(f"vectors must have shape {want}. Received: shape {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        raise ValueError("vectors hold NaN or infinite values")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"vector {int(np.flatnonzero(norms[:, 0] == 0)[0])} is all zeros; it has no direction to search by")
+    return vectors / norms
+
+
+class Index:
+    """Cosine-similarity search over a catalogue's embeddings.
+
+    Args:
+        dim: the embedding size.
+        kind: "exact" (brute force), "hnsw" (approximate, for large
+            catalogues) or "auto" (exact under 50,000 rows).
+        model: the identity of the model whose embeddings these are (a
+            string; `mbm-keras index` stores the run's model hash) so that
+            queries from another model are refused.
+        connectivity, expansion_add, expansion_search: HNSW settings
+            (usearch's defaults when None).
+
+    Example:
+        >>> index = Index.build(candidate_vectors, rows=[{"image": p} for p in paths])
+        >>> ids, scores = index.search(query_vectors, k=10)
+        >>> index.save("catalogue.index"); index = Index.load("catalogue.index")
+    """
+
+    def __init__(self, dim, kind="auto", model=None, connectivity=None, expansion_add=None, expansion_search=None):
+        if kind not in ("auto", "exact", "hnsw"):
+            raise ValueError(f"kind must be 'auto', 'exact' or 'hnsw'. Received: kind={kind!r}")
+        self.dim, self.kind, self.model = int(dim), kind, model
+        self.settings = {"connectivity": connectivity, "expansion_add": expansion_add,
+                         "expansion_search": expansion_search}
+        self.vectors = np.zeros((0, self.dim), np.float32)
+        self.rows = []
+        self._graph = None
+
+    @classmethod
+    def build(cls, vectors, rows=None, kind="auto", model=None, **settings):
+        """An index of `vectors` (n, dim); `rows`: one dict per vector (what
+        `search` results show, e.g. the file path)."""
+        vectors = np.asarray(vectors)
+        index = cls(vectors.shape[-1], kind=kind, model=model, **settings)
+        index.add(vectors, rows)
+        return index
+
+    def __len__(self):
+        return len(self.vectors)
+
+    @property
+    def approximate(self):
+        return self.kind == "hnsw" or (self.kind == "auto" and len(self) >= EXACT_BELOW)
+
+    def add(self, vectors, rows=None):
+        """Adds rows without rebuilding: their ids continue from `len(index)`."""
+        vectors = _unit(vectors, self.dim)
+        rows = [{} for _ in range(len(vectors))] if rows is None else [dict(r) for r in rows]
+        if len(rows) != len(vectors):
+            raise ValueError(f"{len(vectors)} vectors but {len(rows)} rows")
+        start = len(self.vectors)
+        self.vectors = np.concatenate([self.vectors, vectors])
+        self.rows += rows
+        if self._graph is not None:
+            self._graph.add(np.arange(start, len(self.vectors), dtype=np.uint64), vectors)
+        return self
+
+    def _ensure_graph(self):
+        if self._graph is None:
+            Graph, _ = _usearch()
+            self._graph = Graph(ndim=self.dim, metric="ip", dtype="f32",
+                                **{k: v for k, v in self.settings.items() if v is not None})
+            if len(self.vectors):
+                self._graph.add(np.arange(len(self.vectors), dtype=np.uint64), self.vectors)
+        return self._graph
+
+    def search(self, queries, k=10, exact=None):
+        """`(ids, scores)`, each `(n_queries, k)`, best first; scores are
+        cosine similarities. `exact` overrides the index's kind."""
+        queries = _unit(queries, self.dim)
+        if not len(self.vectors):
+            raise ValueError("the index is empty")
+        k = min(int(k), len(self.vectors))
+        if exact if exact is not None else not self.approximate:
+            _, search = _usearch()
+            found = search(self.vectors, queries, k, "ip", exact=True)
+        else:
+            found = self._ensure_graph().search(queries, k)
+        ids = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), -1)
+        scores = 1.0 - np.asarray(found.distances, dtype=np.float32).reshape(len(queries), -1)
+        return ids, scores
+
+    def save(self, path):
+        """Writes the index to `path` atomically: a failure leaves the previous file as it was."""
+        path = os.fspath(path)
+        meta = {"format": FORMAT, "dim": self.dim, "kind": self.kind, "model": self.model, "count": len(self),
+                "settings": self.settings}
+        graph = b""
+        if self.approximate:
+            graph = bytes(self._ensure_graph().save())
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+                buffer = io.BytesIO()
+                np.save(buffer, self.vectors)
+                z.writestr("vectors.npy", buffer.getvalue())
+                z.writestr("rows.json", json.dumps(self.rows, ensure_ascii=False))
+                if graph:
+                    z.writestr("graph.usearch", graph)
+                z.writestr("meta.json", json.dumps(meta))  # last: an index without it is incomplete
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path, model=None):
+        """Reads an index; `model`: refuse it unless it was built by this model."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Index not found: {path}")
+        try:
+            with zipfile.ZipFile(path) as z:
+                meta = json.loads(z.read("meta.json"))
+                if meta.get("format") != FORMAT:
+                    raise IndexFileError(f"{path}: not an mbm_keras index (format {meta.get('format')!r})")
+                vectors = np.load(io.BytesIO(z.read("vectors.npy")), allow_pickle=False)
+                rows = json.loads(z.read("rows.json"))
+                graph = z.read("graph.usearch") if "graph.usearch" in z.namelist() else b""
+        except IndexFileError:
+            raise
+        except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError) as e:
+            raise IndexFileError(f"{path}: corrupt or truncated index file ({type(e).__name__}: {e})") from None
+        if vectors.shape != (meta["count"], meta["dim"]) or len(rows) != meta["count"]:
+            raise IndexFileError(f"{path}: corrupt index file: {meta['count']} rows of {meta['dim']} announced, "
+                              f"{vectors.shape} vectors and {len(rows)} rows found")
+        if model is not None and meta["model"] not in (None, model):
+            raise IndexFileError(f"{path} was built by another model ({meta['model']}); this one is {model}: "
+                              f"index the catalogue again with this model")
+        index = cls(meta["dim"], kind=meta["kind"], model=meta["model"], **meta["settings"])
+        index.vectors, index.rows = vectors, rows
+        if graph:
+            Graph, _ = _usearch()
+            index._graph = Graph.restore(graph)
+            if index._graph is None or len(index._graph) != len(vectors):
+                raise IndexFileError(f"{path}: corrupt index file: its search graph does not hold the {len(vectors)} rows")
+        return index

@@ -1,0 +1,189 @@
+"""Retrieval: two-tower models, the contrastive loss, the vector index and the metrics."""
+
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mbm_keras.retrieval import (
+    ContrastiveLoss,
+    Index,
+    IndexFileError,
+    build_retrieval_model,
+    contrastive_dataset,
+    in_batch_accuracy,
+    retrieval_metrics,
+)
+
+TINY = dict(embedding_dim=8, image_shape=(16, 16, 3), text_length=6, vocab_size=40)
+
+
+def _unit(v):
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_two_towers_embed_alone_and_reload_safely(tmp_path):
+    model = build_retrieval_model(query={"caption": ("text", "cnn")},
+                                  candidate={"photo": ("image", "small_cnn"), "description": ("text", "cnn")}, **TINY)
+    rng = np.random.default_rng(0)
+    x = {"caption": rng.integers(1, 40, (6, 6)).astype("int32"), "description": rng.integers(1, 40, (6, 6)).astype("int32"),
+         "photo": rng.uniform(0, 255, (6, 16, 16, 3)).astype("float32")}
+    logits = model.predict(x, verbose=0)
+    assert logits.shape == (6, 6)
+    query, candidate = model.get_layer("query_tower"), model.get_layer("candidate_tower")
+    assert sorted(query.input) == ["caption"] and sorted(candidate.input) == ["description", "photo"]
+    q = query.predict({"caption": x["caption"]}, verbose=0)
+    c = candidate.predict({"photo": x["photo"], "description": x["description"]}, verbose=0)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1, rtol=1e-5)
+    scale = float(keras.ops.exp(model.get_layer("similarity").log_scale))
+    np.testing.assert_allclose(logits, scale * q @ c.T, rtol=1e-4, atol=1e-4)
+    assert abs(scale - 1 / 0.07) < 1e-3
+    model.save(tmp_path / "r.keras")
+    again = keras.models.load_model(tmp_path / "r.keras", safe_mode=True)
+    np.testing.assert_allclose(again.predict(x, verbose=0), logits, rtol=1e-5, atol=1e-5)
+    assert again.loss.get_config()["hard_negatives"] is None
+
+
+def test_shared_towers_and_bad_arguments():
+    shared = build_retrieval_model(query={"question": ("text", "cnn")}, candidate={"answer": ("text", "cnn")},
+                                   share_towers=True, **TINY)
+    apart = build_retrieval_model(query={"question": ("text", "cnn")}, candidate={"answer": ("text", "cnn")}, **TINY)
+    one_tower = apart.get_layer("candidate_tower").count_params()
+    assert shared.count_params() == one_tower + 1  # one tower's weights, and the temperature
+    ids = np.array([[3, 4, 5, 0, 0, 0]], "int32")
+    np.testing.assert_allclose(shared.get_layer("query_tower").predict({"question": ids}, verbose=0),
+                               shared.get_layer("candidate_tower").predict({"answer": ids}, verbose=0), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"Feature name\(s\) \['text'\] appear in both towers"):
+        build_retrieval_model(query={"text": ("text", "cnn")}, candidate={"text": ("text", "gru")}, **TINY)
+    with pytest.raises(ValueError, match="share_towers=True needs query features with the candidate's modalities"):
+        build_retrieval_model(query={"q": ("text", "gru")}, candidate={"c": ("text", "cnn")}, share_towers=True, **TINY)
+    with pytest.raises(ValueError, match="embedding_dim must be a positive int"):
+        build_retrieval_model(query={"q": ("text", "cnn")}, candidate={"c": ("text", "cnn")}, embedding_dim=0)
+
+
+def test_contrastive_loss_matches_its_definition():
+    logits = np.array([[2.0, 0.5, -1.0], [0.1, 1.5, 0.3], [0.0, 2.5, 0.2]], np.float32)
+
+    def cross_entropy(rows, targets):
+        log_softmax = rows - np.log(np.exp(rows).sum(1, keepdims=True))
+        return -(targets * log_softmax).sum(1)
+
+    eye = np.eye(3, dtype=np.float32)
+    expected = (cross_entropy(logits, eye) + cross_entropy(logits.T, eye)) / 2
+    loss = ContrastiveLoss(reduction=None)
+    np.testing.assert_allclose(loss(np.arange(3), logits), expected, rtol=1e-5)
+    # Supervised: rows 1 and 2 share a class, so each is the other's positive too.
+    same = np.array([[1, 0, 0], [0, 1, 1], [0, 1, 1]], np.float32)
+    targets = same / same.sum(1, keepdims=True)
+    expected = (cross_entropy(logits, targets) + cross_entropy(logits.T, targets)) / 2
+    np.testing.assert_allclose(loss(np.array([7, 4, 4]), logits), expected, rtol=1e-5)
+    # One hard negative: each row keeps its positive and its best-scoring negative.
+    hard = ContrastiveLoss(hard_negatives=1, reduction=None)(np.arange(3), logits)
+    keep = lambda m: np.stack([[m[0, 0], m[0, 1]], [m[1, 1], m[1, 2]], [m[2, 2], m[2, 1]]])  # noqa: E731
+    two = np.array([[1, 0]] * 3, np.float32)
+    expected = (cross_entropy(keep(logits), two) + cross_entropy(keep(logits.T), two)) / 2
+    np.testing.assert_allclose(hard, expected, rtol=1e-5)
+    np.testing.assert_allclose(in_batch_accuracy(np.arange(3), logits), [1, 1, 0])
+
+
+def test_contrastive_training_finds_the_paired_item():
+    # 12 items; an item's caption is its id as a token, its candidate a noisy code vector: after training,
+    # each caption's own candidate ranks first among the 12.
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(12, 6)).astype("float32")
+    items = np.repeat(np.arange(12), 16)
+    captions = np.stack([[i + 1, 0, 0] for i in items]).astype("int32")
+    vectors = codes[items] + rng.normal(scale=0.1, size=(len(items), 6)).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = build_retrieval_model(query={"caption": ("text", "cnn")}, candidate={"code": ("tabular", "mlp")},
+                                  embedding_dim=8, text_length=3, vocab_size=13, tabular_dim=6, learning_rate=3e-3)
+    data = tf.data.Dataset.from_tensor_slices(({"caption": captions, "code": vectors}, items)).shuffle(192, seed=0)
+    history = model.fit(contrastive_dataset(data.batch(24), supervised=False), epochs=30, verbose=0).history
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    q = model.get_layer("query_tower").predict({"caption": np.arange(1, 13)[:, None].repeat(3, 1) * [1, 0, 0]}, verbose=0)
+    c = model.get_layer("candidate_tower").predict({"code": codes}, verbose=0)
+    metrics = retrieval_metrics(q, c)
+    assert metrics["recall@1"] >= 0.9 and metrics["mrr"] >= 0.9, metrics
+
+
+def test_contrastive_dataset_ids_or_labels():
+    x = {"a": np.zeros((5, 2), "float32")}
+    unlabelled = contrastive_dataset(tf.data.Dataset.from_tensor_slices(x).batch(2))
+    assert [list(y) for _, y in unlabelled.as_numpy_iterator()] == [[0, 1], [0, 1], [0]]
+    labelled = tf.data.Dataset.from_tensor_slices((x, np.array([3, 3, 1, 2, 2]))).batch(5)
+    assert list(next(iter(contrastive_dataset(labelled)))[1].numpy()) == [3, 3, 1, 2, 2]
+    assert list(next(iter(contrastive_dataset(labelled, supervised=False)))[1].numpy()) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="supervised=True needs labels"):
+        contrastive_dataset(tf.data.Dataset.from_tensor_slices(x).batch(2), supervised=True)
+
+
+def test_metrics_by_hand():
+    # Query 0 finds its own candidate second, query 1 first; labels: [a, b] vs candidates [a, b, a].
+    q = _unit(np.array([[1.0, 0.0], [0.0, 1.0]]))
+    c = _unit(np.array([[0.6, 0.4], [0.0, 1.0], [1.0, 0.0]]))
+    m = retrieval_metrics(q, c, np.array([0, 1]), np.array([0, 1, 0]), ks=(1, 2))
+    assert m["recall@1"] == 0.5 and m["recall@2"] == 1.0
+    assert m["mrr"] == pytest.approx((1 / 2 + 1) / 2)
+    assert m["map"] == pytest.approx(1.0)  # every query's own-class items come first
+    assert m["class_precision@1"] == 1.0 and m["class_precision@2"] == pytest.approx((1 + 0.5) / 2)
+
+
+def test_index_exact_hnsw_add_save_load(tmp_path):
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(3000, 16)).astype("float32")
+    queries = rng.normal(size=(50, 16)).astype("float32")
+    truth = np.argsort(-(_unit(queries) @ _unit(vectors).T), axis=1)[:, :10]
+    exact = Index.build(vectors, rows=[{"path": f"img/{i}.png"} for i in range(3000)], model="m1")
+    ids, scores = exact.search(queries, k=10)
+    np.testing.assert_array_equal(ids, truth)
+    np.testing.assert_allclose(scores[:, 0], np.sort(_unit(queries) @ _unit(vectors).T, axis=1)[:, -1], rtol=1e-5)
+    hnsw = Index.build(vectors, kind="hnsw")
+    found, _ = hnsw.search(queries, k=10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]) >= 0.95
+    # Rows added later are found without a rebuild, in both kinds, and survive save/load.
+    extra = rng.normal(size=(2, 16)).astype("float32")
+    for index in (exact, hnsw):
+        index.add(extra, rows=[{"path": "new/a.png"}, {"path": "new/b.png"}] if index is exact else None)
+        assert list(index.search(extra, k=1)[0][:, 0]) == [3000, 3001]
+    path = exact.save(tmp_path / "catalogue.index")
+    loaded = Index.load(path, model="m1")
+    assert len(loaded) == 3002 and loaded.rows[3001] == {"path": "new/b.png"}
+    np.testing.assert_array_equal(loaded.search(queries, k=10)[0], exact.search(queries, k=10)[0])
+    hnsw.save(tmp_path / "hnsw.index")
+    assert list(Index.load(tmp_path / "hnsw.index").search(extra, k=1)[0][:, 0]) == [3000, 3001]
+
+
+def test_index_bad_input(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    index = Index.build(rng.normal(size=(100, 8)), model="m1")
+    path = index.save(tmp_path / "a.index")
+    with pytest.raises(IndexFileError, match=r"a.index was built by another model \(m1\); this one is m2"):
+        Index.load(path, model="m2")
+    with pytest.raises(ValueError, match=r"vectors must have shape \(n, 8\). Received: shape \(1, 5\)"):
+        index.search(np.ones(5))
+    with pytest.raises(ValueError, match="vector 1 is all zeros"):
+        index.add(np.stack([np.ones(8), np.zeros(8)]))
+    data = path.read_bytes() if hasattr(path, "read_bytes") else open(path, "rb").read()
+    truncated = tmp_path / "truncated.index"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(IndexFileError, match="truncated.index: corrupt or truncated index file"):
+        Index.load(truncated)
+    # A save that fails half way leaves the previous file as it was, and no temporary file.
+    before = open(path, "rb").read()
+    bigger = Index.build(rng.normal(size=(200, 8)))
+    real = zipfile.ZipFile.writestr
+
+    def fail_on_rows(self, name, *args, **kwargs):
+        if name == "rows.json":
+            raise OSError("disk full")
+        return real(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", fail_on_rows)
+    with pytest.raises(OSError, match="disk full"):
+        bigger.save(path)
+    monkeypatch.undo()
+    assert open(path, "rb").read() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.index", "truncated.index"]
+    with pytest.raises(FileNotFoundError, match="Index not found"):
+        Index.load(tmp_path / "nope.index")
