@@ -19,8 +19,8 @@ of the query's class) on the held-out speaker's 500 recordings and 500 test-pool
 
 Part 2, always: indexes of 10k, 100k (and 1M with `--scale 1000000`) random
 unit vectors: build seconds, memory, queries/s and recall@10 against exact
-search, for usearch's HNSW, faiss-cpu's HNSW and exact (brute-force) search,
-each when installed.
+search, for usearch's HNSW, faiss-cpu's HNSW, ScaNN and exact search (a matrix
+product), each when installed.
 
 Usage:
     python benchmarks/retrieval.py --data ../shared/data [--folds theo] [--epochs 8]
@@ -29,7 +29,6 @@ Usage:
 
 import argparse
 import os
-import resource
 import sys
 import time
 
@@ -98,7 +97,7 @@ def cross_modal(args):
 
     print(f"\nCross-modal search on AV-digits, {len(folds)} held-out speaker(s) ({', '.join(folds)}), "
           f"{args.epochs} epochs; class-level, mean ± std over folds")
-    print(f"| model | audio->image mAP | audio->image precision@10 | image->audio mAP | image->audio precision@10 | train s |")
+    print("| model | audio->image mAP | audio->image precision@10 | image->audio mAP | image->audio precision@10 | train s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     summary = {}
     for name, runs in results.items():
@@ -120,70 +119,88 @@ def _both_ways(metrics, q, c, labels, seconds):
             "seconds": seconds}
 
 
-def _peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 def scale(args):
     from mbm_keras.retrieval import Index
+    from mbm_keras.retrieval.index import HNSW
 
     rng = np.random.default_rng(0)
     dim, n_queries, k = args.dim, 1000, 10
-    print(f"\nIndexes of random unit vectors, dim {dim}, {n_queries} queries, recall@{k} against exact search")
-    print("| rows | library | build s | memory MB (process peak) | queries/s | recall@10 |")
+    print(f"\nIndexes of random unit vectors, dim {dim}, {n_queries} queries, recall@{k} against exact search; "
+          f"HNSW with {HNSW['connectivity']} links, {HNSW['expansion_add']} candidates while adding, ef while "
+          f"searching; memory: resident growth while building")
+    print("| rows | search | build s | memory MB | queries/s | recall@10 |")
     print("| ---: | --- | ---: | ---: | ---: | ---: |")
     for n in args.scale:
         vectors = rng.normal(size=(n, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         queries = rng.normal(size=(n_queries, dim)).astype(np.float32)
         exact = Index.build(vectors, kind="exact")
         t = time.perf_counter()
         truth, _ = exact.search(queries, k)
         exact_qps = n_queries / (time.perf_counter() - t)
-        print(f"| {n:,} | exact (usearch brute force) | 0 | {_peak_mb():,.0f} | {exact_qps:,.0f} | 1.000 |", flush=True)
+        print(f"| {n:,} | exact (numpy matrix product) | 0 | {vectors.nbytes / 1e6:,.0f} | {exact_qps:,.0f} | 1.000 |",
+              flush=True)
         contenders = {"usearch HNSW": lambda: _usearch(Index, vectors), "faiss-cpu HNSW": lambda: _faiss(vectors, dim),
                       "ScaNN": lambda: _scann(vectors)}
         for name, make in contenders.items():
             try:
-                t = time.perf_counter()
+                before, t = _rss_mb(), time.perf_counter()
                 search = make()
-                build = time.perf_counter() - t
+                build, memory = time.perf_counter() - t, _rss_mb() - before
             except Exception as e:  # not installed, or (ScaNN 1.4.2) its TF ops do not load next to TF 2.21
                 print(f"| {n:,} | {name} | not usable here: {type(e).__name__}: {str(e).splitlines()[-1][:120]} | | | |")
                 continue
-            search(queries[:10], k)
-            t = time.perf_counter()
-            ids = search(queries, k)
-            qps = n_queries / (time.perf_counter() - t)
-            recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, truth)])
-            print(f"| {n:,} | {name} | {build:.1f} | {_peak_mb():,.0f} | {qps:,.0f} ({qps / exact_qps:.0f}x exact) "
-                  f"| {recall:.3f} |", flush=True)
+            for ef in args.ef:
+                search(queries[:10], k, ef)
+                t = time.perf_counter()
+                ids = search(queries, k, ef)
+                qps = n_queries / (time.perf_counter() - t)
+                recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, truth)])
+                print(f"| {n:,} | {name}, ef {ef} | {build:.1f} | {memory:,.0f} | {qps:,.0f} ({qps / exact_qps:.0f}x exact) "
+                      f"| {recall:.3f} |", flush=True)
+            del search
 
 
 def _usearch(Index, vectors):
-    index = Index.build(vectors, kind="hnsw", expansion_search=128)
-    index._ensure_graph()
-    return lambda q, k: index.search(q, k)[0]
+    index = Index.build(vectors, kind="hnsw")
+    graph = index._ensure_graph()
+
+    def search(q, k, ef):
+        graph.expansion_search = ef
+        return index.search(q, k)[0]
+    return search
 
 
 def _faiss(vectors, dim):
     import faiss
 
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efSearch = 128
-    index.add(unit)
-    return lambda q, k: index.search(q / np.linalg.norm(q, axis=1, keepdims=True), k)[1]
+    from mbm_keras.retrieval.index import HNSW
+
+    index = faiss.IndexHNSWFlat(dim, HNSW["connectivity"], faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = HNSW["expansion_add"]
+    index.add(vectors)
+
+    def search(q, k, ef):
+        index.hnsw.efSearch = ef
+        return index.search(q / np.linalg.norm(q, axis=1, keepdims=True), k)[1]
+    return search
 
 
 def _scann(vectors):
     import scann
 
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    leaves = max(16, int(np.sqrt(len(unit))))
-    searcher = (scann.scann_ops_pybind.builder(unit, 10, "dot_product")
-                .tree(num_leaves=leaves, num_leaves_to_search=max(4, leaves // 10), training_sample_size=min(len(unit), 250_000))
+    leaves = max(16, int(np.sqrt(len(vectors))))
+    searcher = (scann.scann_ops_pybind.builder(vectors, 10, "dot_product")
+                .tree(num_leaves=leaves, num_leaves_to_search=max(4, leaves // 10),
+                      training_sample_size=min(len(vectors), 250_000))
                 .score_ah(2, anisotropic_quantization_threshold=0.2).reorder(100).build())
-    return lambda q, k: searcher.search_batched(q / np.linalg.norm(q, axis=1, keepdims=True), final_num_neighbors=k)[0]
+    return lambda q, k, ef: searcher.search_batched(q / np.linalg.norm(q, axis=1, keepdims=True),
+                                                    final_num_neighbors=k)[0]
 
 
 def main():
@@ -196,6 +213,8 @@ def main():
     parser.add_argument("--scale", type=int, nargs="*", default=[10_000, 100_000],
                         help="index sizes of part 2 (default: 10000 100000; none: skip)")
     parser.add_argument("--dim", type=int, default=64, help="vector size of part 2 (default: %(default)s)")
+    parser.add_argument("--ef", type=int, nargs="+", default=[256, 512],
+                        help="HNSW candidates kept while searching, part 2 (default: 256 512)")
     args = parser.parse_args()
     if args.data:
         cross_modal(args)

@@ -133,6 +133,59 @@ def cmd_pack(args):
     return 0
 
 
+def _feature_values(items):
+    """`--feature name=value` items as a dict."""
+    values = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--feature takes name=value (a file path, or the text). Received: --feature {item!r}")
+        if name in values:
+            raise ValueError(f"--feature {name}=... is given twice")
+        values[name] = value
+    return values
+
+
+def cmd_embed(args):
+    import numpy as np
+
+    from mbm_keras.io import write_json
+    from mbm_keras.retrieval.search import embed
+
+    vectors, rows = embed(args.model, args.data, args.tower, on_error=args.on_error, progress=not args.quiet)
+    out = args.out if args.out.endswith(".npy") else args.out + ".npy"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    np.save(out, vectors)
+    write_json(out[:-4] + ".rows.json", rows)
+    print(f"Embedded {len(rows):,} rows ({vectors.shape[1]} dimensions) to {out} and {out[:-4]}.rows.json")
+    return 0
+
+
+def cmd_index(args):
+    from mbm_keras.retrieval.search import build_index
+
+    index = build_index(args.model, args.data, args.out, kind=args.kind, add=args.add, on_error=args.on_error,
+                        progress=not args.quiet)
+    how = "approximate (usearch HNSW)" if index.approximate else "exact"
+    print(f"Index {args.out}: {len(index):,} rows, {index.dim} dimensions, {how} search")
+    return 0
+
+
+def cmd_search(args):
+    from mbm_keras.retrieval.search import search
+
+    values = {k: v for k, v in (("image", args.image), ("text", args.text), ("audio", args.audio)) if v is not None}
+    for name, value in _feature_values(args.feature).items():
+        if name in values:
+            raise ValueError(f"{name!r} is given twice: as --{name} and as --feature")
+        values[name] = value
+    for rank, score, row in search(args.index, values, run=args.model, k=args.k):
+        folder = row.get("_folder")
+        cells = "  ".join(f"{c}={v}" for c, v in row.items() if c not in ("row", "_folder") and v is not None)
+        print(f"{rank:>3}  {score:.4f}  row {row['row']}  {cells}" + (f"  (in {folder})" if folder else ""))
+    return 0
+
+
 def cmd_evaluate(args):
     from mbm_keras.evaluate import evaluate, format_report
 
@@ -365,6 +418,65 @@ def make_parser():
                       help="accept file paths that resolve outside the manifest's folder, e.g. --allow-outside-root")
     pack.add_argument("--quiet", action="store_true", help="no progress bar, e.g. --quiet")
     pack.set_defaults(func=cmd_pack)
+
+    embed = sub.add_parser(
+        "embed",
+        help="embed a manifest's rows with a retrieval run's candidate (or query) tower",
+        description="Writes one vector per row (a .npy file) and the rows' cells (.rows.json). Rows whose files "
+                    "are missing or do not decode are named (--on-error raise, the default) or left out (skip).",
+        epilog="examples:\n  mbm-keras embed --model runs/search --data catalogue.csv --out vectors.npy\n"
+               "  mbm-keras embed --model runs/search --data queries.csv --tower query --out queries.npy\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    embed.add_argument("--model", required=True, help="retrieval run folder, e.g. --model runs/search")
+    embed.add_argument("--data", required=True, help="manifest to embed, e.g. --data catalogue.csv")
+    embed.add_argument("--out", required=True, help="vectors file, e.g. --out vectors.npy")
+    embed.add_argument("--tower", choices=("candidate", "query"), default="candidate",
+                       help="which tower embeds the rows, e.g. --tower query (default: %(default)s)")
+    embed.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                       help="a row that cannot be read: raise (default) or skip, e.g. --on-error skip")
+    embed.add_argument("--quiet", action="store_true", help="no progress bars, e.g. --quiet")
+    embed.set_defaults(func=cmd_embed)
+
+    index = sub.add_parser(
+        "index",
+        help="build (or extend) a search index of a catalogue with a retrieval run",
+        description="Embeds every catalogue row with the run's candidate tower and writes one index file "
+                    "(atomically: a failure leaves the previous index as it was). Exact search under 50,000 rows, "
+                    "usearch's HNSW graph from there (--kind). --add appends rows to an existing index of the "
+                    "same model without rebuilding it.",
+        epilog="examples:\n  mbm-keras index --model runs/search --data catalogue.csv --out catalogue.index\n"
+               "  mbm-keras index --model runs/search --data new_items.csv --out catalogue.index --add\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    index.add_argument("--model", required=True, help="retrieval run folder, e.g. --model runs/search")
+    index.add_argument("--data", required=True, help="catalogue manifest, e.g. --data catalogue.csv")
+    index.add_argument("--out", required=True, help="index file, e.g. --out catalogue.index")
+    index.add_argument("--kind", choices=("auto", "exact", "hnsw"), default="auto",
+                       help="search kind, e.g. --kind hnsw (default: %(default)s)")
+    index.add_argument("--add", action="store_true", help="add the rows to the existing index --out, e.g. --add")
+    index.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                       help="a row that cannot be read: raise (default) or skip, e.g. --on-error skip")
+    index.add_argument("--quiet", action="store_true", help="no progress bars, e.g. --quiet")
+    index.set_defaults(func=cmd_index)
+
+    search = sub.add_parser(
+        "search",
+        help="search an index with one query (text, image, audio or named features)",
+        description="Embeds the query with the query tower of the run that built the index (or --model) and "
+                    "prints the best rows: rank, cosine score, row number and cells (file paths).",
+        epilog="examples:\n  mbm-keras search --index catalogue.index --text \"a red bird\" --k 10\n"
+               "  mbm-keras search --index catalogue.index --image query.jpg --feature caption=\"red\"\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    search.add_argument("--index", required=True, help="index file, e.g. --index catalogue.index")
+    search.add_argument("--model", default=None, help="retrieval run (default: the one that built the index)")
+    search.add_argument("--text", default=None, help="query text, e.g. --text \"a red bird\"")
+    search.add_argument("--image", default=None, help="query image file, e.g. --image query.jpg")
+    search.add_argument("--audio", default=None, help="query WAV file, e.g. --audio query.wav")
+    search.add_argument("--feature", action="append", help="a named query feature, e.g. --feature caption=\"red\"")
+    search.add_argument("--k", type=int, default=10, help="results to print, e.g. --k 5 (default: %(default)s)")
+    search.set_defaults(func=cmd_search)
 
     evaluate = sub.add_parser(
         "evaluate",

@@ -78,6 +78,8 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robus
 
     model, pre = load_run(run_dir)
     masks = any(name.endswith("_mask") for name in model.input)
+    if "query_tower" in [layer.name for layer in model.layers]:
+        return evaluate_retrieval(run_dir, model, pre, manifest, batch_size, out, on_error, allow_outside_root)
     # Three passes below (metrics, labels, predictions): decode each file once.
     ds = make_dataset(manifest, preprocessor=pre, batch_size=batch_size, missing_modalities=masks, on_error=on_error,
                       cache="memory", allow_outside_root=allow_outside_root)
@@ -165,6 +167,56 @@ def modality_breakdown(run_dir, manifest, model, pre, ds, **data_options):
     return out
 
 
+def evaluate_retrieval(run_dir, model, pre, manifest, batch_size=32, out=None, on_error="raise",
+                       allow_outside_root=False):
+    """`evaluate` for a retrieval run: each row's query among every row's
+    candidate of `manifest` (paired rows): recall@1/5/10 and MRR, with labels
+    class-level mAP and precision@k too, the recall@k curve in the JSON and
+    as a plot (`<out without .json>-recall.png`)."""
+    from mbm_keras.data import make_dataset
+    from mbm_keras.retrieval import retrieval_metrics
+    from mbm_keras.training.retrieval_task import embed_pairs
+
+    masks = any(name.endswith("_mask") for name in model.input)
+    ds = make_dataset(manifest, preprocessor=pre, batch_size=batch_size, missing_modalities=masks, on_error=on_error,
+                      allow_outside_root=allow_outside_root)
+    queries, candidates, labels = embed_pairs(model, ds)
+    results = {"task": "retrieval", "examples": int(len(queries)), "skipped": ds.report["skipped"]}
+    results.update(retrieval_metrics(queries, candidates, labels, labels))
+    ks = sorted({k for k in (1, 2, 3, 5, 10, 20, 50, 100) if k <= len(candidates)} | {len(candidates)})
+    curve = retrieval_metrics(queries, candidates, ks=ks)
+    results["recall_at_k"] = {str(k): curve[f"recall@{k}"] for k in ks}
+    name = os.path.splitext(os.path.basename(os.fspath(manifest)))[0]
+    out = out or os.path.join(run_dir, f"eval-{name}.json")
+    plot = os.path.splitext(out)[0] + "-recall.png"
+    _plot_recall(results["recall_at_k"], plot, f"{os.path.basename(os.path.abspath(run_dir))} on {name}")
+    results["recall_plot"] = plot
+    write_json(out, {**results, "manifest": os.path.abspath(os.fspath(manifest))})
+    results["path"] = out
+    return results
+
+
+def _plot_recall(curve, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([int(k) for k in curve], list(curve.values()), marker="o")
+    ax.set_xscale("log")
+    ax.set_xlabel("k")
+    ax.set_ylabel("recall@k (own candidate in the top k)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def format_report(results):
     """The text `mbm-keras evaluate` prints.
 
@@ -176,6 +228,8 @@ def format_report(results):
     """
     lines = [f"examples: {results['examples']} (skipped {results['skipped']})"]
     lines += [f"{k}: {v:.4f}" for k, v in results.items() if isinstance(v, float)]
+    if "recall_plot" in results:
+        lines.append(f"recall@k plot: {results['recall_plot']}")
     if "per_class" in results:
         lines.append(f"\n{'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
         for name, m in results["per_class"].items():

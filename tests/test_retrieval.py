@@ -1,5 +1,7 @@
 """Retrieval: two-tower models, the contrastive loss, the vector index and the metrics."""
 
+import os
+import re
 import zipfile
 
 import keras
@@ -187,3 +189,107 @@ def test_index_bad_input(tmp_path, monkeypatch):
     assert open(path, "rb").read() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.index", "truncated.index"]
     with pytest.raises(FileNotFoundError, match="Index not found"):
         Index.load(tmp_path / "nope.index")
+
+
+def test_train_a_retrieval_run_from_a_config(tmp_path):
+    import json
+
+    from test_training import run_config
+
+    from mbm_keras.training import ConfigError, load_config, train
+
+    path = run_config(tmp_path, task__kind="retrieval", task__query=["text"], task__candidate=["image"],
+                      task__embedding_dim=8, train__epochs=12)
+    result = train(str(path), verbose=0)
+    out = tmp_path / "run"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "retrieval" and summary["rows"] == 8
+    assert set(summary["val"]) >= {"recall@1", "recall@10", "mrr", "map", "class_precision@1"}
+    assert summary["val"]["map"] == 1.0 and len(result["history"]["loss"]) == 12  # red/blue: colour decides
+    model = keras.models.load_model(out / "model.keras", safe_mode=True)
+    assert list(model.get_layer("query_tower").input) == ["text"]
+    assert list(model.get_layer("candidate_tower").input) == ["image"]
+    # mbm-keras evaluate on paired rows: the same class-level numbers as summary.json on the same rows (the
+    # images of a colour are identical, so instance-level ranks among them are ties), and the recall curve.
+    from mbm_keras.evaluate import evaluate, format_report
+
+    results = evaluate(str(out), str(tmp_path / "val.csv"))
+    for key in ("map", "class_precision@1", "class_precision@5"):
+        assert results[key] == pytest.approx(summary["val"][key], abs=1e-6)
+    assert results["recall_at_k"]["8"] == 1.0 and os.path.isfile(results["recall_plot"])
+    assert "recall@k plot:" in format_report(results)
+    config = json.loads(path.read_text())
+    for task, message in (
+        ({"kind": "search"}, r"task.kind must be one of \('classification', 'retrieval'\)"),
+        ({"kind": "retrieval", "candidate": ["image"]}, r"needs task.query: the features of its query tower"),
+        ({"kind": "retrieval", "query": ["text"], "candidate": ["photo"]},
+         r"task.candidate names \['photo'\], which the model has not \(its features: image, text\)"),
+        ({"kind": "retrieval", "query": ["image"], "candidate": ["image"]}, r"\['image'\] are in both task.query"),
+        ({"query": ["image"]}, r"task.query is for task.kind: retrieval"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_config({**config, "task": task})
+
+
+@pytest.mark.slow
+def test_index_and_search_from_the_command_line(tmp_path, capsys):
+    import csv
+    import json
+
+    from test_training import run_config
+
+    from mbm_keras.cli import main
+    from mbm_keras.training import train
+
+    path = run_config(tmp_path, task__kind="retrieval", task__query=["text"], task__candidate=["image"],
+                      task__embedding_dim=8, train__epochs=12)
+    train(str(path), verbose=0)
+    run = str(tmp_path / "run")
+    rows = list(csv.DictReader(open(tmp_path / "val.csv")))
+    catalogue = tmp_path / "catalogue.csv"
+    with open(catalogue, "w", newline="") as f:  # images only: no captions, no labels
+        csv.writer(f).writerows([["img"]] + [[r["img"]] for r in rows])
+    index = str(tmp_path / "catalogue.index")
+    assert main(["index", "--model", run, "--data", str(catalogue), "--out", index, "--quiet"]) == 0
+    assert "Index " + index + ": 8 rows, 8 dimensions, exact search" in capsys.readouterr().out
+    colour = {r["img"]: r["label"] for r in rows}
+    for word, label in (("crimson", "red"), ("azure", "blue")):
+        assert main(["search", "--index", index, "--text", f"a {word} thing", "--k", "3"]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert len(lines) == 3 and lines[0].split()[0] == "1"
+        found = [line.split("img=")[1].split()[0] for line in lines]
+        assert [colour[p] for p in found] == [label] * 3, lines
+    # Rows added later, without a rebuild; embeddings to a file.
+    more = tmp_path / "more.csv"
+    with open(more, "w", newline="") as f:
+        csv.writer(f).writerows([["img"], ["img/0.png"], ["img/1.png"]])
+    assert main(["index", "--model", run, "--data", str(more), "--out", index, "--add", "--quiet"]) == 0
+    assert ": 10 rows" in capsys.readouterr().out
+    assert main(["embed", "--model", run, "--data", str(more), "--out", str(tmp_path / "v.npy"), "--quiet"]) == 0
+    assert np.load(tmp_path / "v.npy").shape == (2, 8)
+    assert json.loads((tmp_path / "v.rows.json").read_text())[1] == {"row": 2, "img": "img/1.png"}
+    # Bad input: a missing catalogue file (named, or left out), a query with nothing usable, a foreign index.
+    broken = tmp_path / "broken.csv"
+    with open(broken, "w", newline="") as f:
+        csv.writer(f).writerows([["img"], ["img/0.png"], ["img/gone.png"]])
+    def fails(argv, message):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and re.search(message, err), err
+
+    fails(["index", "--model", run, "--data", str(broken), "--out", str(tmp_path / "b.index"), "--quiet"],
+          r"broken.csv row 2, column 'img' \(.*gone.png\): file not found")
+    assert main(["index", "--model", run, "--data", str(broken), "--out", str(tmp_path / "b.index"), "--quiet",
+                 "--on-error", "skip"]) == 0
+    assert ": 1 rows" in capsys.readouterr().out
+    fails(["search", "--index", index], r"A query needs at least one of its features: text \(text\)")
+    fails(["search", "--index", index, "--image", str(tmp_path / "img" / "0.png")],
+          "The query tower has no feature 'image'; it takes text")
+    (tmp_path / "cut.index").write_bytes(open(index, "rb").read()[:300])
+    fails(["search", "--index", str(tmp_path / "cut.index"), "--text", "a thing"], "corrupt or truncated index file")
+    (tmp_path / "other").mkdir()
+    other = run_config(tmp_path / "other", task__kind="retrieval", task__query=["text"], task__candidate=["image"],
+                       task__embedding_dim=8, train__epochs=1, train__seed=5)
+    train(str(other), verbose=0)
+    fails(["search", "--index", index, "--model", str(tmp_path / "other" / "run"), "--text", "a thing"],
+          "the index was built by another model")

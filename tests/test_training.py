@@ -32,7 +32,7 @@ def run_config(folder, **overrides):
     }
     for key, value in overrides.items():
         section, name = key.split("__")
-        config[section][name] = value
+        config.setdefault(section, {})[name] = value
     path = folder / "run.json"
     path.write_text(json.dumps(config))
     return path

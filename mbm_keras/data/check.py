@@ -25,8 +25,9 @@ def check_data(manifest, preprocessor, *, missing_modalities=False, allow_outsid
         verbose: print the problems found (the first 20).
 
     Returns:
-        dict with `rows`, `usable`, `problems` (count) and `errors` (one text
-        per problem, naming row, column, file and reason).
+        dict with `rows`, `usable`, `problems` (count), `errors` (one text
+        per problem, naming row, column, file and reason) and `bad_rows`
+        (their 0-based positions).
 
     Example:
         >>> report = check_data("train.csv", Preprocessor.load("runs/first"))
@@ -42,7 +43,7 @@ def check_data(manifest, preprocessor, *, missing_modalities=False, allow_outsid
     errors.sort(key=lambda e: e.row)
     bad = {e.row for e in errors}
     report = {"rows": len(manifest), "usable": len(manifest) - len(bad), "problems": len(errors),
-              "errors": [e.text for e in errors]}
+              "errors": [e.text for e in errors], "bad_rows": sorted(bad)}
     if verbose:
         print(f"{manifest.path}: {report['usable']:,} of {report['rows']:,} rows usable, "
               f"{report['problems']:,} problem(s)", file=sys.stderr if errors else sys.stdout)

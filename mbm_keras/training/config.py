@@ -53,8 +53,22 @@ SCHEMA = {
         "keep_best_of": (str, "fusion"),
         "ogm_alpha": (float, 0.5),
     },
+    "task": {
+        # classification: the model's features -> fusion -> softmax/sigmoid/linear head (as the labels say).
+        # retrieval: two towers of the model's features (task.query, task.candidate), trained contrastively.
+        "kind": (str, "classification"),
+        "query": (list, None),
+        "candidate": (list, None),
+        "embedding_dim": (int, 128),
+        # None: by label when data.columns has one (examples of a class match), else each row's own pair.
+        "supervised": (bool, None),
+        "hard_negatives": (int, None),
+        "temperature": (float, 0.07),
+        "share_towers": (bool, False),
+    },
     "output": (str, "runs/latest"),
 }
+TASKS = ("classification", "retrieval")
 REQUIRED = {("data", "train"), ("data", "columns")}
 
 
@@ -92,6 +106,9 @@ RANGES = {
     ("train.fine_tune", "epochs"): (1, None, True, None),
     ("train.fine_tune", "num_layers"): (1, None, True, None),
     ("train.fine_tune", "learning_rate"): (0, None, False, None),
+    ("task", "embedding_dim"): (1, None, True, None),
+    ("task", "hard_negatives"): (1, None, True, None),
+    ("task", "temperature"): (0.01, None, True, None),
 }
 
 
@@ -177,6 +194,50 @@ def _check_choices(out, source):
             raise ConfigError(f"{source}: data.{key} must be one of {valid}. Received: data.{key}={data[key]!r}")
     _check_preprocessing(data["preprocessing"], source)
     _check_model(out["model"], source)
+    _check_task(out, source)
+
+
+def model_features(model):
+    """`{feature: {"modality", "encoder", "kwargs", "options"}}` the model
+    section names: model.features, else one feature per modality key."""
+    from mbm_keras.fusion_model import normalize_features
+    from mbm_keras.modalities import list_modalities
+
+    if model["features"] is not None:
+        return normalize_features(model["features"])
+    return {m: {"modality": m, "encoder": model[m], "kwargs": dict(model.get(f"{m}_kwargs") or {}), "options": {}}
+            for m in list_modalities() if model.get(m) is not None}
+
+
+def _check_task(out, source):
+    """task.kind is known; a retrieval task splits the model's features into its two towers."""
+    task = out["task"]
+    if task["kind"] not in TASKS:
+        raise ConfigError(f"{source}: task.kind must be one of {TASKS}. Received: task.kind={task['kind']!r}")
+    if task["kind"] != "retrieval":
+        given = [k for k in ("query", "candidate") if task[k] is not None]
+        if given:
+            raise ConfigError(f"{source}: task.{given[0]} is for task.kind: retrieval")
+        return
+    features = list(model_features(out["model"]))
+    for key in ("query", "candidate"):
+        names = task[key]
+        if not names:
+            raise ConfigError(f"{source}: task.kind retrieval needs task.{key}: the features of its {key} tower, "
+                              f"e.g. task.{key}: [{features[0] if features else 'text'}] (features: "
+                              f"{', '.join(features) or 'none'})")
+        unknown = [n for n in names if n not in features]
+        if unknown:
+            raise ConfigError(f"{source}: task.{key} names {unknown}, which the model has not (its features: "
+                              f"{', '.join(features)})")
+    both = sorted(set(task["query"]) & set(task["candidate"]))
+    if both:
+        raise ConfigError(f"{source}: {both} are in both task.query and task.candidate; each feature feeds one "
+                          f"tower (for same-modality search name two features, e.g. question and answer, and set "
+                          f"task.share_towers: true for one set of weights)")
+    if out["train"]["balance"] not in ("auto", "none"):
+        raise ConfigError(f"{source}: train.balance {out['train']['balance']!r} balances a classifier's modalities; "
+                          f"a retrieval task trains its towers together (balance: none)")
 
 
 def _check_model(model, source):

@@ -89,6 +89,7 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         ResumableEarlyStopping,
         StopOnNonFiniteLoss,
     )
+    from mbm_keras.training import retrieval_task
     from mbm_keras.training.run_folder import prepare_run_folder
     from mbm_keras.training.loop import distributed_fit, is_chief
     from mbm_keras.training.optimizer import make_optimizer
@@ -132,7 +133,10 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
     features = normalize_features(model_cfg["features"]) if model_cfg["features"] else {}
     pre = fit_preprocessor(data["train"], data["columns"], {k: f["modality"] for k, f in features.items()},
                            share=model_cfg["share_encoders"], **data["preprocessing"])
-    plan = make_plan(train_cfg, data, pre.feature_modalities, model_cfg["fusion"])
+    task = config["task"]
+    retrieval = task["kind"] == "retrieval"  # two towers trained contrastively (training/retrieval_task.py)
+    plan = make_plan({**train_cfg, "balance": "none"} if retrieval else train_cfg, data, pre.feature_modalities,
+                     model_cfg["fusion"])
     if plan.keep == "all" and not data["val"]:
         raise ConfigError("config: train.keep_best_of: all compares the models on data.val; set data.val")
     common = dict(
@@ -167,6 +171,11 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         single_ds = make_dataset(data["train"], training=True, augment=data["augment"], shuffle=data["shuffle"],
                                  **common, **own_shards(data["train"]))
     val_ds = make_dataset(data["val"], **common, **own_shards(data["val"])) if data["val"] else None
+    if retrieval:  # batches of (features, what makes two rows match)
+        from mbm_keras.retrieval import contrastive_dataset
+
+        train_ds = single_ds = contrastive_dataset(train_ds, task["supervised"])
+        val_ds = contrastive_dataset(val_ds, task["supervised"]) if val_ds is not None else None
 
     if used == "tpu" and not (data["batch_size"] % strategy.num_replicas_in_sync == 0):
         raise ValueError(f"data.batch_size={data['batch_size']} must divide evenly over {strategy.num_replicas_in_sync} TPU cores")
@@ -184,11 +193,12 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
             warmup_steps=min(train_cfg["warmup_epochs"], epochs) * steps_per_epoch,
             weight_decay=train_cfg["weight_decay"],
         )
+        loss, metrics = retrieval_task.loss_and_metrics(task) if retrieval else (head.loss(), head.metrics())
         for m in [model] + ([trainee] if trainee is not None else []):
             m.compile(
                 optimizer=optimizer,
-                loss=head.loss(),
-                metrics=head.metrics(),
+                loss=loss,
+                metrics=metrics,
                 jit_compile=train_cfg["jit_compile"] or used == "tpu",
                 steps_per_execution=train_cfg["steps_per_execution"],
             )
@@ -249,7 +259,8 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         # was built before it (a resumed run loads finished single models).
         keras.utils.set_random_seed(train_cfg["seed"])
         with strategy.scope():
-            model = build_fusion_model(**model_kwargs)
+            model = (retrieval_task.build_from_config(task, model_cfg, model_kwargs) if retrieval
+                     else build_fusion_model(**model_kwargs))
             if plan.balance == "unimodal":  # a resumed stage's backup overrides these
                 for modality, names in plan.groups.items():
                     copy_encoders(singles[modality], model, names)
@@ -278,7 +289,10 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
-    summary = validation_summary(out, model, singles, plan, val_ds, head, measure=used != "multi_worker")
+    if retrieval:
+        summary = retrieval_task.validation_scores(model, val_ds, task["supervised"] is not False and pre.labels is not None)
+    else:
+        summary = validation_summary(out, model, singles, plan, val_ds, head, measure=used != "multi_worker")
     kept = summary.get("kept_modality")
     if kept:  # keep_best_of: all, and a single model won: the run folder holds it, fusion/ the fusion
         Run(os.path.join(out, FUSION)).save(model, pre, config)
@@ -291,7 +305,7 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         Run(out).save(model, pre, config)
     if is_chief(strategy):
         write_json(os.path.join(out, SUMMARY), summary)
-        print("\n".join(format_summary(summary)), flush=True)
+        print("\n".join(retrieval_task.format_scores(summary) if retrieval else format_summary(summary)), flush=True)
     return {"output": out, "history": history, "model": model, "strategy": used, "summary": summary}
 
 
