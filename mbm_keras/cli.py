@@ -470,7 +470,8 @@ def make_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     search.add_argument("--index", required=True, help="index file, e.g. --index catalogue.index")
-    search.add_argument("--model", default=None, help="retrieval run (default: the one that built the index)")
+    search.add_argument("--model", default=None,
+                        help="retrieval run, e.g. --model runs/search (default: the one that built the index)")
     search.add_argument("--text", default=None, help="query text, e.g. --text \"a red bird\"")
     search.add_argument("--image", default=None, help="query image file, e.g. --image query.jpg")
     search.add_argument("--audio", default=None, help="query WAV file, e.g. --audio query.wav")

@@ -172,7 +172,17 @@ def evaluate_retrieval(run_dir, model, pre, manifest, batch_size=32, out=None, o
     """`evaluate` for a retrieval run: each row's query among every row's
     candidate of `manifest` (paired rows): recall@1/5/10 and MRR, with labels
     class-level mAP and precision@k too, the recall@k curve in the JSON and
-    as a plot (`<out without .json>-recall.png`)."""
+    as a plot (`<out without .json>-recall.png`).
+
+    Args:
+        run_dir: the run folder.
+        model, pre: its model and preprocessor (`load_run(run_dir)`).
+        manifest: paired rows with both towers' columns (and the labels).
+        batch_size, out, on_error, allow_outside_root: as in `evaluate`.
+
+    Example:
+        >>> evaluate("runs/search", "test.csv")["map"]   # evaluate() calls it for retrieval runs
+    """
     from mbm_keras.data import make_dataset
     from mbm_keras.retrieval import retrieval_metrics
     from mbm_keras.training.retrieval_task import embed_pairs

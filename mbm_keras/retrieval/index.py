@@ -23,7 +23,14 @@ HNSW = {"connectivity": 32, "expansion_add": 256, "expansion_search": 256}
 
 
 class IndexFileError(ValueError):
-    """An index file that cannot be used (corrupt, truncated, another model's)."""
+    """An index file that cannot be used (corrupt, truncated, another model's); the message names the file.
+
+    Example:
+        >>> try:
+        ...     Index.load("catalogue.index", model=model_id("runs/search"))
+        ... except IndexFileError as e:
+        ...     print(e)
+    """
 
 
 def _usearch():

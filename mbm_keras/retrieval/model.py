@@ -116,7 +116,15 @@ class ContrastiveLoss(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="mbm_keras")
 def in_batch_accuracy(y_true, y_pred):
-    """Share of the batch's queries whose best-scoring candidate is a positive."""
+    """Per query of a batch: 1 when its best-scoring candidate is a positive, else 0 (a Keras metric function).
+
+    Args:
+        y_true: each example's class, or a distinct id per example (as for `ContrastiveLoss`).
+        y_pred: the `(B, B)` logits of `SimilarityLogits`.
+
+    Example:
+        >>> model.compile("adam", loss=ContrastiveLoss(), metrics=[in_batch_accuracy])
+    """
     positives = _positives(y_true, "float32")
     best = ops.argmax(y_pred, axis=1)
     return ops.take_along_axis(positives, ops.expand_dims(best, 1), axis=1)[:, 0]
@@ -248,5 +256,13 @@ def _shared_tower(towers, candidate_tower, options):
 
 
 def tower_inputs(tower, x):
-    """The entries of a batch `x` (a dict of every feature) that `tower` reads."""
+    """The entries of a batch that one tower reads.
+
+    Args:
+        tower: `model.get_layer("query_tower")` or `"candidate_tower"`.
+        x: a dict of every feature of a batch (and masks).
+
+    Example:
+        >>> vectors = tower(tower_inputs(tower, batch))
+    """
     return {k: x[k] for k in tower.input}
