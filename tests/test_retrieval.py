@@ -191,16 +191,26 @@ def test_index_bad_input(tmp_path, monkeypatch):
         Index.load(tmp_path / "nope.index")
 
 
-def test_train_a_retrieval_run_from_a_config(tmp_path):
-    import json
-
+@pytest.fixture(scope="module")
+def retrieval_run(tmp_path_factory):
+    """One retrieval run (text -> image, red/blue by colour) trained from a config, shared by the tests below."""
     from test_training import run_config
 
-    from mbm_keras.training import ConfigError, load_config, train
+    from mbm_keras.training import train
 
-    path = run_config(tmp_path, task__kind="retrieval", task__query=["text"], task__candidate=["image"],
+    folder = tmp_path_factory.mktemp("retrieval")
+    path = run_config(folder, task__kind="retrieval", task__query=["text"], task__candidate=["image"],
                       task__embedding_dim=8, train__epochs=12)
     result = train(str(path), verbose=0)
+    return folder, path, result
+
+
+def test_train_a_retrieval_run_from_a_config(retrieval_run):
+    import json
+
+    from mbm_keras.training import ConfigError, load_config
+
+    tmp_path, path, result = retrieval_run
     out = tmp_path / "run"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "retrieval" and summary["rows"] == 8
@@ -213,7 +223,7 @@ def test_train_a_retrieval_run_from_a_config(tmp_path):
     # images of a colour are identical, so instance-level ranks among them are ties), and the recall curve.
     from mbm_keras.evaluate import evaluate, format_report
 
-    results = evaluate(str(out), str(tmp_path / "val.csv"))
+    results = evaluate(str(out), str(tmp_path / "val.csv"), out=str(tmp_path / "eval.json"))
     for key in ("map", "class_precision@1", "class_precision@5"):
         assert results[key] == pytest.approx(summary["val"][key], abs=1e-6)
     assert results["recall_at_k"]["8"] == 1.0 and os.path.isfile(results["recall_plot"])
@@ -232,7 +242,7 @@ def test_train_a_retrieval_run_from_a_config(tmp_path):
 
 
 @pytest.mark.slow
-def test_index_and_search_from_the_command_line(tmp_path, capsys):
+def test_index_and_search_from_the_command_line(retrieval_run, tmp_path, capsys):
     import csv
     import json
 
@@ -241,12 +251,10 @@ def test_index_and_search_from_the_command_line(tmp_path, capsys):
     from mbm_keras.cli import main
     from mbm_keras.training import train
 
-    path = run_config(tmp_path, task__kind="retrieval", task__query=["text"], task__candidate=["image"],
-                      task__embedding_dim=8, train__epochs=12)
-    train(str(path), verbose=0)
-    run = str(tmp_path / "run")
-    rows = list(csv.DictReader(open(tmp_path / "val.csv")))
-    catalogue = tmp_path / "catalogue.csv"
+    data = retrieval_run[0]
+    run = str(data / "run")
+    rows = list(csv.DictReader(open(data / "val.csv")))
+    catalogue = data / "catalogue.csv"  # manifests beside the run's files: their paths resolve there
     with open(catalogue, "w", newline="") as f:  # images only: no captions, no labels
         csv.writer(f).writerows([["img"]] + [[r["img"]] for r in rows])
     index = str(tmp_path / "catalogue.index")
@@ -260,7 +268,7 @@ def test_index_and_search_from_the_command_line(tmp_path, capsys):
         found = [line.split("img=")[1].split()[0] for line in lines]
         assert [colour[p] for p in found] == [label] * 3, lines
     # Rows added later, without a rebuild; embeddings to a file.
-    more = tmp_path / "more.csv"
+    more = data / "more.csv"
     with open(more, "w", newline="") as f:
         csv.writer(f).writerows([["img"], ["img/0.png"], ["img/1.png"]])
     assert main(["index", "--model", run, "--data", str(more), "--out", index, "--add", "--quiet"]) == 0
@@ -269,9 +277,10 @@ def test_index_and_search_from_the_command_line(tmp_path, capsys):
     assert np.load(tmp_path / "v.npy").shape == (2, 8)
     assert json.loads((tmp_path / "v.rows.json").read_text())[1] == {"row": 2, "img": "img/1.png"}
     # Bad input: a missing catalogue file (named, or left out), a query with nothing usable, a foreign index.
-    broken = tmp_path / "broken.csv"
+    broken = data / "broken.csv"
     with open(broken, "w", newline="") as f:
         csv.writer(f).writerows([["img"], ["img/0.png"], ["img/gone.png"]])
+
     def fails(argv, message):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
@@ -283,7 +292,7 @@ def test_index_and_search_from_the_command_line(tmp_path, capsys):
                  "--on-error", "skip"]) == 0
     assert ": 1 rows" in capsys.readouterr().out
     fails(["search", "--index", index], r"A query needs at least one of its features: text \(text\)")
-    fails(["search", "--index", index, "--image", str(tmp_path / "img" / "0.png")],
+    fails(["search", "--index", index, "--image", str(data / "img" / "0.png")],
           "The query tower has no feature 'image'; it takes text")
     (tmp_path / "cut.index").write_bytes(open(index, "rb").read()[:300])
     fails(["search", "--index", str(tmp_path / "cut.index"), "--text", "a thing"], "corrupt or truncated index file")
@@ -293,3 +302,32 @@ def test_index_and_search_from_the_command_line(tmp_path, capsys):
     train(str(other), verbose=0)
     fails(["search", "--index", index, "--model", str(tmp_path / "other" / "run"), "--text", "a thing"],
           "the index was built by another model")
+
+
+def test_towers_export_to_saved_model_and_tflite(retrieval_run, tmp_path):
+    import tensorflow as tf
+
+    from mbm_keras.deploy import export_model
+    from mbm_keras.retrieval.search import embed_query
+
+    data = retrieval_run[0]
+    run = str(data / "run")
+    saved = export_model(run, "saved_model", out=str(tmp_path / "sm"), verbose=False)
+    assert min(saved["check"]["min_cosine"].values()) >= 0.999 and saved["check"]["examples"] == 8
+    served = tf.saved_model.load(str(tmp_path / "sm"))
+    assert {"embed_query", "embed_candidate", "serving_default"} <= set(served.signatures)
+    # Raw inputs in: the query's text, the candidate's PNG bytes; unit vectors out, equal to the Keras towers'.
+    texts = ["a crimson thing number 3", "an azure thing"]
+    got = served.signatures["embed_query"](text=tf.constant(texts))["embedding"].numpy()
+    png = open(data / "img" / "0.png", "rb").read()
+    image = served.signatures["embed_candidate"](image=tf.constant([png]))["embedding"].numpy()
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(image, axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(got[:1], embed_query(run, {"text": texts[0]}), atol=1e-5)
+    for quantize in ("none", "int8"):
+        result = export_model(run, "tflite", out=str(tmp_path / f"tflite-{quantize}"), quantize=quantize, verbose=False)
+        files = sorted(os.listdir(tmp_path / f"tflite-{quantize}"))
+        assert {"query.tflite", "candidate.tflite", "query.json", "candidate.json", "preprocessor.json"} <= set(files)
+        if quantize == "none":
+            assert min(result["check"]["min_cosine"].values()) >= 0.999
+        assert result["check"]["top10_overlap"] >= 0.9

@@ -89,7 +89,9 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
 
     Returns:
         dict with `out`, `format`, `quantize`, `bytes` (model file size) and
-        `check` (`examples`, `max_abs_diff`, `top1_agreement`).
+        `check` (`examples`, `max_abs_diff`, `top1_agreement`; for a retrieval
+        run, whose towers export on their own: `min_cosine` per tower and
+        `top10_overlap`, see `deploy/retrieval_export.py`).
 
     Raises:
         TFLiteExportError: the converter failed or crashed.
@@ -122,8 +124,14 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
                                               + (f"-{quantize}" if quantize != "none" else "")))
     say = print if verbose else (lambda *a, **k: None)
 
+    retrieval = "query_tower" in [layer.name for layer in keras_model.layers]
+    check = None
     with atomic_output_dir(out) as tmp:
-        if format == "saved_model":
+        if retrieval:  # each tower on its own (deploy/retrieval_export.py)
+            from mbm_keras.deploy.retrieval_export import export_retrieval
+
+            model_file, check = export_retrieval(keras_model, pre, format, tmp, quantize, examples, say)
+        elif format == "saved_model":
             export_serving_model(keras_model, pre, tmp)
             model_file = os.path.join(tmp, "saved_model.pb")
         elif format == "onnx":
@@ -147,9 +155,7 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
             write_json(os.path.join(tmp, "model.json"), sidecar(keras_model, pre, interpreter, quantize))
             shutil.copy(os.path.join(os.path.dirname(__file__), "reference_tokenizer.py"), os.path.join(tmp, "tokenizer.py"))
         pre.save(tmp)  # preprocessor.json (+ vocabulary.txt): `predict` and apps read them
-
-        check = None
-        if examples is not None:
+        if examples is not None and not retrieval:
             artifact = ("saved_model", tmp) if format == "saved_model" else (format, model_file)
             check = check_parity(keras_model, examples, {format: artifact}, atol=None)[format]
             if quantize == "none" and not check["max_abs_diff"] <= 1e-4:
@@ -158,7 +164,11 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
         size = os.path.getsize(model_file)
     result = {"out": out, "format": format, "quantize": quantize, "bytes": size, "check": check}
     say(f"Wrote {out} ({format}" + (f", quantize={quantize}" if format == "tflite" else "") + f", {size / 1e6:.2f} MB)")
-    if check:
+    if check and retrieval:
+        overlap = f", top-10 overlap {100 * check['top10_overlap']:.1f}%"
+        say(f"Checked against Keras on {check['examples']} examples: lowest cosine similarity "
+            + ", ".join(f"{k} {v:.5f}" for k, v in check["min_cosine"].items()) + overlap)
+    elif check:
         agreement = "" if check["top1_agreement"] is None else f", top-1 agreement {100 * check['top1_agreement']:.1f}%"
         say(f"Checked against Keras on {check['examples']} examples: max |diff| {check['max_abs_diff']:.2e}{agreement}")
     return result
