@@ -19,8 +19,9 @@ of the query's class) on the held-out speaker's 500 recordings and 500 test-pool
 
 Part 2, always: indexes of 10k, 100k (and 1M with `--scale 1000000`) random
 unit vectors: build seconds, memory, queries/s and recall@10 against exact
-search, for usearch's HNSW, faiss-cpu's HNSW, ScaNN and exact search (a matrix
-product), each when installed.
+search, for faiss-cpu's HNSW (the mbm_keras `Index`), usearch's HNSW, ScaNN and
+exact search (a matrix product), each when installed (`pip install usearch scann`
+for the other two).
 
 Usage:
     python benchmarks/retrieval.py --data ../shared/data [--folds theo] [--epochs 8]
@@ -50,6 +51,7 @@ def cross_modal(args):
     table, info = build_files(args.data, args.work, verbose=True)
     folds = args.folds or sorted({r["speaker"] for r in table})
     results = {name: [] for name in ("contrastive", "classifier features", "random")}
+    exports = {}
     for speaker in folds:
         train_manifest, tests = fold_manifests(table, info["folder"], speaker)
         pre = fit_preprocessor(train_manifest, {"image": "image", "audio": "audio", "label": "label"},
@@ -71,6 +73,8 @@ def cross_modal(args):
         q = model.get_layer("query_tower").predict({"audio": audio}, verbose=0)
         c = model.get_layer("candidate_tower").predict({"image": images}, verbose=0)
         results["contrastive"].append(_both_ways(retrieval_metrics, q, c, labels, seconds))
+        if speaker == folds[0] and args.tflite:
+            exports.update(_tflite_parity(model, train, {"audio": audio, "image": images}, q, c))
 
         keras.utils.set_random_seed(SPEC["seed"])
         t = time.perf_counter()
@@ -108,10 +112,38 @@ def cross_modal(args):
                 cells.append(f"{values.mean():.3f} ± {values.std():.3f}")
                 summary[(name, direction, metric)] = values.mean()
         print(f"| {name} | " + " | ".join(cells) + f" | {np.mean([r['seconds'] for r in runs]):.0f} |")
+    for quantize, r in exports.items():
+        print(f"TFLite towers ({quantize}), first fold's test rows: lowest cosine with Keras {r['min_cosine']:.5f}, "
+              f"top-10 overlap of audio->image search {r['top10_overlap']:.3f}")
     for direction in ("audio->image", "image->audio"):
         ratio = summary[("contrastive", direction, "map")] / summary[("classifier features", direction, "map")]
         print(f"{direction}: contrastive mAP / classifier-feature mAP = {ratio:.2f} (target >= 2); "
               f"random mAP {summary[('random', direction, 'map')]:.3f}")
+
+
+def _tflite_parity(model, train, test, q, c):
+    """Each tower to TFLite (float32, int8 calibrated on 64 training rows): cosine with Keras and the overlap
+    of the top 10 of each audio query among the image catalogue, on the test rows."""
+    import tempfile
+
+    from mbm_keras.deploy import convert_to_tflite
+    from mbm_keras.deploy.retrieval_export import _cosine, _top_overlap
+    from mbm_keras.deploy.tflite import run_tflite, tflite_interpreter
+
+    calibration = [x for x, _ in train.unbatch().take(64).as_numpy_iterator()]
+    out = {}
+    with tempfile.TemporaryDirectory() as work:
+        for quantize in ("none", "int8"):
+            got = {}
+            for kind, name in (("query", "audio"), ("candidate", "image")):
+                path = os.path.join(work, f"{kind}-{quantize}.tflite")
+                convert_to_tflite(model.get_layer(f"{kind}_tower"), path, quantize,
+                                  representative=[{name: x[name]} for x in calibration])
+                interpreter = tflite_interpreter(path)
+                got[kind] = np.asarray(run_tflite(interpreter, {name: test[name]}))
+            out[quantize] = {"min_cosine": float(min(_cosine(got["query"], q).min(), _cosine(got["candidate"], c).min())),
+                             "top10_overlap": _top_overlap(got["query"], got["candidate"], q, c)}
+    return out
 
 
 def _both_ways(metrics, q, c, labels, seconds):
@@ -145,8 +177,8 @@ def scale(args):
         exact_qps = n_queries / (time.perf_counter() - t)
         print(f"| {n:,} | exact (numpy matrix product) | 0 | {vectors.nbytes / 1e6:,.0f} | {exact_qps:,.0f} | 1.000 |",
               flush=True)
-        contenders = {"usearch HNSW": lambda: _usearch(Index, vectors), "faiss-cpu HNSW": lambda: _faiss(vectors, dim),
-                      "ScaNN": lambda: _scann(vectors)}
+        contenders = {"faiss-cpu HNSW (mbm_keras Index)": lambda: _index(Index, vectors),
+                      "usearch HNSW": lambda: _usearch(vectors, dim), "ScaNN": lambda: _scann(vectors)}
         for name, make in contenders.items():
             try:
                 before, t = _rss_mb(), time.perf_counter()
@@ -166,28 +198,28 @@ def scale(args):
             del search
 
 
-def _usearch(Index, vectors):
+def _index(Index, vectors):
     index = Index.build(vectors, kind="hnsw")
     graph = index._ensure_graph()
 
     def search(q, k, ef):
-        graph.expansion_search = ef
+        graph.hnsw.efSearch = ef
         return index.search(q, k)[0]
     return search
 
 
-def _faiss(vectors, dim):
-    import faiss
+def _usearch(vectors, dim):
+    from usearch.index import Index as Graph
 
     from mbm_keras.retrieval.index import HNSW
 
-    index = faiss.IndexHNSWFlat(dim, HNSW["connectivity"], faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = HNSW["expansion_add"]
-    index.add(vectors)
+    graph = Graph(ndim=dim, metric="ip", dtype="f32", connectivity=HNSW["connectivity"],
+                  expansion_add=HNSW["expansion_add"])
+    graph.add(np.arange(len(vectors)), vectors)
 
     def search(q, k, ef):
-        index.hnsw.efSearch = ef
-        return index.search(q / np.linalg.norm(q, axis=1, keepdims=True), k)[1]
+        graph.expansion_search = ef
+        return np.asarray(graph.search(q / np.linalg.norm(q, axis=1, keepdims=True), k).keys)
     return search
 
 
@@ -209,7 +241,9 @@ def main():
     parser.add_argument("--work", default=os.path.join(os.path.expanduser("~"), ".cache", "mbm_keras"),
                         help="where part 1's generated files go (default: %(default)s)")
     parser.add_argument("--folds", nargs="+", help="test speakers (default: every speaker), e.g. --folds theo")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs of part 1 (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=16, help="training epochs of part 1 (default: %(default)s)")
+    parser.add_argument("--no-tflite", dest="tflite", action="store_false",
+                        help="skip part 1's TFLite parity check of the towers")
     parser.add_argument("--scale", type=int, nargs="*", default=[10_000, 100_000],
                         help="index sizes of part 2 (default: 10000 100000; none: skip)")
     parser.add_argument("--dim", type=int, default=64, help="vector size of part 2 (default: %(default)s)")

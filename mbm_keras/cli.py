@@ -166,7 +166,7 @@ def cmd_index(args):
 
     index = build_index(args.model, args.data, args.out, kind=args.kind, add=args.add, on_error=args.on_error,
                         progress=not args.quiet)
-    how = "approximate (usearch HNSW)" if index.approximate else "exact"
+    how = "approximate (faiss HNSW)" if index.approximate else "exact"
     print(f"Index {args.out}: {len(index):,} rows, {index.dim} dimensions, {how} search")
     return 0
 
@@ -443,7 +443,7 @@ def make_parser():
         help="build (or extend) a search index of a catalogue with a retrieval run",
         description="Embeds every catalogue row with the run's candidate tower and writes one index file "
                     "(atomically: a failure leaves the previous index as it was). Exact search under 50,000 rows, "
-                    "usearch's HNSW graph from there (--kind). --add appends rows to an existing index of the "
+                    "faiss' HNSW graph from there (--kind). --add appends rows to an existing index of the "
                     "same model without rebuilding it.",
         epilog="examples:\n  mbm-keras index --model runs/search --data catalogue.csv --out catalogue.index\n"
                "  mbm-keras index --model runs/search --data new_items.csv --out catalogue.index --add\n",

@@ -1,8 +1,8 @@
 """`Index`: the catalogue's embeddings, searchable by cosine similarity.
 
-Approximate search is usearch's HNSW graph (see README, "Search": chosen over
-faiss-cpu and ScaNN by `benchmarks/retrieval.py`); exact search is a matrix
-product over the same vectors, the default for small catalogues. An index
+Approximate search is faiss' HNSW graph (`IndexHNSWFlat`; see README, "Search":
+chosen over usearch and ScaNN by `benchmarks/retrieval.py`); exact search is a
+matrix product over the same vectors, the default for small catalogues. An index
 is one file written atomically: the vectors, the graph, each row's fields
 (file paths, text, label) and the identity of the model that embedded them.
 """
@@ -16,9 +16,9 @@ import numpy as np
 
 FORMAT = "mbm_keras-index-1"
 EXACT_BELOW = 50_000  # "auto": exact search under this many rows, HNSW from there
-# HNSW settings (usearch's names): 32 links per node, 256 candidates kept while adding and while searching.
-# On 100,000 random 64-d unit vectors (the hardest case: no structure) they reach recall@10 0.97 at 4x the
-# queries/s of exact search (usearch's defaults, 16/128/64: 0.47); benchmarks/retrieval.py measures them.
+# HNSW settings: 32 links per node, 256 candidates kept while adding and while searching. On 100,000 random
+# 64-d unit vectors (the hardest case: no structure) they reach recall@10 0.985 (16/128/64: 0.47 in usearch);
+# benchmarks/retrieval.py measures them.
 HNSW = {"connectivity": 32, "expansion_add": 256, "expansion_search": 256}
 
 
@@ -33,12 +33,12 @@ class IndexFileError(ValueError):
     """
 
 
-def _usearch():
+def _faiss():
     try:
-        from usearch.index import Index as Graph
+        import faiss
     except ImportError as e:  # a core dependency; a broken install is said plainly
-        raise ImportError(f"mbm_keras' Index needs usearch (pip install usearch): {e}") from None
-    return Graph
+        raise ImportError(f"mbm_keras' Index needs faiss (pip install faiss-cpu): {e}") from None
+    return faiss
 
 
 def _unit(vectors, dim=None):
@@ -57,7 +57,7 @@ def _unit(vectors, dim=None):
 
 
 def _exact(vectors, queries, k, chunk=256):
-    """Brute force by matrix products (numpy's BLAS: 2.3x usearch's own exact search on 100,000 rows here)."""
+    """Brute force by matrix products (numpy's BLAS; 2.3x usearch's exact search on 100,000 rows here)."""
     ids, scores = [], []
     for start in range(0, len(queries), chunk):
         similarity = queries[start:start + chunk] @ vectors.T
@@ -123,19 +123,20 @@ class Index:
         rows = [{} for _ in range(len(vectors))] if rows is None else [dict(r) for r in rows]
         if len(rows) != len(vectors):
             raise ValueError(f"{len(vectors)} vectors but {len(rows)} rows")
-        start = len(self.vectors)
         self.vectors = np.concatenate([self.vectors, vectors])
         self.rows += rows
-        if self._graph is not None:
-            self._graph.add(np.arange(start, len(self.vectors), dtype=np.uint64), vectors)
+        if self._graph is not None:  # the graph numbers rows in the order they are added: ids continue
+            self._graph.add(vectors)
         return self
 
     def _ensure_graph(self):
         if self._graph is None:
-            Graph = _usearch()
-            self._graph = Graph(ndim=self.dim, metric="ip", dtype="f32", **self.settings)
+            faiss = _faiss()
+            self._graph = faiss.IndexHNSWFlat(self.dim, self.settings["connectivity"], faiss.METRIC_INNER_PRODUCT)
+            self._graph.hnsw.efConstruction = self.settings["expansion_add"]
             if len(self.vectors):
-                self._graph.add(np.arange(len(self.vectors), dtype=np.uint64), self.vectors)
+                self._graph.add(self.vectors)
+        self._graph.hnsw.efSearch = self.settings["expansion_search"]
         return self._graph
 
     def search(self, queries, k=10, exact=None):
@@ -147,10 +148,8 @@ class Index:
         k = min(int(k), len(self.vectors))
         if exact if exact is not None else not self.approximate:
             return _exact(self.vectors, queries, k)
-        found = self._ensure_graph().search(queries, k)
-        ids = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), -1)
-        scores = 1.0 - np.asarray(found.distances, dtype=np.float32).reshape(len(queries), -1)
-        return ids, scores
+        scores, ids = self._ensure_graph().search(queries, k)
+        return ids.astype(np.int64), scores.astype(np.float32)
 
     def save(self, path):
         """Writes the index to `path` atomically: a failure leaves the previous file as it was."""
@@ -159,7 +158,7 @@ class Index:
                 "settings": self.settings, "info": self.info}
         graph = b""
         if self.approximate:
-            graph = bytes(self._ensure_graph().save())
+            graph = _faiss().serialize_index(self._ensure_graph()).tobytes()
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
@@ -168,7 +167,7 @@ class Index:
                 z.writestr("vectors.npy", buffer.getvalue())
                 z.writestr("rows.json", json.dumps(self.rows, ensure_ascii=False))
                 if graph:
-                    z.writestr("graph.usearch", graph)
+                    z.writestr("graph.faiss", graph)
                 z.writestr("meta.json", json.dumps(meta))  # last: an index without it is incomplete
             os.replace(tmp, path)
         except BaseException:
@@ -190,7 +189,7 @@ class Index:
                     raise IndexFileError(f"{path}: not an mbm_keras index (format {meta.get('format')!r})")
                 vectors = np.load(io.BytesIO(z.read("vectors.npy")), allow_pickle=False)
                 rows = json.loads(z.read("rows.json"))
-                graph = z.read("graph.usearch") if "graph.usearch" in z.namelist() else b""
+                graph = z.read("graph.faiss") if "graph.faiss" in z.namelist() else b""
         except IndexFileError:
             raise
         except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError) as e:
@@ -204,8 +203,10 @@ class Index:
         index = cls(meta["dim"], kind=meta["kind"], model=meta["model"], **meta["settings"])
         index.vectors, index.rows, index.info = vectors, rows, meta.get("info", {})
         if graph:
-            Graph = _usearch()
-            index._graph = Graph.restore(graph)
-            if index._graph is None or len(index._graph) != len(vectors):
+            try:
+                index._graph = _faiss().deserialize_index(np.frombuffer(graph, dtype=np.uint8))
+            except RuntimeError as e:
+                raise IndexFileError(f"{path}: corrupt index file: its search graph does not load ({e})") from None
+            if index._graph.ntotal != len(vectors):
                 raise IndexFileError(f"{path}: corrupt index file: its search graph does not hold the {len(vectors)} rows")
         return index
