@@ -85,7 +85,36 @@ class ModalityMask(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mbm_keras")
-class ElementwiseMelSpectrogram(keras.layers.MelSpectrogram):
+class LogMelSpectrogram(keras.layers.MelSpectrogram):
+    """`keras.layers.MelSpectrogram(power_to_db=True)` whose `top_db` floor is
+    set per example.
+
+    Keras' layer floors the decibels at `max - top_db` with the max taken over
+    the whole batch, so a clip's features depended on the other clips of its
+    batch: a quiet clip read in a batch with a loud one lost its low bands,
+    and the same clip served alone (batch 1, as TFLite and `predict` run it)
+    gave other features than in training (a 0.99 cosine between a retrieval
+    tower's Keras and TFLite embeddings on AV-digits). Here each example's
+    floor is its own max minus `top_db`, whatever the batch.
+
+    Args:
+        **kwargs: those of `keras.layers.MelSpectrogram`.
+
+    Example:
+        >>> mel = LogMelSpectrogram(fft_length=256, sequence_stride=80, sampling_rate=8000, power_to_db=True)
+    """
+
+    def _dbscale(self, inputs):
+        numpy = self.backend.numpy
+        log_spec = 10.0 * numpy.log10(numpy.maximum(inputs, self.min_power))
+        ref_value = numpy.abs(self.backend.convert_to_tensor(self.ref_power))
+        log_spec -= 10.0 * numpy.log10(numpy.maximum(ref_value, self.min_power))
+        axes = tuple(range(1, len(log_spec.shape))) if len(log_spec.shape) == 3 else None  # (batch, mels, time)
+        return numpy.maximum(log_spec, numpy.max(log_spec, axis=axes, keepdims=True) - self.top_db)
+
+
+@keras.saving.register_keras_serializable(package="mbm_keras")
+class ElementwiseMelSpectrogram(LogMelSpectrogram):
     """`keras.layers.MelSpectrogram` with the mel projection written as a
     broadcast multiply and a sum instead of a matrix product.
 
@@ -128,7 +157,7 @@ def erf_gelu(x):
 
 
 @keras.saving.register_keras_serializable(package="mbm_keras")
-class DftMelSpectrogram(keras.layers.MelSpectrogram):
+class DftMelSpectrogram(LogMelSpectrogram):
     """`keras.layers.MelSpectrogram` with the short-time Fourier transform
     written as a strided convolution with the windowed DFT basis (cosine and
     sine kernels) instead of an FFT.

@@ -75,3 +75,27 @@ def test_backbone_preprocessing_is_inside_the_model():
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     expected = keras.applications.resnet50.preprocess_input(x.copy())
     np.testing.assert_allclose(keras.ops.convert_to_numpy(pre(x)), expected, atol=1e-4)
+
+
+def test_an_audio_example_gets_the_same_features_alone_and_in_any_batch():
+    # keras.layers.MelSpectrogram floors decibels at (max over the whole batch) - top_db: a quiet clip batched with a
+    # loud one lost its quiet bands, and served alone (batch 1: TFLite, predict) it gave other features than in
+    # training. The audio front end floors each example at its own max.
+    import keras
+
+    from mbm_keras.layers import LogMelSpectrogram
+
+    rng = np.random.default_rng(0)
+    t = np.arange(2000) / 8000
+    quiet = (1e-3 * np.sin(2 * np.pi * 440 * t) + 1e-6 * rng.normal(size=t.shape)).astype("float32")
+    quiet[1000:] = 0  # a clip padded with silence
+    loud = (0.9 * np.sin(2 * np.pi * 1200 * t)).astype("float32")
+    options = dict(fft_length=256, sequence_stride=80, sequence_length=200, sampling_rate=8000, num_mel_bins=20,
+                   power_to_db=True)
+    ours, theirs = LogMelSpectrogram(**options), keras.layers.MelSpectrogram(**options)
+    alone, batched = ours(quiet[None]), ours(np.stack([quiet, loud]))
+    np.testing.assert_allclose(np.asarray(batched[0]), np.asarray(alone[0]), atol=1e-4)
+    assert np.abs(np.asarray(theirs(np.stack([quiet, loud]))[0]) - np.asarray(theirs(quiet[None])[0])).max() > 10  # dB
+    encoder = create_encoder("logmel_cnn", "audio", (2000,), sample_rate=8000)
+    np.testing.assert_allclose(np.asarray(encoder(np.stack([quiet, loud]))[0]), np.asarray(encoder(quiet[None])[0]),
+                               atol=1e-4)

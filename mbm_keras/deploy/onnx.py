@@ -43,7 +43,7 @@ def _onnx_config(config):
     """A copy of a model config with MelSpectrogram as `DftMelSpectrogram`."""
     if isinstance(config, dict):
         out = {k: _onnx_config(v) for k, v in config.items()}
-        if out.get("class_name") == "MelSpectrogram":
+        if out.get("class_name") in ("MelSpectrogram", "LogMelSpectrogram"):
             out.update(module="mbm_keras.layers", class_name="DftMelSpectrogram",
                        registered_name="mbm_keras>DftMelSpectrogram")
         return out

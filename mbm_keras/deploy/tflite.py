@@ -51,7 +51,7 @@ def _export_config(config, unroll):
                for k, v in config.items()}
         if unroll and out.get("class_name") in RECURRENT and isinstance(out.get("config"), dict):
             out["config"] = {**out["config"], "unroll": True}
-        if out.get("class_name") == "MelSpectrogram":
+        if out.get("class_name") in ("MelSpectrogram", "LogMelSpectrogram"):
             out.update(module="mbm_keras.layers", class_name="ElementwiseMelSpectrogram",
                        registered_name="mbm_keras>ElementwiseMelSpectrogram")
         return out

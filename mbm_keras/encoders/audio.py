@@ -1,12 +1,13 @@
 """Shared front end of the audio encoders: waveform -> normalized log-mel frames.
 
-The spectrogram is computed inside the model (keras.layers.MelSpectrogram), so
+The spectrogram is computed inside the model (`layers.LogMelSpectrogram`), so
 a trained model takes raw float32 mono waveforms in [-1, 1], also after export.
 """
 
 import keras
 
 from mbm_keras.encoders.base import encoder_input
+from mbm_keras.layers import LogMelSpectrogram
 
 # Layers of the front end (kept float in int8 TFLite exports).
 FRONT_END_LAYERS = ("log_mel", "mel_norm")
@@ -38,7 +39,7 @@ def log_mel_frames(input_shape, name, sample_rate, num_mel_bins=40, frame_ms=25.
             f"sample_rate={sample_rate}). Received: audio_length={input_shape[0]}"
         )
     waveform = encoder_input(input_shape, name)
-    mel = keras.layers.MelSpectrogram(
+    mel = LogMelSpectrogram(  # keras.layers.MelSpectrogram with its dB floor per example, not per batch
         fft_length=fft_length,
         sequence_stride=hop,
         sequence_length=window,
