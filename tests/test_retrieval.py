@@ -205,6 +205,7 @@ def retrieval_run(tmp_path_factory):
     return folder, path, result
 
 
+@pytest.mark.slow  # trains the shared run, then exports it (make test runs it)
 def test_train_a_retrieval_run_from_a_config(retrieval_run):
     import json
 
@@ -304,6 +305,7 @@ def test_index_and_search_from_the_command_line(retrieval_run, tmp_path, capsys)
           "the index was built by another model")
 
 
+@pytest.mark.slow  # trains the shared run, then exports it (make test runs it)
 def test_towers_export_to_saved_model_and_tflite(retrieval_run, tmp_path):
     import tensorflow as tf
 
