@@ -170,6 +170,7 @@ def test_benchmark_runs_end_to_end_and_writes_its_table(synthetic_data, tmp_path
     assert (tmp_path / "results" / "av.json").is_file()
 
 
+@pytest.mark.slow
 def test_pretrained_fusions_start_from_the_single_models_encoders(synthetic_data, tmp_path, monkeypatch):
     import mbm_keras
 

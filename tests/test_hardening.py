@@ -88,6 +88,7 @@ def _kill_after_first_epoch(monkeypatch):
     monkeypatch.setattr(EpochLog, "on_epoch_end", on_epoch_end)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_config_or_data_and_restart_discards_the_backup(tmp_path, monkeypatch):
     path = run_config(tmp_path)
     run = tmp_path / "run"

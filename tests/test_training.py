@@ -206,6 +206,7 @@ def _assert_same_run(multi_worker, single):
         np.testing.assert_allclose([float(v) for v in row_a.split(",")], [float(v) for v in row_b.split(",")], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes_match_one_process(tmp_path):
     # Two workers on 127.0.0.1 (MultiWorkerMirroredStrategy, the custom loop
     # that replaces Keras' broken fit) end with identical weights, equal to one
@@ -258,6 +259,7 @@ print("strategy", result["strategy"], "replicas", len(tf.config.list_logical_dev
 """
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_logical_cpus(tmp_path):
     path = run_config(tmp_path, train__strategy="mirrored", train__epochs=2)
     proc = subprocess.run([sys.executable, "-c", MIRRORED, str(path)], capture_output=True, text=True, timeout=600)
@@ -266,6 +268,7 @@ def test_mirrored_over_two_logical_cpus(tmp_path):
     assert (tmp_path / "run" / "model.keras").is_file()
 
 
+@pytest.mark.slow
 def test_tpu_readiness_on_cpu_xla_static_shapes_bfloat16(tmp_path):
     # No TPU here: the same model and pipeline under XLA with static shapes and
     # mixed_bfloat16 is the closest check (what TPUStrategy needs).
@@ -278,6 +281,7 @@ def test_tpu_readiness_on_cpu_xla_static_shapes_bfloat16(tmp_path):
     assert np.isfinite(result["history"]["loss"]).all()
 
 
+@pytest.mark.slow
 def test_two_stage_fine_tuning_from_the_config(tmp_path):
     path = run_config(
         tmp_path,
@@ -298,6 +302,7 @@ def _final_weights(run):
     return [w for w in keras.models.load_model(run / "model.keras").get_weights()]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     # SIGKILL during epoch 3 of 5, start the same command again: it resumes from
     # the last finished epoch and ends with the weights of an uninterrupted run
