@@ -206,14 +206,7 @@ def cmd_predict(args):
     from mbm_keras.deploy import predict
 
     tabular = args.tabular.split(",") if args.tabular is not None else None
-    features = {}
-    for item in args.feature or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--feature takes name=value (a file path, or the text). Received: --feature {item!r}")
-        if name in features:
-            raise ValueError(f"--feature {name}=... is given twice")
-        features[name] = value
+    features = _feature_values(args.feature)
     results = predict(args.model, image=args.image, text=args.text, audio=args.audio, tabular=tabular, top=args.top,
                       features=features)
     for name, value in results:

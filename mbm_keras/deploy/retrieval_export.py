@@ -123,8 +123,9 @@ def export_retrieval(model, pre, format, folder, quantize, examples, say=print):
     from mbm_keras.deploy.tflite import convert_to_tflite, run_tflite, sidecar, tflite_interpreter
 
     towers = {kind: model.get_layer(f"{kind}_tower") for kind in TOWERS}
-    mine = {kind: ({k: v for k, v in examples.items() if k in towers[kind].input} if examples is not None else None)
-            for kind in TOWERS}
+    from mbm_keras.retrieval import tower_inputs
+
+    mine = {kind: (tower_inputs(towers[kind], examples) if examples is not None else None) for kind in TOWERS}
     got = {}
     if format == "saved_model":
         export_saved_model(model, pre, folder)

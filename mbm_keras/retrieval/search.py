@@ -92,9 +92,9 @@ def embed(run, data, tower="candidate", batch_size=64, on_error="raise", progres
         raise DataError(f"{manifest.path}: no usable rows")
     kept = manifest.subset(keep)
     ds = make_dataset(kept, preprocessor=pre, batch_size=batch_size, missing_modalities=masks, verbose=False)
-    inputs = list(tower_model.input)
-    features = ds.map(lambda *e: {k: e[0][k] for k in inputs})
-    vectors = tower_model.predict(features, verbose=1 if progress else 0)
+    from mbm_keras.training.balance import select_inputs
+
+    vectors = tower_model.predict(select_inputs(ds, tower_model.input), verbose=1 if progress else 0)
     columns = column_names(pre.columns, pre.feature_modalities) + ([pre.columns["label"]] if pre.labels else [])
     cells = {c: kept.column(c) for c in columns}
     rows = [{"row": i + 1, **{c: (None if cells[c][j] is None else str(cells[c][j])) for c in columns}}

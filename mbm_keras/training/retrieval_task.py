@@ -32,12 +32,14 @@ def loss_and_metrics(task):
 def embed_pairs(model, dataset):
     """`(query vectors, candidate vectors, labels or None)` of every row of a
     `contrastive_dataset` (or `make_dataset`) dataset."""
+    from mbm_keras.retrieval import tower_inputs
+
     towers = [model.get_layer("query_tower"), model.get_layer("candidate_tower")]
     vectors, labels = [[], []], []
     for batch in dataset:
         x, y = batch if isinstance(batch, tuple) else (batch, None)
         for i, tower in enumerate(towers):
-            vectors[i].append(np.asarray(tower({k: x[k] for k in tower.input}, training=False)))
+            vectors[i].append(np.asarray(tower(tower_inputs(tower, x), training=False)))
         if y is not None:
             labels.append(np.asarray(y))
     return np.concatenate(vectors[0]), np.concatenate(vectors[1]), (np.concatenate(labels) if labels else None)
