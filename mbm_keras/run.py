@@ -112,11 +112,16 @@ class Run:
         from mbm_keras.data import Preprocessor
         from mbm_keras.deploy.exporting import load_keras_file
 
+        model_file = self.existing_model_file()
+        pre = Preprocessor.load(self.folder)
+        return load_keras_file(model_file), pre
+
+    def existing_model_file(self):
+        """The run's model file; FileNotFoundError naming what was looked for when it is missing."""
         if not os.path.isfile(self.model_file):
             raise FileNotFoundError(f"No {MODEL_FILE} in {self.folder} (looked for {self.model_file}): pass a run "
                                     f"folder (from mbm-keras train) or a .keras file")
-        pre = Preprocessor.load(self.folder)
-        return load_keras_file(self.model_file), pre
+        return self.model_file
 
     def config(self):
         """The run's config.json as a dict, or None (a demo run has none)."""

@@ -22,7 +22,7 @@ def model_id(run):
     from mbm_keras.run import Run
 
     digest = hashlib.sha256()
-    with open(Run(run).model_file, "rb") as f:
+    with open(Run(run).existing_model_file(), "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
