@@ -7,24 +7,28 @@ import sys
 EPILOG_MAIN = """examples:
   mbm-keras demo                                            # train and export on built-in data
   mbm-keras zoo                                             # encoders and fusions
-  mbm-keras train --config run.yaml                         # a run folder: model, history, logs
-  mbm-keras evaluate --model runs/first --data data/test.csv --robustness
+  mbm-keras init --data data/demo/train.csv --out my_run.yaml   # a first config for a manifest
+  mbm-keras train --config configs/classification.yaml    # a run folder: model, history, logs
+  mbm-keras evaluate --model runs/first --data data/demo/test.csv --robustness
   mbm-keras export --model runs/first --format tflite --quantize int8
-  mbm-keras predict --model saved_models/first-tflite-int8 --image cat.jpg --text "a small red cat"
+  mbm-keras predict --model saved_models/first-tflite-int8 --image data/demo/images/0001.png \
+      --audio data/demo/audio/0001.wav --text "a brown terrier slept in the house"
 
+The files named here exist after: mbm-keras demo --data-only --data-dir data/demo (from the repository root).
 Each command's --help describes its options, with examples.
 """
 
 EPILOG_DEMO = """example:
   mbm-keras demo                          # writes saved_models/demo/
   mbm-keras demo --epochs 20 --out /tmp/demo --seed 1
+  mbm-keras demo --data-only --data-dir data/demo   # only the data, where the configs in configs/ look for it
 """
 
 EPILOG_TRAIN = """example run.yaml:
   data:
-    train: data/train.csv          # paths relative to this file
-    val: data/val.csv
-    columns: {image: path, text: caption, label: label}
+    train: data/demo/train.csv     # paths relative to this file (here: a run.yaml in the repository root;
+    val: data/demo/val.csv         # configs/ holds commented examples that run as they are)
+    columns: {image: image, text: text, label: label}
     preprocessing: {image_size: [224, 224], text_length: 64}
   model: {image: resnet50, text: bilstm, fusion: concat, weights: imagenet, freeze_backbone: true}
   train:
@@ -35,10 +39,10 @@ EPILOG_TRAIN = """example run.yaml:
     keep_best_of: fusion           # all: keep a single-modality model when it beats the fusion on val
   output: runs/first
 
-  mbm-keras train --config run.yaml --epochs 3
-  mbm-keras train --config run.yaml --strategy mirrored      # all local GPUs
+  mbm-keras train --config configs/classification.yaml --epochs 3
+  mbm-keras train --config configs/classification.yaml --strategy mirrored      # all local GPUs
   TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, "task": {"type": "worker", "index": 0}}' \
-    mbm-keras train --config run.yaml --strategy multi_worker  # same on each machine, its own index
+    mbm-keras train --config configs/classification.yaml --strategy multi_worker  # same on each machine, its own index
 """
 
 EPILOG_EXPORT = """examples:
@@ -48,9 +52,11 @@ EPILOG_EXPORT = """examples:
 """
 
 EPILOG_PREDICT = """examples:
-  mbm-keras predict --model saved_models/demo --image cat.png --text "a small red cat" --audio meow.wav
-  mbm-keras predict --model saved_models/first-int8/model.tflite --image cat.png --text "a small red cat"
-  mbm-keras predict --model runs/cars --feature front=f.jpg --feature rear=r.jpg --feature speed=drive.npy
+  mbm-keras predict --model saved_models/demo --image data/demo/images/0001.png --text "a brown terrier" \
+      --audio data/demo/audio/0001.wav
+  mbm-keras predict --model saved_models/first-tflite-int8/model.tflite --image data/demo/images/0001.png --text "a dog"
+  mbm-keras predict --model runs/first --feature image=data/demo/images/0001.png --feature text="a dog"
+  mbm-keras predict --model runs/tabular --tabular 30.5,1400,kitty     # configs/tabular.yaml's run
 """
 
 EPILOG_ZOO = """example:
@@ -65,7 +71,14 @@ def _quiet_tensorflow():
 
 
 def cmd_demo(args):
-    from mbm_keras.demo import run_demo
+    from mbm_keras.demo import default_data_dir, run_demo, write_demo_dataset
+
+    if args.data_only:
+        folder = args.data_dir or default_data_dir(args.seed)
+        manifest = write_demo_dataset(folder, seed=args.seed)
+        print(f"Demo data in {os.path.dirname(os.path.abspath(manifest))}: manifest.csv (all 800 rows) and "
+              f"train.csv / val.csv / test.csv; columns image, text, audio, redness, keyword, pitch_hz, label, split")
+        return 0
 
     results = run_demo(
         out=args.out,
@@ -91,6 +104,22 @@ def cmd_train(args):
     result = train(args.config, epochs=args.epochs, output=args.out, strategy=args.strategy, restart=args.restart,
                    overwrite=args.overwrite)
     print(f"Run written to {result['output']}")
+    return 0
+
+
+def cmd_init(args):
+    from mbm_keras.training.init_config import init_config
+
+    report = init_config(args.data, args.out, label=args.label, sample=args.sample, overwrite=args.overwrite)
+    width = max(len(c["column"]) for c in report["columns"]) + 2
+    for c in report["columns"]:
+        kind = f"{c['kind']} ({c['tabular']})" if c["tabular"] else c["kind"]
+        flag = "  <- ambiguous, left out" if c["ambiguous"] and c["kind"] == "left out" else (
+            "  <- ambiguous" if c["ambiguous"] else "")
+        print(f"{c['column']:<{width}}{kind:<24}{c['why']}{flag}")
+    print(f"\nWrote {report['config']}. Check it, then: mbm-keras train --config {report['config']}")
+    if report["ambiguous"]:
+        print(f"Decide about: {', '.join(report['ambiguous'])} (see the comments in {report['config']})")
     return 0
 
 
@@ -320,8 +349,11 @@ def make_parser():
         "--data-dir",
         default=None,
         help="where to write the dataset, e.g. --data-dir /tmp/demo-data "
-             "(default: ~/.cache/mbm_keras/demo-v1-seed<seed>, or $MBM_KERAS_CACHE)",
+             "(default: ~/.cache/mbm_keras/demo-v2-seed<seed>, or $MBM_KERAS_CACHE)",
     )
+    demo.add_argument("--data-only", action="store_true",
+                      help="write the dataset and stop (no training), e.g. --data-only --data-dir data/demo "
+                           "(the folder the example configs in configs/ read)")
     demo.add_argument("--seed", type=int, default=0, help="dataset and training seed, e.g. --seed 1 (default: %(default)s)")
     demo.add_argument("--epochs", type=int, default=12, help="epochs per model, e.g. --epochs 20 (default: %(default)s)")
     demo.add_argument("--batch-size", type=int, default=32, help="batch size, e.g. --batch-size 64 (default: %(default)s)")
@@ -343,7 +375,7 @@ def make_parser():
         epilog=EPILOG_TRAIN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("--config", required=True, help="YAML or JSON run config, e.g. --config run.yaml (see below)")
+    train.add_argument("--config", required=True, help="YAML or JSON run config, e.g. --config configs/classification.yaml (see below)")
     train.add_argument("--epochs", type=int, default=None, help="override train.epochs, e.g. --epochs 3")
     train.add_argument("--out", default=None, help="override output (the run folder), e.g. --out runs/second")
     train.add_argument(
@@ -359,6 +391,30 @@ def make_parser():
                             "refused otherwise), e.g. --overwrite")
     train.set_defaults(func=cmd_train)
 
+    init = sub.add_parser(
+        "init",
+        help="write a commented run.yaml for your own manifest, guessing each column's modality",
+        description=(
+            "Reads the manifest's header and a sample of its rows, guesses each column's modality (image, audio "
+            "and sensor files by their extension, numbers, categories, free text, the label by its name), prints "
+            "the guesses and writes a commented run config that mbm-keras train takes as it is. Columns that fit "
+            "no rule, or several, are listed and left out of the config for you to decide."
+        ),
+        epilog="examples:\n  mbm-keras init --data data/demo/train.csv --out run.yaml\n"
+               "  mbm-keras init --data data/demo/manifest.csv --label keyword --out keyword.yaml   # predict the animal word\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    init.add_argument("--data", required=True, help="the training manifest (.csv, .jsonl, .parquet), "
+                                                    "e.g. --data data/demo/train.csv")
+    init.add_argument("--out", default="run.yaml", help="the config to write, e.g. --out my_run.yaml "
+                                                       "(default: %(default)s; refused if it exists)")
+    init.add_argument("--label", default=None, help="the column to predict, when none is named label, target, "
+                                                    "class, category or y, e.g. --label keyword")
+    init.add_argument("--sample", type=int, default=1000, help="rows read for the guesses, e.g. --sample 5000 "
+                                                               "(default: %(default)s)")
+    init.add_argument("--overwrite", action="store_true", help="replace an existing --out file, e.g. --overwrite")
+    init.set_defaults(func=cmd_init)
+
     check = sub.add_parser(
         "check-data",
         help="check every row and file of a manifest up front (training checks files as it reads them)",
@@ -368,14 +424,14 @@ def make_parser():
             "status 1 when any row is unusable. The preprocessing comes from a run folder (--model) or is "
             "fitted on data.train of a run config (--config)."
         ),
-        epilog="examples:\n  mbm-keras check-data --data data/train.csv --config run.yaml\n"
-               "  mbm-keras check-data --data data/test.csv --model runs/first --out problems.json\n",
+        epilog="examples:\n  mbm-keras check-data --data data/demo/train.csv --config configs/classification.yaml\n"
+               "  mbm-keras check-data --data data/demo/test.csv --model runs/first --out problems.json\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("--data", required=True, help="manifest to check, e.g. --data data/train.csv")
+    check.add_argument("--data", required=True, help="manifest to check, e.g. --data data/demo/train.csv")
     source = check.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="run folder whose preprocessing to use, e.g. --model runs/first")
-    source.add_argument("--config", help="run config whose data section to use, e.g. --config run.yaml")
+    source.add_argument("--config", help="run config whose data section to use, e.g. --config configs/classification.yaml")
     check.add_argument("--missing-modalities", action="store_true",
                        help="empty cells are absent modalities, not problems, e.g. --missing-modalities")
     check.add_argument("--allow-outside-root", action="store_true",
@@ -394,12 +450,12 @@ def make_parser():
             "them equal, so every row is read: each worker takes the same number of steps). "
             "--out may be a gs:// or other TensorFlow file system path. An interrupted pack publishes nothing."
         ),
-        epilog="examples:\n  mbm-keras pack --data data/train.csv --out shards/train\n"
-               "  mbm-keras pack --data data/train.csv --out gs://bucket/train --shard-mb 200\n"
-               "  mbm-keras pack --data data/train.csv --out shards/train --shard-rows 4096   # for multi_worker\n",
+        epilog="examples:\n  mbm-keras pack --data data/demo/train.csv --out shards/train\n"
+               "  mbm-keras pack --data data/demo/train.csv --out gs://bucket/train --shard-mb 200\n"
+               "  mbm-keras pack --data data/demo/train.csv --out shards/train --shard-rows 4096   # for multi_worker\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    pack.add_argument("--data", required=True, help="manifest to pack, e.g. --data data/train.csv")
+    pack.add_argument("--data", required=True, help="manifest to pack, e.g. --data data/demo/train.csv")
     pack.add_argument("--out", required=True, help="shard folder to write, e.g. --out shards/train")
     pack.add_argument("--shard-mb", type=float, default=200, help="shard size in MB, e.g. --shard-mb 100 (default: %(default)s)")
     pack.add_argument("--shard-rows", type=int, default=None,
@@ -417,12 +473,13 @@ def make_parser():
         help="embed a manifest's rows with a retrieval run's candidate (or query) tower",
         description="Writes one vector per row (a .npy file) and the rows' cells (.rows.json). Rows whose files "
                     "are missing or do not decode are named (--on-error raise, the default) or left out (skip).",
-        epilog="examples:\n  mbm-keras embed --model runs/search --data catalogue.csv --out vectors.npy\n"
-               "  mbm-keras embed --model runs/search --data queries.csv --tower query --out queries.npy\n",
+        epilog="examples (runs/search: mbm-keras train --config configs/retrieval.yaml):\n"
+               "  mbm-keras embed --model runs/search --data data/demo/test.csv --out vectors.npy\n"
+               "  mbm-keras embed --model runs/search --data data/demo/val.csv --tower query --out queries.npy\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     embed.add_argument("--model", required=True, help="retrieval run folder, e.g. --model runs/search")
-    embed.add_argument("--data", required=True, help="manifest to embed, e.g. --data catalogue.csv")
+    embed.add_argument("--data", required=True, help="manifest to embed, e.g. --data data/demo/test.csv")
     embed.add_argument("--out", required=True, help="vectors file, e.g. --out vectors.npy")
     embed.add_argument("--tower", choices=("candidate", "query"), default="candidate",
                        help="which tower embeds the rows, e.g. --tower query (default: %(default)s)")
@@ -438,12 +495,13 @@ def make_parser():
                     "(atomically: a failure leaves the previous index as it was). Exact search under 50,000 rows, "
                     "faiss' HNSW graph from there (--kind). --add appends rows to an existing index of the "
                     "same model without rebuilding it.",
-        epilog="examples:\n  mbm-keras index --model runs/search --data catalogue.csv --out catalogue.index\n"
-               "  mbm-keras index --model runs/search --data new_items.csv --out catalogue.index --add\n",
+        epilog="examples (runs/search: mbm-keras train --config configs/retrieval.yaml):\n"
+               "  mbm-keras index --model runs/search --data data/demo/test.csv --out catalogue.index\n"
+               "  mbm-keras index --model runs/search --data data/demo/val.csv --out catalogue.index --add\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     index.add_argument("--model", required=True, help="retrieval run folder, e.g. --model runs/search")
-    index.add_argument("--data", required=True, help="catalogue manifest, e.g. --data catalogue.csv")
+    index.add_argument("--data", required=True, help="catalogue manifest, e.g. --data data/demo/test.csv")
     index.add_argument("--out", required=True, help="index file, e.g. --out catalogue.index")
     index.add_argument("--kind", choices=("auto", "exact", "hnsw"), default="auto",
                        help="search kind, e.g. --kind hnsw (default: %(default)s)")
@@ -458,16 +516,17 @@ def make_parser():
         help="search an index with one query (text, image, audio or named features)",
         description="Embeds the query with the query tower of the run that built the index (or --model) and "
                     "prints the best rows: rank, cosine score, row number and cells (file paths).",
-        epilog="examples:\n  mbm-keras search --index catalogue.index --text \"a red bird\" --k 10\n"
-               "  mbm-keras search --index catalogue.index --image query.jpg --feature caption=\"red\"\n",
+        epilog="examples (catalogue.index: see mbm-keras index --help):\n"
+               "  mbm-keras search --index catalogue.index --feature tabular=45,1400,kitty --k 5\n"
+               "  mbm-keras search --index other.index --text \"a red bird\" --image data/demo/images/0001.png\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     search.add_argument("--index", required=True, help="index file, e.g. --index catalogue.index")
     search.add_argument("--model", default=None,
                         help="retrieval run, e.g. --model runs/search (default: the one that built the index)")
     search.add_argument("--text", default=None, help="query text, e.g. --text \"a red bird\"")
-    search.add_argument("--image", default=None, help="query image file, e.g. --image query.jpg")
-    search.add_argument("--audio", default=None, help="query WAV file, e.g. --audio query.wav")
+    search.add_argument("--image", default=None, help="query image file, e.g. --image data/demo/images/0001.png")
+    search.add_argument("--audio", default=None, help="query WAV file, e.g. --audio data/demo/audio/0001.wav")
     search.add_argument("--feature", action="append", help="a named query feature, e.g. --feature caption=\"red\"")
     search.add_argument("--k", type=int, default=10, help="results to print, e.g. --k 5 (default: %(default)s)")
     search.set_defaults(func=cmd_search)
@@ -476,12 +535,12 @@ def make_parser():
         "evaluate",
         help="loss, metrics, per-class precision/recall and confusion matrix of a run on a manifest",
         description="Evaluates a run folder (from mbm-keras train) on a manifest and writes the results as JSON.",
-        epilog="examples:\n  mbm-keras evaluate --model runs/first --data data/test.csv\n"
-               "  mbm-keras evaluate --model runs/first --data data/test.csv --robustness\n",
+        epilog="examples:\n  mbm-keras evaluate --model runs/first --data data/demo/test.csv\n"
+               "  mbm-keras evaluate --model runs/first --data data/demo/test.csv --robustness\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evaluate.add_argument("--model", required=True, help="run folder (model.keras + preprocessor.json), e.g. --model runs/first")
-    evaluate.add_argument("--data", required=True, help="manifest to evaluate on, e.g. --data data/test.csv")
+    evaluate.add_argument("--data", required=True, help="manifest to evaluate on, e.g. --data data/demo/test.csv")
     evaluate.add_argument("--batch-size", type=int, default=32, help="batch size, e.g. --batch-size 64 (default: %(default)s)")
     evaluate.add_argument("--out", default=None, help="JSON output, e.g. --out eval.json (default: <model>/eval-<data name>.json)")
     evaluate.add_argument("--robustness", action="store_true",
@@ -511,7 +570,7 @@ def make_parser():
     export.add_argument("--quantize", choices=["none", "float16", "dynamic", "int8"], default="none",
                         help="TFLite weights/activations: none (float32), float16, dynamic (int8 weights), "
                              "int8 (int8 weights and activations, calibrated on --data), e.g. --quantize int8 (default: %(default)s)")
-    export.add_argument("--data", default=None, help="manifest for int8 calibration and the check, e.g. --data data/val.csv (default: the run's val/train)")
+    export.add_argument("--data", default=None, help="manifest for int8 calibration and the check, e.g. --data data/demo/val.csv (default: the run's val/train)")
     export.add_argument("--examples", type=int, default=100, help="examples for calibration and the check, e.g. --examples 300 (default: %(default)s)")
     export.add_argument("--allow-outside-root", action="store_true",
                         help="accept file paths in --data that resolve outside its folder, e.g. --allow-outside-root")
@@ -525,14 +584,14 @@ def make_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     predict.add_argument("--model", required=True, help="run folder / .keras file, SavedModel folder, or .tflite / .onnx file or export folder, e.g. --model saved_models/demo")
-    predict.add_argument("--image", default=None, help="image file (JPEG, PNG, GIF, BMP), e.g. --image cat.jpg")
+    predict.add_argument("--image", default=None, help="image file (JPEG, PNG, GIF, BMP), e.g. --image data/demo/images/0001.png")
     predict.add_argument("--text", default=None, help='the text, e.g. --text "a small red cat"')
-    predict.add_argument("--audio", default=None, help="WAV file, e.g. --audio meow.wav")
-    predict.add_argument("--tabular", default=None, help="tabular cells, comma-separated, numeric columns then categorical, e.g. --tabular 42,3.5,paris")
+    predict.add_argument("--audio", default=None, help="WAV file, e.g. --audio data/demo/audio/0001.wav")
+    predict.add_argument("--tabular", default=None, help="tabular cells, comma-separated, numeric columns then categorical, e.g. --tabular 30.5,1400,kitty")
     predict.add_argument("--feature", action="append", metavar="NAME=VALUE",
                          help="a named feature's input (repeatable): a file path for image, audio and timeseries "
                               "features, the text for text features, comma-separated cells for tabular ones, e.g. "
-                              "--feature front=f.jpg --feature rear=r.jpg --feature 'title=a red hatchback'")
+                              "--feature image=data/demo/images/0001.png --feature 'text=a brown terrier'")
     predict.add_argument("--top", type=int, default=3, help="classes to print, e.g. --top 5 (default: %(default)s)")
     predict.set_defaults(func=cmd_predict)
 

@@ -7,6 +7,10 @@
 Each modality alone can tell only one of the three factors (at best 1/4 of
 the 8 classes), and each lies about its factor in `corruption` of the
 examples, so only a model that fuses all three can be accurate.
+
+The same examples as a table (the tabular configs' data): `redness` (the
+image's mean red minus mean blue), `keyword` (the sentence's animal word) and
+`pitch_hz` (the tone's frequency), measured from what each file shows.
 """
 
 import csv
@@ -18,7 +22,7 @@ import wave
 import numpy as np
 
 DEMO_SPEC = {
-    "version": 1,
+    "version": 2,  # 2: tabular columns, train/val/test.csv
     "num_examples": 800,
     "image_shape": (32, 32, 3),
     "text_length": 8,
@@ -56,7 +60,7 @@ def _sentence(rng, animal):
     words = list(rng.choice(_FILLER, size=rng.integers(5, 8)))
     keyword = rng.choice(_ANIMAL_WORDS[ANIMALS.index(animal)])
     words.insert(int(rng.integers(0, len(words) + 1)), keyword)
-    return " ".join(words)
+    return " ".join(words), str(keyword)
 
 
 def _tone(rng, pitch, sample_rate, length):
@@ -64,7 +68,7 @@ def _tone(rng, pitch, sample_rate, length):
     t = np.arange(length) / sample_rate
     wav = rng.uniform(0.2, 0.5) * np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi))
     wav += rng.normal(0, 0.08, length)
-    return np.clip(wav, -1, 1)
+    return np.clip(wav, -1, 1), freq
 
 
 def _write_wav(path, samples, sample_rate):
@@ -86,8 +90,11 @@ def write_demo_dataset(folder, seed=0):
     the path of its manifest, `manifest.csv`.
 
     The manifest has columns `image`, `audio` (paths relative to the manifest),
-    `text`, `label` (a class name) and `split` (train/val/test). The same
-    seed gives the same files. An existing complete dataset is reused.
+    `text`, the table columns `redness`, `keyword` and `pitch_hz`, `label` (a
+    class name) and `split` (train/val/test); `train.csv`, `val.csv` and
+    `test.csv` beside it hold the rows of each split (the configs in the
+    repository's `configs/` name them). The same seed gives the same files. An
+    existing complete dataset is reused.
 
     Args:
         folder: destination folder.
@@ -131,25 +138,30 @@ def write_demo_dataset(folder, seed=0):
 
             image_path = f"images/{i:04d}.png"
             audio_path = f"audio/{i:04d}.wav"
-            _write_png(os.path.join(tmp, image_path), _image(rng, shown(color, COLORS)))
-            _write_wav(
-                os.path.join(tmp, audio_path),
-                _tone(rng, shown(pitch, PITCHES), spec["sample_rate"], spec["audio_length"]),
-                spec["sample_rate"],
-            )
+            image = _image(rng, shown(color, COLORS))
+            _write_png(os.path.join(tmp, image_path), image)
+            tone, pitch_hz = _tone(rng, shown(pitch, PITCHES), spec["sample_rate"], spec["audio_length"])
+            _write_wav(os.path.join(tmp, audio_path), tone, spec["sample_rate"])
+            text, keyword = _sentence(rng, shown(animal, ANIMALS))
+            redness = image[..., 0].mean() - image[..., 2].mean()
             rows.append(
                 {
                     "image": image_path,
-                    "text": _sentence(rng, shown(animal, ANIMALS)),
+                    "text": text,
                     "audio": audio_path,
+                    "redness": f"{redness:.1f}",
+                    "keyword": keyword,
+                    "pitch_hz": f"{pitch_hz:.0f}",
                     "label": CLASS_NAMES[label],
                     "split": split_of[i],
                 }
             )
-        with open(os.path.join(tmp, "manifest.csv"), "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=["image", "text", "audio", "label", "split"])
-            writer.writeheader()
-            writer.writerows(rows)
+        fields = list(rows[0])
+        for name, keep in (("manifest", None), ("train", "train"), ("val", "val"), ("test", "test")):
+            with open(os.path.join(tmp, f"{name}.csv"), "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(r for r in rows if keep in (None, r["split"]))
         if os.path.isdir(folder):  # empty, checked above
             os.rmdir(folder)
         os.replace(tmp, folder)

@@ -22,6 +22,8 @@ class Audio(Modality):
     MODEL_OPTIONS = {"audio_length": 16000, "sample_rate": 16000}
     TINY = {"audio_length": 2000, "sample_rate": 8000}
     ZOO = {"audio_length": 16000, "sample_rate": 16000}
+    EXTENSIONS = (".wav", ".flac", ".ogg")
+    STARTER = "logmel_cnn"
 
     def __init__(self, feature, column, options):
         super().__init__(feature, column, options)

@@ -120,6 +120,10 @@ class Modality:
         MODEL_OPTIONS: `{build_fusion_model argument: default}`.
         TINY: tiny model options for tests and the zoo.
         ZOO: the model options `mbm-keras zoo` counts parameters at.
+        EXTENSIONS: file name endings (".png") by which `mbm-keras init`
+            recognises a column of this modality's files.
+        STARTER: the encoder `mbm-keras init` writes into a first config
+            (default: the first registered one).
 
     Example:
         >>> @register_modality
@@ -141,6 +145,8 @@ class Modality:
     MODEL_OPTIONS = {}
     TINY = {}
     ZOO = {}
+    EXTENSIONS = ()
+    STARTER = None
 
     def __init__(self, feature, column, options):
         self.feature = feature

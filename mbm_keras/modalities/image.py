@@ -26,6 +26,8 @@ class Image(Modality):
     MODEL_OPTIONS = {"image_shape": (224, 224, 3)}
     TINY = {"image_shape": (32, 32, 3)}
     ZOO = {"image_shape": (224, 224, 3)}
+    EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+    STARTER = "small_cnn"
 
     def __init__(self, feature, column, options):
         super().__init__(feature, column, options)

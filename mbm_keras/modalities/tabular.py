@@ -18,6 +18,7 @@ class Tabular(Modality):
     MODEL_OPTIONS = {"tabular_dim": None}
     TINY = {"tabular_dim": 5}
     ZOO = {"tabular_dim": 16}
+    STARTER = "mlp"
 
     def __init__(self, feature, column, options):
         super().__init__(feature, column, options)

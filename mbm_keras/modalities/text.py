@@ -22,6 +22,7 @@ class Text(Modality):
     MODEL_MINIMUMS = {"vocab_size": 2}  # padding and unknown
     TINY = {"text_length": 8, "vocab_size": 50}
     ZOO = {"text_length": 64, "vocab_size": 20000}
+    STARTER = "cnn"
 
     def __init__(self, feature, column, options):
         super().__init__(feature, column, options)

@@ -38,6 +38,8 @@ class Timeseries(Modality):
     MODEL_OPTIONS = {"timeseries_length": 128, "timeseries_channels": None}
     TINY = {"timeseries_length": 16, "timeseries_channels": 3}
     ZOO = {"timeseries_length": 128, "timeseries_channels": 3}
+    EXTENSIONS = (".npy", ".csv")
+    STARTER = "conv1d"
 
     def __init__(self, feature, column, options):
         super().__init__(feature, column, options)

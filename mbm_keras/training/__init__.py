@@ -8,6 +8,7 @@ resumable callbacks) are usable on their own with `model.fit`.
 
 from mbm_keras.training.callbacks import BestModelCheckpoint, ReseedEachEpoch, ResumableEarlyStopping
 from mbm_keras.training.config import ConfigError, load_config
+from mbm_keras.training.init_config import init_config
 from mbm_keras.training.loop import distributed_fit
 from mbm_keras.training.optimizer import make_optimizer
 from mbm_keras.training.strategy import STRATEGIES, get_strategy
@@ -21,6 +22,7 @@ __all__ = [
     "ResumableEarlyStopping",
     "distributed_fit",
     "get_strategy",
+    "init_config",
     "load_config",
     "make_optimizer",
     "train",

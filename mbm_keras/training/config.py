@@ -350,9 +350,15 @@ def load_config(config):
                 _check_range(section, key, value, source)
             out[section][key] = value
     _check_choices(out, source)
-    # Paths in a config file are relative to the file.
+    # Paths in a config file are relative to the file; gs://, s3:// and ram:// paths are kept as they are.
     for key in ("train", "val"):
         if out["data"][key] is not None:
-            out["data"][key] = os.path.join(base_dir, out["data"][key])
-    out["output"] = os.path.join(base_dir, out["output"])
+            out["data"][key] = _resolve(base_dir, out["data"][key])
+    out["output"] = _resolve(base_dir, out["output"])
     return out
+
+
+def _resolve(base_dir, path):
+    from mbm_keras.data.shards import is_remote
+
+    return path if is_remote(path) else os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
