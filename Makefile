@@ -44,7 +44,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto --dist loadscope $(PYTEST_ARGS)
 
 # Skips the full-size backbones' training steps, the end-to-end demo run, int8 conversions, the notebooks, the
-# sequence fusions' TFLite conversions, the multi-process and resume runs and the retrieval run's training and
+# sequence fusions' TFLite conversions, the multi-process and resume runs, the retrieval and transcription runs' training and
 # exports (make test runs them all): under 10 minutes on 2 cores.
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto --dist loadscope -m "not slow" $(PYTEST_ARGS)

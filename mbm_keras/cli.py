@@ -219,7 +219,15 @@ def cmd_evaluate(args):
     from mbm_keras.evaluate import evaluate, format_report
 
     print(format_report(evaluate(args.model, args.data, batch_size=args.batch_size, out=args.out,
-                                 robustness=args.robustness, allow_outside_root=args.allow_outside_root)))
+                                 robustness=args.robustness, allow_outside_root=args.allow_outside_root,
+                                 beam=args.beam)))
+    return 0
+
+
+def cmd_transcribe(args):
+    from mbm_keras.deploy.transcription_export import transcribe
+
+    print(transcribe(args.model, args.audio, context=args.context, beam=args.beam))
     return 0
 
 
@@ -546,9 +554,34 @@ def make_parser():
     evaluate.add_argument("--robustness", action="store_true",
                           help="also: accuracy with each modality removed, under increasing noise per modality, and each "
                                "modality's reliance share, as <out>-robustness.json and a PNG plot, e.g. --robustness")
+    evaluate.add_argument("--beam", type=int, default=None,
+                          help="transcription runs: beam-search width (default: greedy), e.g. --beam 8")
     evaluate.add_argument("--allow-outside-root", action="store_true",
                           help="accept file paths that resolve outside the manifest's folder, e.g. --allow-outside-root")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    transcribe = sub.add_parser(
+        "transcribe",
+        help="transcribe a clip with a transcription run (task: transcription) or its SavedModel export",
+        description=(
+            "Prints the transcript of one audio file. With a context model, --context gives the text the speech "
+            "is fused with (names, numbers, the words on screen); without it the model's learned 'no context' "
+            "input is used."
+        ),
+        epilog="examples (runs/transcription: mbm-keras train --config configs/transcription.yaml):\n"
+               "  mbm-keras transcribe --model runs/transcription --audio data/demo/speech/0001.wav\n"
+               "  mbm-keras transcribe --model runs/transcription --audio data/demo/speech/0001.wav "
+               "--context \"do re mi , sol la\" --beam 8\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    transcribe.add_argument("--model", required=True, help="transcription run folder or SavedModel export, "
+                                                           "e.g. --model runs/transcription")
+    transcribe.add_argument("--audio", required=True, help="the clip (WAV, FLAC, OGG), "
+                                                           "e.g. --audio data/demo/speech/0001.wav")
+    transcribe.add_argument("--context", default=None, help='the text context, e.g. --context "do re mi , sol la"')
+    transcribe.add_argument("--beam", type=int, default=None, help="beam-search width (run folders; default: "
+                                                                   "greedy), e.g. --beam 8")
+    transcribe.set_defaults(func=cmd_transcribe)
 
     export = sub.add_parser(
         "export",

@@ -53,7 +53,8 @@ def classification_report(labels, probabilities, classes):
     return {"accuracy": float(np.trace(confusion) / max(1, confusion.sum())), "per_class": per_class, "confusion_matrix": confusion.tolist()}
 
 
-def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robustness=False, allow_outside_root=False):
+def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robustness=False, allow_outside_root=False,
+             beam=None):
     """Evaluates the run in `run_dir` on `manifest` and writes the results as JSON.
 
     Args:
@@ -65,6 +66,7 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robus
         robustness: also run `robustness_report` (single-label runs) and write
             `<out without .json>-robustness.json` / `.png`.
         allow_outside_root: accept file paths outside the manifest's folder.
+        beam: transcription runs: beam-search width (None: greedy decoding).
 
     Returns:
         dict with `loss`, the model's metrics, and for single-label runs
@@ -80,6 +82,9 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robus
     masks = any(name.endswith("_mask") for name in model.input)
     if "query_tower" in [layer.name for layer in model.layers]:
         return evaluate_retrieval(run_dir, model, pre, manifest, batch_size, out, on_error, allow_outside_root)
+    if pre.labels is not None and pre.labels.label_type == "transcript":
+        return evaluate_transcription(run_dir, model, pre, manifest, batch_size, out, on_error, allow_outside_root,
+                                      beam=beam)
     # Three passes below (metrics, labels, predictions): decode each file once.
     ds = make_dataset(manifest, preprocessor=pre, batch_size=batch_size, missing_modalities=masks, on_error=on_error,
                       cache="memory", allow_outside_root=allow_outside_root)
@@ -206,6 +211,61 @@ def evaluate_retrieval(run_dir, model, pre, manifest, batch_size=32, out=None, o
     return results
 
 
+def transcription_inputs(model, pre):
+    """`(audio feature, context feature or None)` of a transcription model, by its inputs.
+
+    Args:
+        model: the transcription model.
+        pre: its preprocessor (each input's modality).
+
+    Example:
+        >>> transcription_inputs(*load_run("runs/transcription"))   # ("audio", "text")
+    """
+    names = list(model.input) if isinstance(model.input, dict) else [t.name for t in model.inputs]
+    audio = next(n for n in names if pre.feature_modalities.get(n) == "audio")
+    context = next((n for n in names if pre.feature_modalities.get(n) == "text"), None)
+    return audio, context
+
+
+def evaluate_transcription(run_dir, model, pre, manifest, batch_size=32, out=None, on_error="raise",
+                           allow_outside_root=False, beam=None):
+    """`evaluate` for a transcription run: WER, CER, the share of exact
+    transcripts, the worst examples (reference and hypothesis), and how many
+    transcript characters were outside the training vocabulary (each scored as
+    an error, never a crash).
+
+    Args:
+        run_dir: the run folder.
+        model, pre: its model and preprocessor (`load_run(run_dir)`).
+        manifest: rows with the audio, the transcript and (if the model has one) the context.
+        batch_size, out, on_error, allow_outside_root: as in `evaluate`.
+        beam: beam-search width (None: greedy).
+
+    Example:
+        >>> evaluate("runs/digits", "test.csv")["wer"]   # evaluate() calls it for transcription runs
+    """
+    from mbm_keras.data import make_dataset
+    from mbm_keras.training.transcription_task import scores, select_inputs, transcribe_batches, warn_long_contexts
+
+    audio, context = transcription_inputs(model, pre)
+    pre.labels.max_frames = int(model.output.shape[1])
+    before = pre.labels.unknown_count
+    ds = make_dataset(manifest, preprocessor=pre, batch_size=batch_size, missing_modalities=[context] if context else False,
+                      on_error=on_error, allow_outside_root=allow_outside_root)
+    ds = select_inputs(ds, [n for n in (audio, context) if n])
+    long_contexts = warn_long_contexts(manifest, pre, context)
+    refs, hyps = transcribe_batches(model, ds, pre.labels.vocabulary, beam)
+    results = {"task": "transcription", "examples": ds.report["kept"], "skipped": ds.report["skipped"],
+               "decoding": f"beam {beam}" if beam else "greedy",
+               "unknown_characters": pre.labels.unknown_count - before, "long_contexts": long_contexts}
+    results.update(scores(refs, hyps, worst=10))
+    name = os.path.splitext(os.path.basename(os.fspath(manifest)))[0]
+    out = out or os.path.join(run_dir, f"eval-{name}.json")
+    write_json(out, {**results, "manifest": os.path.abspath(os.fspath(manifest))})
+    results["path"] = out
+    return results
+
+
 def _plot_recall(curve, path, title):
     import matplotlib
 
@@ -240,6 +300,11 @@ def format_report(results):
     lines += [f"{k}: {v:.4f}" for k, v in results.items() if isinstance(v, float)]
     if "recall_plot" in results:
         lines.append(f"recall@k plot: {results['recall_plot']}")
+    if results.get("task") == "transcription":
+        lines.append(f"decoding: {results['decoding']}; characters outside the vocabulary: "
+                     f"{results['unknown_characters']} (each an error)")
+        for w in results["worst"]:
+            lines.append(f"CER {w['cer']:.2f}  reference: {w['reference']!r}\n           hypothesis: {w['hypothesis']!r}")
     if "per_class" in results:
         lines.append(f"\n{'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
         for name, m in results["per_class"].items():

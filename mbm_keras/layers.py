@@ -220,3 +220,77 @@ class MaskByPresence(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])
+
+
+@keras.saving.register_keras_serializable(package="mbm_keras")
+class TanhGate(keras.layers.Layer):
+    """`x * tanh(alpha)` with one learned `alpha` starting at 0 (Flamingo's
+    gated cross-attention): a branch added to a residual path contributes
+    nothing at first and only as much as training finds it helps. The
+    transcription model adds its context this way, so the audio path learns
+    first and a context it can memorize does not take over.
+
+    Example:
+        >>> frames = keras.layers.Add()([frames, TanhGate()(context_frames)])
+    """
+
+    def build(self, input_shape):
+        self.alpha = self.add_weight(shape=(), initializer="zeros", name="alpha")
+
+    def call(self, x):
+        return x * ops.cast(ops.tanh(self.alpha), x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="mbm_keras")
+class SpecAugment(keras.layers.Layer):
+    """SpecAugment's masking (Park et al., 2019) of `(batch, frames, bands)`
+    features, in training only: per example, `time_masks` spans of up to
+    `max_time` frames and `band_masks` spans of up to `max_bands` bands are set
+    to the example's mean. An identity at inference (and in exports).
+
+    Args:
+        time_masks, max_time: masked time spans per example and their longest.
+        band_masks, max_bands: masked band spans per example and their widest.
+        seed: the masks' seed.
+
+    Example:
+        >>> frames = SpecAugment(time_masks=2, max_time=10)(frames)
+    """
+
+    def __init__(self, time_masks=2, max_time=10, band_masks=2, max_bands=5, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.time_masks, self.max_time = int(time_masks), int(max_time)
+        self.band_masks, self.max_bands = int(band_masks), int(max_bands)
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def _spans(self, batch, size, count, longest):
+        """`(batch, size)` 1.0 where no span covers the position."""
+        positions = ops.arange(size, dtype="float32")[None, :]
+        keep = ops.ones((batch, size))
+        for _ in range(count):
+            width = ops.floor(keras.random.uniform((batch, 1), 0, longest + 1, seed=self.generator))
+            start = ops.floor(keras.random.uniform((batch, 1), 0, 1, seed=self.generator) * (size - width + 1))
+            covered = ops.logical_and(positions >= start, positions < start + width)
+            keep = keep * (1.0 - ops.cast(covered, "float32"))
+        return keep
+
+    def call(self, x, training=None):
+        if not training:
+            return x
+        batch, frames, bands = ops.shape(x)[0], x.shape[1], x.shape[2]
+        keep = (self._spans(batch, frames, self.time_masks, self.max_time)[:, :, None]
+                * self._spans(batch, bands, self.band_masks, self.max_bands)[:, None, :])
+        keep = ops.cast(keep, x.dtype)
+        mean = ops.mean(x, axis=(1, 2), keepdims=True)
+        return x * keep + mean * (1 - keep)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "time_masks": self.time_masks, "max_time": self.max_time,
+                "band_masks": self.band_masks, "max_bands": self.max_bands, "seed": self.seed}

@@ -151,7 +151,7 @@ def test_shards_that_disagree_with_the_preprocessor_and_unfinished_packs(packed,
     captions = fit_preprocessor(write_manifest(renamed, str(tmp_path / "captions.csv"), path_columns=["image", "audio"]),
                                 {"text": "caption", "label": "label"})
     with pytest.raises(DataError, match=r"shards: the shards have no column 'caption' \(the preprocessor reads "
-                                        r"caption, label; the shards hold image, text, audio, label, split\)"):
+                                        r"caption, label; the shards hold image, text, audio, redness, keyword, pitch_hz, label, split\)"):
         make_dataset(str(root / "shards"), preprocessor=captions)
     bad_columns = fit_preprocessor(path, {"text": "image", "label": "label"})  # a file column read as text
     with pytest.raises(DataError, match=r"column 'image' is packed as file bytes, but the preprocessor reads it as a "

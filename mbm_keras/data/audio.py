@@ -119,6 +119,15 @@ def check_duration(samples, rate, max_seconds):
         return tf.identity(samples)
 
 
+def check_length(samples, length, rate):
+    """Asserts that `samples` (at the model's `rate`) fit in `length`; returns `samples`."""
+    note = (f" s is longer than audio_length={length} samples ({length / rate:g} s), and the whole clip is needed "
+            f"(its transcript); raise data.preprocessing.audio_length")
+    seconds = tf.cast(tf.shape(samples)[0], tf.float64) / rate
+    with tf.control_dependencies([check(tf.shape(samples)[0] <= length, ["audio of ", seconds, note])]):
+        return tf.identity(samples)
+
+
 def decode_audio(contents, max_seconds=None, header_checked=False):
     """Audio file bytes -> (float32 mono samples in [-1, 1], int32 sample rate).
 

@@ -73,6 +73,14 @@ def _check_file(path, feature):
         return f"cannot read the file ({e.strerror})"
 
 
+def may_be_empty(missing_modalities, feature):
+    """Whether `feature`'s cells may be empty under `missing_modalities` (True,
+    False, or the names of the features that may be)."""
+    if isinstance(missing_modalities, bool) or missing_modalities is None:
+        return bool(missing_modalities)
+    return feature in missing_modalities
+
+
 def _prepare_rows(manifest, pre, missing_modalities, allow_outside_root):
     """Host-side pass, by column: each feature's values (paths, texts,
     cells), its presence mask and the labels; returns (arrays, errors). Its
@@ -86,7 +94,7 @@ def _prepare_rows(manifest, pre, missing_modalities, allow_outside_root):
             errors.append(RowError(manifest, row, e.column, e.message, file=e.file))
             failed[row] = True
         absent = ~present & ~failed
-        if not missing_modalities and absent.any():
+        if not may_be_empty(missing_modalities, name) and absent.any():
             columns = feature.columns()
             column = columns[0] if len(columns) == 1 else ", ".join(repr(c) for c in columns)
             errors += [RowError(manifest, int(row), column, f"empty {feature.name} cell (pass missing_modalities=True "
@@ -203,7 +211,8 @@ def make_dataset(
             runs with the same seed are identical).
         augment: image flip/crop/colour jitter in training (True, or a dict of
             `augment_image` arguments).
-        missing_modalities: emit masks and accept empty cells.
+        missing_modalities: emit masks and accept empty cells; or a list of
+            the features whose cells may be empty (masks are emitted for all).
         modality_dropout: in training, the probability of hiding each
             modality of an example (never all of them).
         on_error: "raise" (default): the first unusable row raises a

@@ -24,6 +24,9 @@ def _options():
         out.update(get_modality(m).OPTIONS)
     out["label_type"] = ("single", lambda v: v in LABEL_TYPES, f"one of {LABEL_TYPES}")
     out["label_delimiter"] = ("|", lambda v: isinstance(v, str) and v != "", "a non-empty string")
+    # label_type transcript: the targets' width in characters (None: the longest training transcript).
+    out["transcript_length"] = (None, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
+                                "a positive int")
     return out
 
 
@@ -127,7 +130,8 @@ class Preprocessor:
             if self.feature_modalities[user] != self.feature_modalities[owner]:
                 raise ValueError(f"Features {user!r} and {owner!r} share an encoder, so they need the same modality "
                                  f"({self.feature_modalities[user]} != {self.feature_modalities[owner]})")
-        self.labels = (LabelEncoder(self.options["label_type"], self.options["label_delimiter"])
+        self.labels = (LabelEncoder(self.options["label_type"], self.options["label_delimiter"],
+                                    length=self.options["transcript_length"])
                        if "label" in self.columns else None)
         self.fitted = False
 

@@ -344,7 +344,7 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
     import tensorflow as tf
 
     from mbm_keras.data.asserts import check
-    from mbm_keras.data.pipeline import Report, _attach_epoch, batch_examples
+    from mbm_keras.data.pipeline import Report, _attach_epoch, batch_examples, may_be_empty
     from mbm_keras.deploy.raw_inputs import explain
 
     folder = os.fspath(folder).rstrip("/")
@@ -403,7 +403,7 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
         for name, feature in features.items():
             raw = _raw(parsed, feature)
             if not bool(feature.present(raw)):
-                if not missing_modalities:
+                if not may_be_empty(missing_modalities, name):
                     return f"{where}, column {feature.columns()[0]!r}: empty {feature.name} cell (pass missing_modalities=True to treat it as absent)"
                 continue
             try:
@@ -474,7 +474,7 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
         for name, feature in features.items():
             raw = _raw(parsed, feature)
             here = feature.present(raw) & ~is_sentinel
-            if not missing_modalities:
+            if not may_be_empty(missing_modalities, name):
                 checks.append(check(here | is_sentinel, ["empty cell"]))
             x[name] = tf.cond(here, lambda f=feature, r=raw: f.decode(r), feature.empty)
             x[f"{name}_mask"] = tf.reshape(tf.cast(here, tf.float32), [1])

@@ -11,6 +11,11 @@ examples, so only a model that fuses all three can be accurate.
 The same examples as a table (the tabular configs' data): `redness` (the
 image's mean red minus mean blue), `keyword` (the sentence's animal word) and
 `pitch_hz` (the tone's frequency), measured from what each file shows.
+
+Beside them, a toy speech set for transcription (`speech_*.csv`): clips of 3
+to 5 sung notes (do, re, mi, ... as tones in noise), the transcript naming
+them ("do mi sol"), and a context on three of four rows: three candidate
+melodies, one of them the one sung ("do mi sol , re re la , fa si do").
 """
 
 import csv
@@ -71,6 +76,49 @@ def _tone(rng, pitch, sample_rate, length):
     return np.clip(wav, -1, 1), freq
 
 
+NOTES = {"do": 262.0, "re": 294.0, "mi": 330.0, "fa": 349.0, "sol": 392.0, "la": 440.0, "si": 494.0}
+SPEECH_SPEC = {"num_examples": 480, "sample_rate": 8000, "seconds": 1.0, "splits": {"train": 0.7, "val": 0.1}}
+
+
+def _melody_clip(rng, notes, sample_rate, length):
+    """Notes of 0.12 s (a tone and its octave, a little vibrato) with 30-80 ms gaps, in noise."""
+    wav = np.zeros(length)
+    start = int(rng.integers(80, 400))
+    n = int(0.12 * sample_rate)
+    t = np.arange(n) / sample_rate
+    for note in notes:
+        f = NOTES[note] * rng.uniform(0.98, 1.02)
+        tone = np.sin(2 * np.pi * f * t + 0.3 * np.sin(2 * np.pi * 6 * t)) + 0.5 * np.sin(4 * np.pi * f * t)
+        wav[start:start + n] = rng.uniform(0.2, 0.4) * tone * np.hanning(n)
+        start += n + int(rng.integers(int(0.03 * sample_rate), int(0.08 * sample_rate)))
+    return np.clip(wav + rng.normal(0, 0.02, length), -1, 1)
+
+
+def _write_speech(folder, seed):
+    """The toy speech set: `speech/NNNN.wav`, `speech_{train,val,test}.csv` (audio, transcript, context)."""
+    spec = SPEECH_SPEC
+    rng = np.random.default_rng(seed + 1000)  # its own stream: the other files do not change with it
+    os.makedirs(os.path.join(folder, "speech"))
+    names = list(NOTES)
+    rate, length = spec["sample_rate"], int(spec["seconds"] * spec["sample_rate"])
+    rows = []
+    for i in range(spec["num_examples"]):
+        melody = list(rng.choice(names, int(rng.integers(3, 6))))
+        path = f"speech/{i:04d}.wav"
+        _write_wav(os.path.join(folder, path), _melody_clip(rng, melody, rate, length), rate)
+        candidates = [" ".join(melody)] + [" ".join(rng.choice(names, int(rng.integers(3, 6)))) for _ in range(2)]
+        context = " , ".join(candidates[j] for j in rng.permutation(3)) if rng.random() < 0.75 else ""
+        rows.append({"audio": path, "transcript": " ".join(melody), "context": context})
+    n_train = int(len(rows) * spec["splits"]["train"])
+    n_val = int(len(rows) * spec["splits"]["val"])
+    for name, part in (("train", rows[:n_train]), ("val", rows[n_train:n_train + n_val]),
+                       ("test", rows[n_train + n_val:])):
+        with open(os.path.join(folder, f"speech_{name}.csv"), "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["audio", "transcript", "context"])
+            writer.writeheader()
+            writer.writerows(part)
+
+
 def _write_wav(path, samples, sample_rate):
     with wave.open(path, "wb") as f:
         f.setnchannels(1)
@@ -93,7 +141,9 @@ def write_demo_dataset(folder, seed=0):
     `text`, the table columns `redness`, `keyword` and `pitch_hz`, `label` (a
     class name) and `split` (train/val/test); `train.csv`, `val.csv` and
     `test.csv` beside it hold the rows of each split (the configs in the
-    repository's `configs/` name them). The same seed gives the same files. An
+    repository's `configs/` name them), and `speech_{train,val,test}.csv` a
+    toy transcription set (`speech/` clips of sung notes, their transcript and
+    a context of candidate melodies). The same seed gives the same files. An
     existing complete dataset is reused.
 
     Args:
@@ -162,6 +212,7 @@ def write_demo_dataset(folder, seed=0):
                 writer = csv.DictWriter(f, fieldnames=fields)
                 writer.writeheader()
                 writer.writerows(r for r in rows if keep in (None, r["split"]))
+        _write_speech(tmp, seed)
         if os.path.isdir(folder):  # empty, checked above
             os.rmdir(folder)
         os.replace(tmp, folder)

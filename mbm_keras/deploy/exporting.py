@@ -119,7 +119,14 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
     data = data or Run(folder).default_data()
     if quantize == "int8" and not data:
         raise ValueError("quantize='int8' needs calibration examples: pass data=<manifest> (--data)")
-    examples = example_inputs(keras_model, pre, data, num_examples, allow_outside_root) if data else None
+    transcription = pre.labels is not None and pre.labels.label_type == "transcript"
+    if transcription:  # an empty context is an input (deploy/transcription_export.py)
+        from mbm_keras.deploy import transcription_export
+
+        examples = (transcription_export.example_inputs(keras_model, pre, data, num_examples, allow_outside_root)
+                    if data else None)
+    else:
+        examples = example_inputs(keras_model, pre, data, num_examples, allow_outside_root) if data else None
     out = os.path.abspath(out or os.path.join("saved_models", f"{os.path.basename(folder)}-{format}"
                                               + (f"-{quantize}" if quantize != "none" else "")))
     say = print if verbose else (lambda *a, **k: None)
@@ -131,6 +138,9 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
             from mbm_keras.deploy.retrieval_export import export_retrieval
 
             model_file, check = export_retrieval(keras_model, pre, format, tmp, quantize, examples, say)
+        elif transcription:  # transcripts out (deploy/transcription_export.py)
+            model_file, check = transcription_export.export_transcription(keras_model, pre, format, tmp, quantize,
+                                                                          examples, say)
         elif format == "saved_model":
             export_serving_model(keras_model, pre, tmp)
             model_file = os.path.join(tmp, "saved_model.pb")
@@ -155,7 +165,7 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
             write_json(os.path.join(tmp, "model.json"), sidecar(keras_model, pre, interpreter, quantize))
             shutil.copy(os.path.join(os.path.dirname(__file__), "reference_tokenizer.py"), os.path.join(tmp, "tokenizer.py"))
         pre.save(tmp)  # preprocessor.json (+ vocabulary.txt): `predict` and apps read them
-        if examples is not None and not retrieval:
+        if examples is not None and not retrieval and not transcription:
             artifact = ("saved_model", tmp) if format == "saved_model" else (format, model_file)
             check = check_parity(keras_model, examples, {format: artifact}, atol=None)[format]
             if quantize == "none" and not check["max_abs_diff"] <= 1e-4:
@@ -168,6 +178,10 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
         overlap = f", top-10 overlap {100 * check['top10_overlap']:.1f}%"
         say(f"Checked against Keras on {check['examples']} examples: lowest cosine similarity "
             + ", ".join(f"{k} {v:.5f}" for k, v in check["min_cosine"].items()) + overlap)
+    elif check and transcription:
+        if quantize == "none" and check["identical_transcripts"] < 1:
+            raise AssertionError(f"The {format} export's greedy transcripts differ from Keras' on "
+                                 f"{100 * (1 - check['identical_transcripts']):.1f}% of {check['examples']} examples")
     elif check:
         agreement = "" if check["top1_agreement"] is None else f", top-1 agreement {100 * check['top1_agreement']:.1f}%"
         say(f"Checked against Keras on {check['examples']} examples: max |diff| {check['max_abs_diff']:.2e}{agreement}")

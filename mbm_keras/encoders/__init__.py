@@ -26,6 +26,7 @@ from mbm_keras.encoders import gru  # noqa: E402,F401
 from mbm_keras.encoders import text_cnn  # noqa: E402,F401
 from mbm_keras.encoders import logmel_cnn  # noqa: E402,F401
 from mbm_keras.encoders import logmel_lstm  # noqa: E402,F401
+from mbm_keras.encoders import logmel_tcn  # noqa: E402,F401
 from mbm_keras.encoders import mlp  # noqa: E402,F401
 from mbm_keras.encoders import conv1d  # noqa: E402,F401
 from mbm_keras.encoders import series_gru  # noqa: E402,F401

@@ -18,6 +18,9 @@ class Audio(Modality):
         "sample_rate": (16000, positive_int, "a positive int (Hz)"),
         "audio_length": (16000, positive_int, "a positive int (samples)"),
         "max_audio_seconds": (MAX_AUDIO_SECONDS, positive_number, "a positive finite number"),
+        # True (task: transcription sets it): the whole clip is the input, never a window of it; a clip
+        # longer than audio_length is a row error, since its transcript would lose words.
+        "audio_whole_clip": (False, lambda v: isinstance(v, bool), "true or false"),
     }
     MODEL_OPTIONS = {"audio_length": 16000, "sample_rate": 16000}
     TINY = {"audio_length": 2000, "sample_rate": 8000}
@@ -28,7 +31,8 @@ class Audio(Modality):
     def __init__(self, feature, column, options):
         super().__init__(feature, column, options)
         self.options.update(sample_rate=int(self.options["sample_rate"]), audio_length=int(self.options["audio_length"]),
-                            max_audio_seconds=float(self.options["max_audio_seconds"]))
+                            max_audio_seconds=float(self.options["max_audio_seconds"]),
+                            audio_whole_clip=bool(self.options["audio_whole_clip"]))
 
     def model_options(self):
         return {"audio_length": self.options["audio_length"], "sample_rate": self.options["sample_rate"]}
@@ -86,7 +90,7 @@ class Audio(Modality):
         """Full-length mono samples at the model's rate (`finish` cuts them).
         Serving reads 16-bit PCM WAV only (decode_wav, which a SavedModel can
         carry); the pipeline also reads FLAC/OGG on the host."""
-        from mbm_keras.data.audio import check_duration, decode_audio, decode_wav, resample
+        from mbm_keras.data.audio import check_duration, check_length, decode_audio, decode_wav, resample
 
         if serving:
             samples, rate = decode_wav(raw)
@@ -94,7 +98,10 @@ class Audio(Modality):
         else:
             samples, rate = decode_audio(raw, max_seconds=self.options["max_audio_seconds"],
                                          header_checked=header_checked)
-        return resample(samples, rate, float(self.options["sample_rate"]))
+        samples = resample(samples, rate, float(self.options["sample_rate"]))
+        if self.options["audio_whole_clip"]:
+            samples = check_length(samples, self.options["audio_length"], self.options["sample_rate"])
+        return samples
 
     def empty(self):
         import tensorflow as tf
@@ -102,10 +109,11 @@ class Audio(Modality):
         return tf.zeros((self.options["audio_length"],), tf.float32)
 
     def finish(self, x, seed=None, augment=None):
-        """Pads or cuts to `audio_length`: the start, or a random window in training."""
+        """Pads or cuts to `audio_length`: the start, or a random window in
+        training (never under audio_whole_clip)."""
         from mbm_keras.data.audio import fix_length
 
-        return fix_length(x, self.options["audio_length"], seed)
+        return fix_length(x, self.options["audio_length"], None if self.options["audio_whole_clip"] else seed)
 
     def sidecar(self):
         return {"sample_rate": self.options["sample_rate"], "length": self.options["audio_length"],

@@ -65,10 +65,14 @@ SCHEMA = {
         "hard_negatives": (int, None),
         "temperature": (float, 0.07),
         "share_towers": (bool, False),
+        # transcription: the audio feature, and a text feature fused into every frame (None: no context).
+        "audio": (str, None),
+        "context": (str, None),
+        "beam": (int, None),
     },
     "output": (str, "runs/latest"),
 }
-TASKS = ("classification", "retrieval")
+TASKS = ("classification", "retrieval", "transcription")
 REQUIRED = {("data", "train"), ("data", "columns")}
 
 
@@ -109,6 +113,7 @@ RANGES = {
     ("task", "embedding_dim"): (1, None, True, None),
     ("task", "hard_negatives"): (1, None, True, None),
     ("task", "temperature"): (0.01, None, True, None),
+    ("task", "beam"): (1, None, True, None),
 }
 
 
@@ -193,7 +198,8 @@ def _check_choices(out, source):
         if data[key] not in valid:
             raise ConfigError(f"{source}: data.{key} must be one of {valid}. Received: data.{key}={data[key]!r}")
     _check_preprocessing(data["preprocessing"], source)
-    _check_model(out["model"], source)
+    # A transcription model's fusion is its context's cross-attention (transcription_task checks its kwargs).
+    _check_model(out["model"], source, fusion_kwargs=out["task"]["kind"] != "transcription")
     _check_task(out, source)
 
 
@@ -214,10 +220,16 @@ def _check_task(out, source):
     task = out["task"]
     if task["kind"] not in TASKS:
         raise ConfigError(f"{source}: task.kind must be one of {TASKS}. Received: task.kind={task['kind']!r}")
+    for keys, kind in ((("query", "candidate"), "retrieval"), (("audio", "context", "beam"), "transcription")):
+        given = [k for k in keys if task[k] is not None]
+        if given and task["kind"] != kind:
+            raise ConfigError(f"{source}: task.{given[0]} is for task.kind: {kind}")
+    if task["kind"] == "transcription":
+        from mbm_keras.training.transcription_task import check_config
+
+        check_config(out, source)
+        return
     if task["kind"] != "retrieval":
-        given = [k for k in ("query", "candidate") if task[k] is not None]
-        if given:
-            raise ConfigError(f"{source}: task.{given[0]} is for task.kind: retrieval")
         return
     features = list(model_features(out["model"]))
     for key in ("query", "candidate"):
@@ -240,7 +252,7 @@ def _check_task(out, source):
                           f"a retrieval task trains its towers together (balance: none)")
 
 
-def _check_model(model, source):
+def _check_model(model, source, fusion_kwargs=True):
     """model.features and model.share_encoders are well formed; model.fusion exists
     and model.fusion_kwargs are arguments of that fusion, naming the bad key."""
     from mbm_keras.fusion_model import normalize_features
@@ -259,7 +271,7 @@ def _check_model(model, source):
     for klass in cls.__mro__:
         if "__init__" in vars(klass) and klass.__module__.startswith("mbm_keras"):
             valid |= {p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "kwargs")}
-    for key in model["fusion_kwargs"] or {}:
+    for key in (model["fusion_kwargs"] or {}) if fusion_kwargs else ():
         if key not in valid:
             raise ConfigError(f"{source}: model.fusion_kwargs.{key} is not an argument of fusion "
                               f"{model['fusion']!r}. Valid: {', '.join(sorted(valid))}")

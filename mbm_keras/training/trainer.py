@@ -89,7 +89,7 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         ResumableEarlyStopping,
         StopOnNonFiniteLoss,
     )
-    from mbm_keras.training import retrieval_task
+    from mbm_keras.training import retrieval_task, transcription_task
     from mbm_keras.training.run_folder import prepare_run_folder
     from mbm_keras.training.loop import distributed_fit, is_chief
     from mbm_keras.training.optimizer import make_optimizer
@@ -131,12 +131,15 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
     from mbm_keras.fusion_model import normalize_features
 
     features = normalize_features(model_cfg["features"]) if model_cfg["features"] else {}
-    pre = fit_preprocessor(data["train"], data["columns"], {k: f["modality"] for k, f in features.items()},
-                           share=model_cfg["share_encoders"], **data["preprocessing"])
     task = config["task"]
     retrieval = task["kind"] == "retrieval"  # two towers trained contrastively (training/retrieval_task.py)
-    plan = make_plan({**train_cfg, "balance": "none"} if retrieval else train_cfg, data, pre.feature_modalities,
-                     model_cfg["fusion"])
+    transcription = task["kind"] == "transcription"  # a CTC model (training/transcription_task.py)
+    preprocessing = ({**data["preprocessing"], "label_type": "transcript", "audio_whole_clip": True} if transcription
+                     else data["preprocessing"])
+    pre = fit_preprocessor(data["train"], data["columns"], {k: f["modality"] for k, f in features.items()},
+                           share=model_cfg["share_encoders"], **preprocessing)
+    plan = make_plan({**train_cfg, "balance": "none"} if retrieval or transcription else train_cfg, data,
+                     pre.feature_modalities, model_cfg["fusion"])
     if plan.keep == "all" and not data["val"]:
         raise ConfigError("config: train.keep_best_of: all compares the models on data.val; set data.val")
     common = dict(
@@ -150,6 +153,13 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         allow_outside_root=data["allow_outside_root"],
         drop_remainder=static,
     )
+    if transcription:  # rows whose transcript cannot fit the model's frames are row errors (named, or skipped)
+        pre.labels.max_frames = transcription_task.frames(task, model_cfg, pre)
+        audio_feature, context_feature = transcription_task.roles(task, model_cfg)
+        common["missing_modalities"] = [context_feature] if context_feature else False  # an empty context: none
+        for key in ("train", "val"):
+            if data[key] and not is_shard_folder(data[key]):
+                transcription_task.warn_long_contexts(data[key], pre, context_feature)
     # A run that was killed resumes at the epoch its backup reached; the data
     # order and random draws of every epoch depend only on (seed, epoch), and
     # ReseedEachEpoch tells the dataset which epoch starts.
@@ -176,12 +186,16 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
 
         train_ds = single_ds = contrastive_dataset(train_ds, task["supervised"])
         val_ds = contrastive_dataset(val_ds, task["supervised"]) if val_ds is not None else None
+    if transcription:  # batches of ({audio, context}, padded character ids)
+        names = [n for n in (audio_feature, context_feature) if n]
+        train_ds = single_ds = transcription_task.select_inputs(train_ds, names)
+        val_ds = transcription_task.select_inputs(val_ds, names) if val_ds is not None else None
 
     if used == "tpu" and not (data["batch_size"] % strategy.num_replicas_in_sync == 0):
         raise ValueError(f"data.batch_size={data['batch_size']} must divide evenly over {strategy.num_replicas_in_sync} TPU cores")
     model_kwargs = {**{k: v for k, v in model_cfg.items() if v is not None}, **pre.model_kwargs(),
                     "missing_modalities": plan.masks, "compile": False}
-    head = get_head(pre.model_kwargs().get("head", "softmax"))
+    head = None if transcription else get_head(pre.model_kwargs().get("head", "softmax"))
     monitor = train_cfg["monitor"] or ("val_loss" if val_ds is not None else "loss")
     steps_per_epoch = int(train_ds.cardinality())
     previous_policy = keras.mixed_precision.global_policy()
@@ -193,7 +207,12 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
             warmup_steps=min(train_cfg["warmup_epochs"], epochs) * steps_per_epoch,
             weight_decay=train_cfg["weight_decay"],
         )
-        loss, metrics = retrieval_task.loss_and_metrics(task) if retrieval else (head.loss(), head.metrics())
+        if retrieval:
+            loss, metrics = retrieval_task.loss_and_metrics(task)
+        elif transcription:
+            loss, metrics = transcription_task.loss_and_metrics()
+        else:
+            loss, metrics = head.loss(), head.metrics()
         for m in [model] + ([trainee] if trainee is not None else []):
             m.compile(
                 optimizer=optimizer,
@@ -259,15 +278,22 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         # was built before it (a resumed run loads finished single models).
         keras.utils.set_random_seed(train_cfg["seed"])
         with strategy.scope():
-            model = (retrieval_task.build_from_config(task, model_cfg, model_kwargs) if retrieval
-                     else build_fusion_model(**model_kwargs))
+            if retrieval:
+                model = retrieval_task.build_from_config(task, model_cfg, model_kwargs)
+            elif transcription:
+                model = transcription_task.build_from_config(task, model_cfg, pre)
+            else:
+                model = build_fusion_model(**model_kwargs)
             if plan.balance == "unimodal":  # a resumed stage's backup overrides these
                 for modality, names in plan.groups.items():
                     copy_encoders(singles[modality], model, names)
             trainee = GradientModulation(model, plan.groups, plan.alpha) if plan.balance == "ogm_ge" else None
             compile_model(model, train_cfg["learning_rate"], train_cfg["epochs"], trainee)
         trainee = trainee or model
-        if len(plan.groups) > 1:
+        if transcription:
+            print(f"Training the CTC model ({len(pre.labels.classes)} characters, {pre.labels.max_frames} frames"
+                  + (f", context {context_feature!r} by cross-attention)" if context_feature else ")"), flush=True)
+        elif len(plan.groups) > 1:
             print(f"Training the fusion ({model_cfg['fusion']})", flush=True)
         history = {}
         if resume_stage != "stage2":  # stage 1 finished before the crash otherwise
@@ -291,6 +317,8 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
 
     if retrieval:
         summary = retrieval_task.validation_scores(model, val_ds, task["supervised"] is not False and pre.labels is not None)
+    elif transcription:
+        summary = transcription_task.validation_scores(model, val_ds, pre.labels.vocabulary, task["beam"])
     else:
         summary = validation_summary(out, model, singles, plan, val_ds, head, measure=used != "multi_worker")
     kept = summary.get("kept_modality")
@@ -305,7 +333,9 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         Run(out).save(model, pre, config)
     if is_chief(strategy):
         write_json(os.path.join(out, SUMMARY), summary)
-        print("\n".join(retrieval_task.format_scores(summary) if retrieval else format_summary(summary)), flush=True)
+        lines = (retrieval_task.format_scores(summary) if retrieval else
+                 transcription_task.format_scores(summary) if transcription else format_summary(summary))
+        print("\n".join(lines), flush=True)
     return {"output": out, "history": history, "model": model, "strategy": used, "summary": summary}
 
 

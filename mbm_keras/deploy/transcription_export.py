@@ -1,0 +1,201 @@
+"""Transcription runs: `transcribe()` from a run folder, a SavedModel or a
+.tflite export, and the exports themselves.
+
+- SavedModel: `serving_default` takes the raw inputs (WAV bytes, the context
+  string; an empty string is no context) and returns `transcript` (greedy,
+  decoded in the graph) and `log_probs`; `serve_tensors` takes the
+  preprocessed tensors.
+- TFLite (builtin ops; float, float16, dynamic or int8): preprocessed inputs
+  in, per-frame `log_probs` out; `model.json` holds the vocabulary and the
+  preprocessing, `ctc_decoder.py` the greedy decoder in plain Python.
+"""
+
+import json
+import os
+import shutil
+
+import numpy as np
+
+
+def transcription_features(model, pre):
+    """`(audio feature, context feature or None)` of a transcription model."""
+    from mbm_keras.evaluate import transcription_inputs
+
+    return transcription_inputs(model, pre)
+
+
+def greedy_strings(log_probs, symbols):
+    """Greedy CTC transcripts of a `(batch, frames, classes)` tensor, in the graph."""
+    import tensorflow as tf
+
+    table = tf.constant(["", "?"] + list(symbols))
+    best = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+    previous = tf.pad(best[:, :-1], [[0, 0], [1, 0]], constant_values=-1)
+    ids = tf.ragged.boolean_mask(best, (best != previous) & (best != 0))
+    return tf.strings.reduce_join(tf.gather(table, ids), axis=-1)
+
+
+def _model_inputs(raw, pre, names, context):
+    """The model's inputs from raw ones through each feature's serving path; an
+    empty context is allowed (it is the "no context" input)."""
+    from mbm_keras.deploy.raw_inputs import raw_to_inputs
+
+    inputs = raw_to_inputs(raw, pre, names + ([f"{context}_mask"] if context else []))
+    return {k: v for k, v in inputs.items() if k in names}
+
+
+def export_saved_model(model, pre, path):
+    """The raw-input SavedModel of a transcription model."""
+    import keras
+    import tensorflow as tf
+
+    from mbm_keras.deploy.raw_inputs import raw_signature
+    from mbm_keras.deploy.saved_model import tensor_signature
+
+    audio, context = transcription_features(model, pre)
+    names = [n for n in (audio, context) if n]
+    symbols = list(pre.labels.classes)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    resources = [t for f in pre.features.values() for t in getattr(f, "trackables", list)()]
+    archive._tf_trackable.preprocessing_resources = resources
+    archive._tf_trackable.feature_modalities = tf.Variable(json.dumps(pre.feature_modalities), trainable=False)
+    signature = {k: v for k, v in raw_signature(pre).items() if k in names}
+
+    def outputs(log_probs):
+        return {"transcript": greedy_strings(log_probs, symbols), "log_probs": log_probs}
+
+    def serve_raw(raw):
+        return outputs(model(_model_inputs(raw, pre, names, context), training=False))
+
+    def serve_tensors(inputs):
+        return outputs(model(inputs, training=False))
+
+    archive.add_endpoint("serving_default", serve_raw, input_signature=[signature])
+    archive.add_endpoint("serve_tensors", serve_tensors, input_signature=[tensor_signature(model)])
+    archive.write_out(path, verbose=False)
+    return os.path.abspath(path)
+
+
+def example_inputs(model, pre, manifest, count, allow_outside_root=False):
+    """Up to `count` preprocessed examples of `manifest` (an empty context allowed)."""
+    from mbm_keras.data import make_dataset
+
+    audio, context = transcription_features(model, pre)
+    pre.labels.max_frames = int(model.output.shape[1])
+    ds = make_dataset(manifest, preprocessor=pre, batch_size=count, missing_modalities=[context] if context else False,
+                      verbose=False, allow_outside_root=allow_outside_root, on_error="skip")
+    x, _ = next(iter(ds))
+    return {k: x[k].numpy() for k in (audio, context) if k}
+
+
+def export_transcription(model, pre, format, tmp, quantize, examples, say):
+    """Writes the export of a transcription model into `tmp`; returns
+    `(model file, check)`: the check compares greedy transcripts (and, float,
+    the log-probabilities) with Keras on `examples`."""
+    from mbm_keras.deploy.tflite import convert_to_tflite, sidecar, tflite_interpreter
+    from mbm_keras.io import write_json
+    from mbm_keras.transcription import greedy_decode
+
+    vocab = pre.labels.vocabulary
+    if format == "onnx":
+        raise NotImplementedError("ONNX export of transcription models is not supported yet; export saved_model or "
+                                  "tflite")
+    if format == "saved_model":
+        export_saved_model(model, pre, tmp)
+        model_file = os.path.join(tmp, "saved_model.pb")
+        runner = _saved_model_runner(tmp)
+    else:
+        model_file = os.path.join(tmp, "model.tflite")
+        representative = None
+        if examples is not None:
+            n = len(next(iter(examples.values())))
+            representative = [{k: v[i] for k, v in examples.items()} for i in range(n)]
+        say(f"Converting to TFLite (quantize={quantize}) ...", flush=True)
+        convert_to_tflite(model, model_file, quantize, representative=representative)
+        interpreter = tflite_interpreter(model_file)
+        info = sidecar(model, pre, interpreter, quantize)
+        info["output"] = {"name": "log_probs", "meaning": "per-frame log-probabilities over `vocabulary`; decode "
+                                                          "with ctc_decoder.greedy_decode"}
+        info["vocabulary"] = ["<blank>", "<unk>"] + list(vocab.symbols)
+        info["labels"] = None
+        write_json(os.path.join(tmp, "model.json"), info)
+        here = os.path.dirname(__file__)
+        shutil.copy(os.path.join(here, "reference_tokenizer.py"), os.path.join(tmp, "tokenizer.py"))
+        shutil.copy(os.path.join(here, "ctc_decoder.py"), os.path.join(tmp, "ctc_decoder.py"))
+        runner = _tflite_runner(model_file)
+    check = None
+    if examples is not None:
+        expected = np.asarray(model.predict(examples, verbose=0))
+        got = np.stack([runner({k: v[i:i + 1] for k, v in examples.items()})[0]
+                        for i in range(len(expected))])
+        keras_texts = [greedy_decode(e, vocab) for e in expected]
+        export_texts = [greedy_decode(g, vocab) for g in got]
+        check = {"examples": len(expected), "max_abs_diff": float(np.max(np.abs(expected - got))),
+                 "identical_transcripts": float(np.mean([a == b for a, b in zip(keras_texts, export_texts)]))}
+        say(f"Checked against Keras on {check['examples']} examples: identical greedy transcripts "
+            f"{100 * check['identical_transcripts']:.1f}%, max |diff| of log-probabilities {check['max_abs_diff']:.2e}")
+    return model_file, check
+
+
+def _saved_model_runner(folder):
+    import tensorflow as tf
+
+    served = tf.saved_model.load(folder).signatures["serve_tensors"]
+    return lambda x: np.asarray(served(**{k: tf.constant(v) for k, v in x.items()})["log_probs"])
+
+
+def _tflite_runner(path):
+    from mbm_keras.deploy.tflite import tflite_interpreter
+
+    runner = tflite_interpreter(path).get_signature_runner()
+    names = runner.get_input_details()
+    return lambda x: np.asarray(next(iter(runner(**{k: v.astype(names[k]["dtype"]) for k, v in x.items()}).values())))
+
+
+def transcribe(model, audio, context=None, beam=None):
+    """The transcript of one clip.
+
+    Args:
+        model: a transcription run folder (or its `model.keras`), or a SavedModel export folder.
+        audio: the WAV (or FLAC/OGG) file.
+        context: the context text (None or "": no context).
+        beam: beam-search width (run folders; None: greedy).
+
+    Returns:
+        The transcript.
+
+    Example:
+        >>> transcribe("runs/digits", "call.wav", context="three seven one , two nine four")
+    """
+    import tensorflow as tf
+
+    from mbm_keras.deploy.exporting import load_run_model
+    from mbm_keras.transcription import decode
+
+    path = os.path.abspath(model)
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        loaded = tf.saved_model.load(path)
+        served = loaded.signatures["serving_default"]
+        modalities = json.loads(loaded.feature_modalities.numpy())
+        raw = {}
+        for name in served.structured_input_signature[1]:
+            if modalities.get(name) == "audio":
+                with open(audio, "rb") as f:
+                    raw[name] = tf.constant([f.read()])
+            else:
+                raw[name] = tf.constant([context or ""])
+        return served(**raw)["transcript"].numpy()[0].decode("utf-8")
+    keras_model, pre = load_run_model(path)
+    if pre.labels is None or pre.labels.label_type != "transcript":
+        raise ValueError(f"{model} is not a transcription run (its labels are {pre.labels.label_type if pre.labels else 'none'})")
+    audio_name, context_name = transcription_features(keras_model, pre)
+    if context and not context_name:
+        raise ValueError(f"{model} was trained without a text context; transcribe it without --context")
+    raw = {}
+    for name, feature in pre.features.items():
+        value = audio if name == audio_name else (context or None)
+        raw[name] = tf.constant([feature.raw_example(value, name, feature.raw_spec().shape, feature.columns())])
+    names = [n for n in (audio_name, context_name) if n]
+    x = {k: v.numpy() for k, v in _model_inputs(raw, pre, names, context_name).items()}
+    return decode(keras_model.predict(x, verbose=0), pre.labels.vocabulary, beam=beam)[0]

@@ -1,0 +1,170 @@
+"""`task.kind: transcription` in `train()`: the CTC model a config describes
+(an audio feature, optionally a text context fused into every frame), its
+targets (the label column as a transcript) and its validation scores (WER/CER)."""
+
+import numpy as np
+
+from mbm_keras.training.config import ConfigError, model_features
+
+# What a cross-attention context fusion takes from model.fusion_kwargs.
+FUSION_KEYS = ("units", "num_heads", "num_layers", "dropout")
+
+
+def roles(task, model_cfg):
+    """`(audio feature, context feature or None)` of a transcription config."""
+    features = model_features(model_cfg)
+    audio = task["audio"] or next((n for n, f in features.items() if f["modality"] == "audio"), None)
+    context = task["context"]
+    if context is None:
+        context = next((n for n, f in features.items() if f["modality"] == "text"), None)
+    return audio, context
+
+
+def check_config(config, source):
+    """The model has one audio feature (task.audio), at most one text context
+    (task.context) and nothing else; data.columns has the transcript as label."""
+    task, model = config["task"], config["model"]
+    features = model_features(model)
+    audio, context = roles(task, model)
+    if audio is None or audio not in features or features[audio]["modality"] != "audio":
+        listed = ", ".join(f"{n} ({f['modality']})" for n, f in features.items()) or "none"
+        raise ConfigError(f"{source}: task.kind transcription needs an audio feature (task.audio); the model's "
+                          f"features: {listed}")
+    if context is not None and (context not in features or features[context]["modality"] != "text"):
+        raise ConfigError(f"{source}: task.context {context!r} must be a text feature of the model")
+    extra = sorted(set(features) - {audio, context})
+    if extra:
+        raise ConfigError(f"{source}: a transcription model takes the audio ({audio!r}) and one text context; "
+                          f"{extra} would be ignored: remove them from the model section")
+    if "label" not in config["data"]["columns"]:
+        raise ConfigError(f"{source}: task.kind transcription needs the transcript column as data.columns.label")
+    label_type = config["data"]["preprocessing"].get("label_type", "transcript")
+    if label_type != "transcript":
+        raise ConfigError(f"{source}: task.kind transcription reads the label as a transcript; remove "
+                          f"data.preprocessing.label_type ({label_type!r})")
+    if config["train"]["balance"] not in ("auto", "none"):
+        raise ConfigError(f"{source}: train.balance {config['train']['balance']!r} balances a classifier's "
+                          f"modalities; a transcription model trains as one (balance: none)")
+    unknown = set(model["fusion_kwargs"] or {}) - set(FUSION_KEYS)
+    if unknown:
+        raise ConfigError(f"{source}: model.fusion_kwargs.{sorted(unknown)[0]} is not an option of the context's "
+                          f"cross-attention ({', '.join(FUSION_KEYS)})")
+
+
+def _encoder(model_cfg, name):
+    feature = model_features(model_cfg)[name]
+    return feature["encoder"], dict(feature["kwargs"])
+
+
+def frames(task, model_cfg, pre):
+    """The CTC frames the model's audio encoder gives (what a transcript must fit in)."""
+    from mbm_keras.encoders.base import create_encoder
+
+    audio, _ = roles(task, model_cfg)
+    options = pre.features[audio].model_options()
+    encoder, kwargs = _encoder(model_cfg, audio)
+    built = create_encoder(encoder, "audio", (options["audio_length"],), sequence=True,
+                           sample_rate=options["sample_rate"], **kwargs)
+    steps = built.output["sequence"].shape[1]
+    if steps is None or len(built.output["sequence"].shape) != 3:
+        raise ConfigError(f"config: audio encoder {encoder!r} gives no per-frame sequence to transcribe; use "
+                          f"logmel_tcn")
+    return int(steps)
+
+
+def build_from_config(task, model_cfg, pre):
+    """The transcription model (uncompiled) of a config, its inputs named after the features."""
+    from mbm_keras.transcription import build_transcription_model
+
+    audio, context = roles(task, model_cfg)
+    audio_options = pre.features[audio].model_options()
+    audio_encoder, audio_kwargs = _encoder(model_cfg, audio)
+    kwargs = {}
+    if context is not None:
+        context_options = pre.features[context].model_options()
+        context_encoder, context_kwargs = _encoder(model_cfg, context)
+        kwargs = dict(context=context_encoder, context_length=context_options["text_length"],
+                      context_vocab_size=context_options["vocab_size"], context_kwargs=context_kwargs,
+                      context_name=context)
+    return build_transcription_model(
+        pre.labels.vocabulary, audio=audio_encoder, audio_length=audio_options["audio_length"],
+        sample_rate=audio_options["sample_rate"], audio_kwargs=audio_kwargs, audio_name=audio, compile=False,
+        **kwargs, **(model_cfg["fusion_kwargs"] or {}))
+
+
+def warn_long_contexts(manifest, pre, context):
+    """Says once how many context cells hold more words than text_length (their ends are cut)."""
+    from mbm_keras.data import read_manifest
+
+    if context is None:
+        return 0
+    manifest = read_manifest(manifest)
+    limit = pre.features[context].model_options()["text_length"]
+    cells = manifest.column(pre.columns[context])
+    long = sum(1 for c in cells if c is not None and len(str(c).split()) > limit)
+    if long:
+        print(f"{manifest.path}: {long} context cell(s) of column {pre.columns[context]!r} hold more than "
+              f"text_length={limit} words; only their first {limit} are used (data.preprocessing.text_length)",
+              flush=True)
+    return long
+
+
+def select_inputs(ds, names):
+    """The batches with only the inputs `names` (the masks dropped)."""
+    names = tuple(names)
+    out = ds.map(lambda x, y: ({k: x[k] for k in names}, y))
+    for attribute in ("report", "set_epoch"):  # what train() and evaluate() read off make_dataset's datasets
+        if hasattr(ds, attribute):
+            setattr(out, attribute, getattr(ds, attribute))
+    return out
+
+
+def loss_and_metrics():
+    import keras
+
+    return keras.losses.CTC(), []
+
+
+def transcribe_batches(model, dataset, vocabulary, beam=None):
+    """`(references, hypotheses)` over a dataset of (inputs, targets) batches;
+    references are the targets decoded (characters outside the vocabulary as "?")."""
+    from mbm_keras.transcription import decode
+
+    refs, hyps = [], []
+    for x, y in dataset:
+        log_probs = model(x, training=False)
+        hyps += decode(np.asarray(log_probs), vocabulary, beam=beam)
+        refs += [vocabulary.decode(row) for row in np.asarray(y)]
+    return refs, hyps
+
+
+def scores(refs, hyps, worst=5):
+    """WER, CER, exact share and the `worst` utterances (highest CER) with
+    their reference and hypothesis."""
+    from mbm_keras.transcription import error_rates
+
+    out = error_rates(refs, hyps)
+    per = [(error_rates([r], [h])["cer"], r, h) for r, h in zip(refs, hyps)]
+    per.sort(key=lambda t: -t[0])
+    out["worst"] = [{"cer": c, "reference": r, "hypothesis": h} for c, r, h in per[:worst] if c > 0]
+    return out
+
+
+def validation_scores(model, val_ds, vocabulary, beam=None):
+    """`summary.json` of a transcription run."""
+    if val_ds is None:
+        return {"task": "transcription", "why": "no data.val"}
+    refs, hyps = transcribe_batches(model, val_ds, vocabulary, beam)
+    return {"task": "transcription", "rows": len(refs), "decoding": f"beam {beam}" if beam else "greedy",
+            "val": scores(refs, hyps)}
+
+
+def format_scores(summary):
+    if "val" not in summary:
+        return [f"Transcription: {summary.get('why', 'not measured')}"]
+    v = summary["val"]
+    lines = [f"Transcription of {summary['rows']} validation rows ({summary['decoding']}): WER {v['wer']:.3f}, "
+             f"CER {v['cer']:.3f}, exact {v['exact']:.3f}"]
+    for w in v["worst"][:3]:
+        lines.append(f"  CER {w['cer']:.2f}  ref: {w['reference']!r}  hyp: {w['hypothesis']!r}")
+    return lines
