@@ -211,6 +211,8 @@ def test_evaluate_and_transcribe_a_run(speech_run, capsys):
     without = capsys.readouterr().out.strip()
     assert error_rates([row["transcript"]], [with_context])["cer"] < 0.5, (row, with_context)
     assert set(without) <= set("do re mi fa sol la si?")
+    assert main(["predict", "--model", str(root / "run"), "--audio", clip]) == 2
+    assert "is a transcription model" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -60,6 +60,8 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3, *, fea
             modality = get_modality(feature_modalities.get(name, name))
             raw[name] = tf.constant([modality.raw_example(given.get(name), name, spec.shape[1:])])
         out = _run(signature, raw)
+        if "transcript" in out:  # a transcription SavedModel
+            return [("transcript", out["transcript"].numpy()[0].decode("utf-8"))]
         probabilities = out.get("probabilities", out.get("predictions")).numpy()[0]
         classes = [c.decode("utf-8") for c in out["classes"].numpy()] if "classes" in out else None
     else:
@@ -83,6 +85,9 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3, *, fea
             tflite_file = path if path.endswith(".tflite") else os.path.join(path, "model.tflite")
             interpreter = tflite_interpreter(tflite_file)
             names = list(interpreter.get_signature_runner().get_input_details())
+        if pre.labels is not None and pre.labels.label_type == "transcript":
+            raise ValueError(f"{path} is a transcription model: its output is per-frame log-probabilities, not "
+                             f"classes; use mbm-keras transcribe --model {path} --audio CLIP [--context TEXT]")
         _check_given(pre.modalities, given, names)
         raw = {name: tf.constant([feature.raw_example(given.get(name), name, feature.raw_spec().shape,
                                                       feature.columns())])
