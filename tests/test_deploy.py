@@ -415,7 +415,7 @@ def test_zoo_groups_cover_everything():
 INT8_GROUPS = [
     {"image": "vgg16", "text": "bilstm", "audio": "logmel_lstm", "tabular": "mlp"},
     {"image": "efficientnet_b0", "text": "cnn", "timeseries": "conv1d"},
-    {"image": "small_cnn", "text": "gru"},
+    {"image": "small_cnn", "text": "gru", "audio": "logmel_tcn"},
     {"timeseries": "series_gru", "tabular": "mlp"},
 ]
 INT8_ELSEWHERE = {"small_cnn", "lstm", "logmel_cnn", "resnet50", "mobilenet_v3_small"}

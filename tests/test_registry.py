@@ -5,7 +5,7 @@ from mbm_keras.registry import Registry
 
 
 def test_wildcards_and_modality_filter():
-    assert list_encoders(pattern="logmel_*") == ["logmel_cnn", "logmel_lstm"]
+    assert list_encoders(pattern="logmel_*") == ["logmel_cnn", "logmel_lstm", "logmel_tcn"]
     assert list_encoders("text", pattern="*lstm") == ["bilstm", "lstm"]
     assert list_heads() == ["linear", "sigmoid", "softmax"]
     assert list_fusions("l*") == ["late", "low_rank_tensor"]
