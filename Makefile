@@ -39,7 +39,7 @@ demo: $(VENV)/.installed
 	$(BIN)/mbm-keras demo
 
 # Two pytest workers (pytest-xdist), one test module each at a time, so a
-# module's trained fixtures are built once: about 16 minutes on 2 cores.
+# module's trained fixtures are built once: about 30 minutes on 2 cores.
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto --dist loadscope $(PYTEST_ARGS)
 
