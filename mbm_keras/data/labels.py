@@ -155,15 +155,7 @@ class LabelEncoder:
         import pyarrow.compute as pc
 
         n = len(cells)
-        if self.label_type == "transcript":
-            targets = np.zeros((n, self.width), np.int32)
-            bad = np.zeros(n, bool)
-            for i, cell in enumerate(cells):
-                try:
-                    targets[i] = self.encode(cell)
-                except ValueError:
-                    bad[i] = True
-        elif self.label_type == "single":
+        if self.label_type == "single":
             targets = np.zeros(n, np.int32)
             try:
                 texts = pc.utf8_trim_whitespace(pa.array(cells, type=pa.string()))
@@ -172,9 +164,11 @@ class LabelEncoder:
             found = pc.index_in(texts, value_set=pa.array([str(c) for c in self.classes], type=pa.string()))
             bad = found.is_null().to_numpy(zero_copy_only=False)
             targets[~bad] = found.drop_null().to_numpy()
-        else:
-            width = 1 if self.label_type == "regression" else len(self.classes)
-            targets = np.zeros((n, width), np.float32)
+        else:  # row by row: multi-hot, a number, or a transcript's padded ids
+            if self.label_type == "transcript":
+                targets = np.zeros((n, self.width), np.int32)
+            else:
+                targets = np.zeros((n, 1 if self.label_type == "regression" else len(self.classes)), np.float32)
             bad = np.zeros(n, bool)
             for i, cell in enumerate(cells):
                 try:
