@@ -268,7 +268,12 @@ def zoo_rows(modality=None):
     for name in names:
         info = encoder_info(name)
         shape, _, kwargs = input_specs({"x": info["modality"]}, get_modality(info["modality"]).ZOO)["x"]
-        encoder = create_encoder(name, info["modality"], shape, **kwargs)
+        if info.get("preset"):  # its size is the preset's: nothing to build without one
+            rows.append({"kind": "encoder", "name": name, "modality": info["modality"], "input": "x".join(map(str, shape)),
+                         "params": "preset", "output": "preset", "pretrained": "KerasHub",
+                         "tflite": "f32 f16 dyn int8†", "description": info["description"]})
+            continue
+        encoder = create_encoder(name, info["modality"], shape, offered=kwargs)
         rows.append(
             {
                 "kind": "encoder",
@@ -286,6 +291,10 @@ def zoo_rows(modality=None):
         for name in list_fusions():
             rows.append({"kind": "fusion", "name": name, "description": FUSIONS.meta(name)["description"]})
     return rows
+
+
+def _count(params):
+    return f"{params:,}" if isinstance(params, int) else params
 
 
 def _tflite_support(encoder):
@@ -310,7 +319,7 @@ def cmd_zoo(args):
     )
     for r in encoders:
         print(
-            f"{r['name']:<20}{r['modality']:<11}{r['input']:>12}{r['params']:>13,}{r['output']:>9}  "
+            f"{r['name']:<20}{r['modality']:<11}{r['input']:>12}{_count(r['params']):>13}{r['output']:>9}  "
             f"{r['pretrained']:<11}{r['tflite']:<18}{r['description']}"
         )
     modalities = [r for r in rows if r["kind"] == "modality"]
@@ -327,7 +336,8 @@ def cmd_zoo(args):
                       for m in list_modalities())
     print(f"\nParameters at the default sizes ({sizes}).\n"
           "tflite: builtin-op TFLite exports (mbm-keras export --format tflite --quantize none|float16|dynamic|int8); "
-          "* int8 unrolls the recurrent layers over their time steps.")
+          "* int8 unrolls the recurrent layers over their time steps. "
+          "† KerasHub encoders: size set by the preset; the TFLite sidecar tokenizes WordPiece presets (BERT-class).")
     return 0
 
 

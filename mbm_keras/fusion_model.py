@@ -258,10 +258,11 @@ def build_fusion_model(
         inputs[feature] = keras.Input(shape, dtype=dtype, name=feature)
         if feature in share:
             continue
-        kwargs = {**encoder_kwargs, **spec["kwargs"], "name": f"{feature}_encoder"}
+        kwargs = {**spec["kwargs"], "name": f"{feature}_encoder"}
         if spec["modality"] in takes_weights:
             kwargs.setdefault("weights", weights)
-        encoders[feature] = create_encoder(spec["encoder"], spec["modality"], shape, sequence=sequences, **kwargs)
+        encoders[feature] = create_encoder(spec["encoder"], spec["modality"], shape, sequence=sequences,
+                                           offered=encoder_kwargs, **kwargs)
     for feature in chosen:
         x = encoders[share.get(feature, feature)](inputs[feature])
         if sequences:  # {"pooled", "sequence", "mask"}: the fusion takes the sequence and its mask

@@ -189,20 +189,71 @@ class DftMelSpectrogram(LogMelSpectrogram):
 @keras.saving.register_keras_serializable(package="mbm_keras")
 class SequenceMask(keras.layers.Layer):
     """The `(batch, steps)` padding mask of an encoder's sequence, as floats:
-    for int32 token ids, 1 where the id is not 0 (padding); for any other
-    sequence, all ones (grid cells, frames and steps are all real).
+    for int32 token ids, 1 where the id is not `padding_id` (0, or a KerasHub
+    preset's own); for any other sequence, all ones (grid cells, frames and
+    steps are all real).
 
     Example:
         >>> mask = SequenceMask()(keras.Input((8,), dtype="int32"))   # (None, 8)
     """
 
+    def __init__(self, padding_id=0, **kwargs):
+        super().__init__(**kwargs)
+        self.padding_id = int(padding_id)
+
     def call(self, x):
         if "int" in str(x.dtype):
-            return ops.cast(ops.not_equal(x, 0), self.compute_dtype)
+            return ops.cast(ops.not_equal(x, self.padding_id), self.compute_dtype)
         return ops.ones(ops.shape(x)[:2], dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "padding_id": self.padding_id}
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:2])
+
+
+@keras.saving.register_keras_serializable(package="mbm_keras")
+class BackboneTextInputs(keras.layers.Layer):
+    """int32 token ids `(batch, steps)` -> the inputs a KerasHub text backbone
+    takes: `token_ids`, `padding_mask` (ids other than `padding_id`) and, when
+    `segment_ids`, all-zero segment ids (one segment).
+
+    Example:
+        >>> inputs = BackboneTextInputs(segment_ids=True)(keras.Input((8,), dtype="int32"))
+    """
+
+    def __init__(self, padding_id=0, segment_ids=False, **kwargs):
+        super().__init__(**kwargs)
+        self.padding_id, self.segment_ids = int(padding_id), bool(segment_ids)
+
+    def call(self, ids):
+        ids = ops.cast(ids, "int32")
+        out = {"token_ids": ids, "padding_mask": ops.cast(ops.not_equal(ids, self.padding_id), "int32")}
+        if self.segment_ids:
+            out["segment_ids"] = ops.zeros_like(ids)
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "padding_id": self.padding_id, "segment_ids": self.segment_ids}
+
+
+@keras.saving.register_keras_serializable(package="mbm_keras")
+class MaskedMean(keras.layers.Layer):
+    """`[sequence (batch, steps, dim), mask (batch, steps)]` -> the mean of the
+    unmasked steps `(batch, dim)` (zeros where every step is masked).
+
+    Example:
+        >>> pooled = MaskedMean()([keras.Input((8, 16)), keras.Input((8,))])
+    """
+
+    def call(self, inputs):
+        sequence, mask = inputs
+        mask = ops.cast(mask, sequence.dtype)[..., None]
+        return ops.sum(sequence * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+
+    def compute_output_shape(self, input_shapes):
+        return (input_shapes[0][0], input_shapes[0][2])
 
 
 @keras.saving.register_keras_serializable(package="mbm_keras")

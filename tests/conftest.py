@@ -12,6 +12,24 @@ from mbm_keras.modalities import get_modality, list_modalities  # noqa: E402
 
 TINY = {k: v for m in list_modalities() for k, v in get_modality(m).TINY.items()}
 
+
+def _tiny_text_preset():
+    """A tiny random BERT preset (vocabulary 50, up to 16 tokens) for the text
+    feature's `text_preset`: the `keras_hub` encoder takes it, the other text
+    encoders ignore it, so every registry-wide test builds it too."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from presets import tiny_bert_preset
+
+    folder = tempfile.mkdtemp(prefix="mbm_keras_tiny_bert_")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return tiny_bert_preset(os.path.join(folder, "preset"), vocabulary_size=TINY["vocab_size"])
+
+
+TINY["text_preset"] = _tiny_text_preset()
+
 SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 
 

@@ -27,7 +27,7 @@ def test_every_modality_has_encoders():
 def test_encoder_outputs_pooled_features(name):
     modality = encoder_info(name)["modality"]
     shape, kwargs = encoder_args(modality)
-    encoder = create_encoder(name, modality, shape, **kwargs)
+    encoder = create_encoder(name, modality, shape, offered=kwargs)
     assert encoder.name == f"{modality}_encoder"
     features = encoder.predict(tiny_inputs([modality], batch=3)[modality], verbose=0)
     assert features.ndim == 2 and features.shape[0] == 3 and features.shape[1] > 0

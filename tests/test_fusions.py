@@ -122,8 +122,8 @@ def test_every_encoder_returns_its_sequence_with_a_mask(name):
     modality = encoder_info(name)["modality"]
     shape, _, kwargs = input_specs({modality: modality}, TINY)[modality]
     keras.utils.set_random_seed(0)
-    pooled_only = create_encoder(name, modality, shape, **kwargs)
-    both = create_encoder(name, modality, shape, sequence=True, **kwargs)
+    pooled_only = create_encoder(name, modality, shape, offered=kwargs)
+    both = create_encoder(name, modality, shape, sequence=True, offered=kwargs)
     both.set_weights(pooled_only.get_weights())  # the same layers and weights, more outputs
     x = tiny_inputs([modality], batch=3)[modality]
     if modality == "text":

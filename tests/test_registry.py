@@ -21,7 +21,7 @@ def test_unknown_encoder_lists_valid_names():
 
 
 def test_encoder_of_another_modality_is_refused():
-    with pytest.raises(ValueError, match=r"Unknown encoder 'resnet50' for modality='text'.*bilstm, cnn, gru, lstm"):
+    with pytest.raises(ValueError, match=r"Unknown encoder 'resnet50' for modality='text'.*bilstm, cnn, gru, keras_hub, lstm"):
         build_fusion_model(text="resnet50")
 
 

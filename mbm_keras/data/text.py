@@ -7,16 +7,19 @@
 - "wordpiece": subwords (tensorflow-text), vocabulary learned from the training
   text with tensorflow-text's BERT vocabulary learner; the BERT basic
   tokenizer splits CJK characters and punctuation.
+- "preset": a KerasHub preset's own preprocessor (its tokenizer and
+  vocabulary, start and end tokens, padding), nothing fitted; a copy is saved
+  with the model, so a run never needs the preset folder again to tokenize.
 
-Ids: 0 is padding, 1 is out-of-vocabulary; texts are padded/truncated to
-`length` ids.
+Ids: 0 is padding, 1 is out-of-vocabulary (a preset: its own ids); texts are
+padded/truncated to `length` ids.
 """
 
 import os
 
 import tensorflow as tf
 
-TOKENIZER_KINDS = ("word", "character", "wordpiece")
+TOKENIZER_KINDS = ("word", "character", "wordpiece", "preset")
 
 # Scripts written without spaces between words: each character is a token.
 _UNSEGMENTED = r"(\p{Han}|\p{Hiragana}|\p{Katakana}|\p{Thai}|\p{Lao}|\p{Khmer}|\p{Myanmar}|\p{Tibetan})"
@@ -33,23 +36,27 @@ class TextTokenizer:
     """Turns raw strings into int32 token ids `(batch, length)` inside tf.data.
 
     Args:
-        kind: "word", "character" or "wordpiece".
+        kind: "word", "character", "wordpiece" or "preset".
         length: ids per text (padded with 0, truncated).
         max_tokens: vocabulary size cap, padding and OOV included.
         vocabulary: a fixed vocabulary (skips fitting); entry 0 is padding,
             entry 1 the OOV token.
+        preset: with kind="preset", a KerasHub preset folder or cached name.
 
     Example:
         >>> tok = TextTokenizer("word", length=8).fit(["a cat", "一只猫"])
         >>> tok(tf.constant(["a cat"]))  # int32 (1, 8)
     """
 
-    def __init__(self, kind="word", length=64, max_tokens=20000, vocabulary=None):
+    def __init__(self, kind="word", length=64, max_tokens=20000, vocabulary=None, preset=None):
         if kind not in TOKENIZER_KINDS:
             raise ValueError(f"text tokenizer must be one of {TOKENIZER_KINDS}. Received: {kind!r}")
         if not isinstance(length, int) or length < 1:
             raise ValueError(f"text_length must be a positive int. Received: {length!r}")
-        self.kind, self.length, self.max_tokens = kind, length, max_tokens
+        if (kind == "preset") != (preset is not None):
+            raise ValueError("text_tokenizer='preset' and text_preset go together: give the KerasHub preset folder "
+                             f"or name as text_preset. Received: text_tokenizer={kind!r}, text_preset={preset!r}")
+        self.kind, self.length, self.max_tokens, self.preset = kind, length, max_tokens, preset
         self.vocabulary = None
         self._layer = None
         if vocabulary is not None:
@@ -60,6 +67,8 @@ class TextTokenizer:
         texts = [t for t in texts if t is not None]
         if not texts:
             raise ValueError("No training text to fit the tokenizer on")
+        if self.kind == "preset":  # the preset's tokenizer: nothing to learn
+            return self._use_preset(self.preset)
         if self.kind == "wordpiece":
             from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset as bert_vocab
 
@@ -76,6 +85,35 @@ class TextTokenizer:
             layer.adapt(tf.constant(texts))
             self._set_vocabulary([str(v) for v in layer.get_vocabulary()])
         return self
+
+    def _use_preset(self, preset):
+        from mbm_keras.hub import load_text_preprocessor, resolve_preset
+
+        self._folder = resolve_preset(preset, "text")
+        self._layer = load_text_preprocessor(self._folder, self.length)
+        self._layer.build(None)  # makes its packer (start, end and padding ids)
+        self.vocabulary = [str(v) for v in self._layer.tokenizer.get_vocabulary()]
+        return self
+
+    def special_ids(self):
+        """A preset's packing: `{"start", "end", "padding", "unknown"}` ids, or
+        None where its tokenizer is not WordPiece (BPE, SentencePiece), which
+        the TFLite sidecar's reference tokenizer does not reproduce."""
+        import keras_hub
+
+        tokenizer = self._layer.tokenizer
+        if not isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
+            return None
+        packer = self._layer.packer
+
+        def one(value):  # a packer holds one id or a list of them
+            return [int(v) for v in value] if hasattr(value, "__iter__") else [int(value)]
+
+        return {"start": one(packer.start_value), "end": one(packer.end_value), "padding": int(packer.pad_value),
+                "unknown": int(tokenizer.token_to_id(tokenizer.oov_token)),
+                "lowercase": bool(tokenizer.lowercase), "strip_accents": bool(tokenizer.strip_accents),
+                "split": bool(tokenizer.split), "split_on_cjk": bool(tokenizer.split_on_cjk),
+                "suffix_indicator": tokenizer.suffix_indicator}
 
     def _vectorizer(self, vocabulary):
         import keras
@@ -116,7 +154,9 @@ class TextTokenizer:
         texts = tf.convert_to_tensor(texts)
         single = texts.shape.rank == 0
         batch = tf.reshape(texts, [-1])
-        if self.kind == "wordpiece":
+        if self.kind == "preset":
+            ids = self._layer(batch)["token_ids"]
+        elif self.kind == "wordpiece":
             ids = self._layer.tokenize(batch).merge_dims(-2, -1)
             ids = ids[:, : self.length].to_tensor(default_value=0, shape=[None, self.length])
         else:
@@ -126,14 +166,29 @@ class TextTokenizer:
 
     # --- saving ---
     def get_config(self):
-        return {"kind": self.kind, "length": self.length, "max_tokens": self.max_tokens}
+        config = {"kind": self.kind, "length": self.length, "max_tokens": self.max_tokens}
+        return {**config, "preset": self.preset} if self.kind == "preset" else config
+
+    @staticmethod
+    def preset_folder(folder, filename):
+        """Where a preset tokenizer's copy is saved beside `filename`."""
+        return os.path.join(folder, os.path.splitext(filename)[0] + "_preset")
 
     def save(self, folder, filename="vocabulary.txt"):
         with open(os.path.join(folder, filename), "w", encoding="utf-8") as f:
             f.write("\n".join(v.replace("\n", " ") for v in self.vocabulary) + "\n")
+        if self.kind == "preset":  # the preprocessor itself: its vocabulary, rules and special tokens
+            import shutil
+
+            copy = self.preset_folder(folder, filename)
+            self._layer.save_to_preset(copy)
+            shutil.copy(os.path.join(self._folder, "config.json"), copy)  # the backbone's limits, read on loading
 
     @classmethod
     def load(cls, folder, config, filename="vocabulary.txt"):
+        if config.get("kind") == "preset":
+            tokenizer = cls(**config)
+            return tokenizer._use_preset(cls.preset_folder(folder, filename))
         with open(os.path.join(folder, filename), encoding="utf-8") as f:
             vocabulary = f.read().split("\n")[:-1]
-        return cls(vocabulary=vocabulary, **config)
+        return cls(vocabulary=vocabulary, **{k: v for k, v in config.items() if k != "preset"})

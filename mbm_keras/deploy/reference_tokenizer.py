@@ -2,7 +2,9 @@
 
 Standalone (Python standard library only) and copied next to every TFLite
 export as `tokenizer.py`: port it to your app's language. It reproduces the
-"word", "character" and "wordpiece" tokenizers the model was trained with, and
+"word", "character" and "wordpiece" tokenizers the model was trained with, a
+KerasHub WordPiece preset's tokenizer and packing ("preset_wordpiece": BERT's
+[CLS] ... [SEP]), and
 the tabular scaling and one-hot encoding, including the refusal of cells that
 are not finite float32 numbers (mbm_keras checks it against both in its tests).
 
@@ -86,15 +88,58 @@ def split_bert(text):
     return [t for t in tokens if t]
 
 
-def wordpieces(word, vocabulary, unknown="[UNK]", max_bytes=100):
-    """Greedy longest-match-first subwords of one word ("##" marks a continuation)."""
+# KerasHub's WordPiece pre-tokenizer (keras_hub.tokenizers.WordPieceTokenizer):
+# ASCII non-alphanumerics and Unicode punctuation are kept as tokens; whitespace,
+# control and format characters split; lower-casing is NFKC case folding that
+# drops default-ignorable code points.
+DEFAULT_IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+                     (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+                     (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+                     (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
+
+
+def _hub_punctuation(ch):
+    code = ord(ch)
+    ascii_punct = 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126
+    return ascii_punct or unicodedata.category(ch).startswith("P")
+
+
+def _case_fold(word):
+    word = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", word).casefold())
+    return "".join(ch for ch in word if not any(lo <= ord(ch) <= hi for lo, hi in DEFAULT_IGNORABLE))
+
+
+def split_hub(text, lowercase=True, strip_accents=False, split=True, split_on_cjk=True):
+    """The words KerasHub's WordPiece tokenizer splits `text` into."""
+    if strip_accents:
+        text = "".join(ch for ch in unicodedata.normalize("NFD", text) if unicodedata.category(ch) != "Mn")
+    if split:
+        words, current = [], []
+        for ch in text:
+            cjk = split_on_cjk and any(lo <= ord(ch) <= hi for lo, hi in CJK)
+            if ch in " \t\n\r\f" or unicodedata.category(ch) in ("Cc", "Cf"):
+                words.append("".join(current))
+                current = []
+            elif _hub_punctuation(ch) or cjk:
+                words += ["".join(current), ch]
+                current = []
+            else:
+                current.append(ch)
+        words = [w for w in words + ["".join(current)] if w]
+    else:
+        words = [text]
+    return [_case_fold(w) for w in words] if lowercase else words
+
+
+def wordpieces(word, vocabulary, unknown="[UNK]", max_bytes=100, suffix="##"):
+    """Greedy longest-match-first subwords of one word (`suffix` marks a continuation)."""
     if len(word.encode("utf-8")) > max_bytes:
         return [unknown]
     pieces, start = [], 0
     while start < len(word):
         end = len(word)
         while end > start:
-            piece = word[start:end] if start == 0 else "##" + word[start:end]
+            piece = word[start:end] if start == 0 else suffix + word[start:end]
             if piece in vocabulary:
                 break
             end -= 1
@@ -105,15 +150,24 @@ def wordpieces(word, vocabulary, unknown="[UNK]", max_bytes=100):
     return pieces
 
 
-class Tokenizer:
-    """Token ids for one text: 0 pads, 1 is an unknown token, `length` ids."""
+KINDS = ("word", "character", "wordpiece", "preset_wordpiece")
 
-    def __init__(self, vocabulary, kind="word", length=64):
-        if kind not in ("word", "character", "wordpiece"):
-            raise ValueError(f"kind must be 'word', 'character' or 'wordpiece'. Received: kind={kind!r}")
-        self.kind, self.length = kind, length
-        # Ids 0 and 1 are padding and unknown ("[PAD]", "[UNK]" for wordpiece).
-        self.ids = {token: i for i, token in enumerate(vocabulary) if i >= 2}
+
+class Tokenizer:
+    """Token ids for one text, `length` ids: 0 pads and 1 is an unknown token,
+    except for "preset_wordpiece", which uses the preset's ids (`preset`: the
+    text entry of model.json: start/end ids, padding_id, unknown_id and the
+    pre-tokenizer's rules)."""
+
+    def __init__(self, vocabulary, kind="word", length=64, preset=None):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
+        self.kind, self.length, self.preset = kind, length, preset
+        if kind == "preset_wordpiece":
+            self.ids = {token: i for i, token in enumerate(vocabulary)}
+            self.unknown = vocabulary[preset["unknown_id"]]
+        else:  # ids 0 and 1 are padding and unknown ("[PAD]", "[UNK]" for wordpiece)
+            self.ids = {token: i for i, token in enumerate(vocabulary) if i >= 2}
 
     @classmethod
     def from_export(cls, model_json, feature="text"):
@@ -123,9 +177,11 @@ class Tokenizer:
             text = json.load(f)["preprocessing"][feature]
         with open(os.path.join(os.path.dirname(os.path.abspath(model_json)), text["vocabulary"]), encoding="utf-8") as f:
             vocabulary = f.read().split("\n")[:-1]
-        return cls(vocabulary, text["kind"], text["length"])
+        return cls(vocabulary, text["kind"], text["length"], preset=text)
 
     def __call__(self, text):
+        if self.kind == "preset_wordpiece":
+            return self._preset_ids(text)
         if self.kind == "word":
             tokens = split_words(text)
         elif self.kind == "character":
@@ -134,6 +190,15 @@ class Tokenizer:
             tokens = [p for w in split_bert(text) for p in wordpieces(w, self.ids)]
         ids = [self.ids.get(t, 1) for t in tokens][: self.length]
         return ids + [0] * (self.length - len(ids))
+
+    def _preset_ids(self, text):
+        p = self.preset
+        words = split_hub(text, p["lowercase"], p["strip_accents"], p["split"], p["split_on_cjk"])
+        pieces = [piece for w in words for piece in wordpieces(w, self.ids, self.unknown, suffix=p["suffix_indicator"])]
+        room = self.length - len(p["start"]) - len(p["end"])
+        ids = p["start"] + [self.ids[piece] for piece in pieces][: max(room, 0)] + p["end"]
+        ids = ids[: self.length]
+        return ids + [p["padding_id"]] * (self.length - len(ids))
 
 
 class TabularEncoder:

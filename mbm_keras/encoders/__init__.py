@@ -24,6 +24,7 @@ from mbm_keras.encoders import lstm  # noqa: E402,F401
 from mbm_keras.encoders import bilstm  # noqa: E402,F401
 from mbm_keras.encoders import gru  # noqa: E402,F401
 from mbm_keras.encoders import text_cnn  # noqa: E402,F401
+from mbm_keras.encoders import keras_hub_text  # noqa: E402,F401
 from mbm_keras.encoders import logmel_cnn  # noqa: E402,F401
 from mbm_keras.encoders import logmel_lstm  # noqa: E402,F401
 from mbm_keras.encoders import logmel_tcn  # noqa: E402,F401

@@ -34,7 +34,7 @@ MODALITIES = tuple(list_modalities())
 ENCODERS = Registry("encoder")
 
 
-def register_encoder(name, modality, pretrained_file=None, description=""):
+def register_encoder(name, modality, pretrained_file=None, description="", preset=False):
     """Registers an encoder builder under `name`.
 
     Args:
@@ -43,6 +43,8 @@ def register_encoder(name, modality, pretrained_file=None, description=""):
         pretrained_file: file name of the ImageNet weights in Keras' cache
             (`$KERAS_HOME/models/`), or None when no pretrained weights exist.
         description: one line for `mbm-keras zoo`.
+        preset: the builder takes a KerasHub preset (`preset=`), which sets
+            its architecture and weights.
 
     Example:
         >>> @register_encoder("my_cnn", modality="image")
@@ -56,6 +58,7 @@ def register_encoder(name, modality, pretrained_file=None, description=""):
         modality=modality,
         pretrained_file=pretrained_file,
         description=description,
+        preset=preset,
     )
 
 
@@ -75,7 +78,7 @@ def list_encoders(modality=None, pattern="*"):
 
     Example:
         >>> list_encoders("text")
-        ['bilstm', 'cnn', 'gru', 'lstm']
+        ['bilstm', 'cnn', 'gru', 'keras_hub', 'lstm']
     """
     _check_modality(modality)
     return ENCODERS.list(pattern, modality=modality)
@@ -114,7 +117,23 @@ def _sequence_outputs(enabled):
         _WITH_SEQUENCE.reset(token)
 
 
-def create_encoder(name, modality, input_shape, /, *, weights=None, sequence=False, **kwargs):
+def offered_kwargs(name, offered):
+    """The part of `offered` (arguments a modality offers every encoder of its
+    kind: `vocab_size`, a text feature's `preset`) that builder `name` names.
+
+    Example:
+        >>> offered_kwargs("lstm", {"vocab_size": 50, "preset": "bert_tiny"})
+        {'vocab_size': 50}
+    """
+    import inspect
+
+    parameters = inspect.signature(ENCODERS.get(name)).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return dict(offered)
+    return {k: v for k, v in offered.items() if k in parameters}
+
+
+def create_encoder(name, modality, input_shape, /, *, weights=None, sequence=False, offered=None, **kwargs):
     """Builds the encoder registered as `name` for `modality`.
 
     Args:
@@ -125,6 +144,8 @@ def create_encoder(name, modality, input_shape, /, *, weights=None, sequence=Fal
         weights: None (random), "imagenet" where available, or a file path.
         sequence: also output the sequence and its mask: the model returns
             `{"pooled", "sequence", "mask"}` (for sequence fusions).
+        offered: arguments the modality offers (`Modality.encoder_kwargs`);
+            the builder gets those it names (see `offered_kwargs`), `kwargs` win.
         **kwargs: builder-specific overrides (units, embed_dim, ...), and `name`
             of the encoder model (default `<modality>_encoder`).
 
@@ -135,6 +156,7 @@ def create_encoder(name, modality, input_shape, /, *, weights=None, sequence=Fal
     """
     _check_modality(modality)
     builder = ENCODERS.get(name, modality=modality)
+    kwargs = {**offered_kwargs(name, offered or {}), **kwargs}
     kwargs.setdefault("name", f"{modality}_encoder")
     try:
         with _sequence_outputs(sequence):

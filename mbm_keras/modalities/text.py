@@ -1,10 +1,15 @@
-"""Text: UTF-8 strings, tokenized with a vocabulary fitted on the training rows."""
+"""Text: UTF-8 strings, tokenized with a vocabulary fitted on the training rows,
+or with a KerasHub preset's own tokenizer (`text_tokenizer: preset`)."""
 
 import numpy as np
 
 from mbm_keras.modalities.base import Modality, positive_int, register_modality
 
-TOKENIZER_KINDS = ("word", "character", "wordpiece")
+TOKENIZER_KINDS = ("word", "character", "wordpiece", "preset")
+
+
+def _preset(value):
+    return value is None or (isinstance(value, str) and bool(value))
 
 
 @register_modality
@@ -17,8 +22,11 @@ class Text(Modality):
         "text_tokenizer": ("word", lambda v: v in TOKENIZER_KINDS, f"one of {TOKENIZER_KINDS}"),
         "text_length": (64, positive_int, "a positive int"),
         "max_tokens": (20000, lambda v: positive_int(v) and v >= 3, "an int >= 3 (padding, unknown and one word)"),
+        # With text_tokenizer: preset, the KerasHub preset (folder or cached name) whose tokenizer is used.
+        "text_preset": (None, _preset, "a KerasHub preset folder or name"),
     }
-    MODEL_OPTIONS = {"text_length": 64, "vocab_size": 20000}
+    # text_preset reaches the encoders that take a `preset` (keras_hub), so the backbone matches the tokenizer.
+    MODEL_OPTIONS = {"text_length": 64, "vocab_size": 20000, "text_preset": None}
     MODEL_MINIMUMS = {"vocab_size": 2}  # padding and unknown
     TINY = {"text_length": 8, "vocab_size": 50}
     ZOO = {"text_length": 64, "vocab_size": 20000}
@@ -37,7 +45,7 @@ class Text(Modality):
         from mbm_keras.data.text import TextTokenizer
 
         return TextTokenizer(self.options["text_tokenizer"], self.options["text_length"], self.options["max_tokens"],
-                             vocabulary=vocabulary)
+                             vocabulary=vocabulary, preset=self.options["text_preset"])
 
     def fit(self, manifest, rows):
         texts = [str(manifest.rows[i][self.column]) for i in rows if manifest.rows[i][self.column] is not None]
@@ -56,11 +64,21 @@ class Text(Modality):
         self.tokenizer = TextTokenizer.load(folder, self.tokenizer_config(), self.vocabulary_file)
 
     def tokenizer_config(self):
-        return {"kind": self.options["text_tokenizer"], "length": self.options["text_length"],
-                "max_tokens": self.options["max_tokens"]}
+        config = {"kind": self.options["text_tokenizer"], "length": self.options["text_length"],
+                  "max_tokens": self.options["max_tokens"]}
+        return {**config, "preset": self.options["text_preset"]} if config["kind"] == "preset" else config
 
     def model_options(self):
-        return {"text_length": self.tokenizer.length, "vocab_size": self.tokenizer.vocab_size}
+        return {"text_length": self.tokenizer.length, "vocab_size": self.tokenizer.vocab_size,
+                "text_preset": self.tokenizer.preset}
+
+    @classmethod
+    def check_model_options(cls, options):
+        preset = options.get("text_preset")
+        if not _preset(preset):
+            raise ValueError(f"text_preset must be a KerasHub preset folder or name, or None. Received: {preset!r}")
+        ints = super().check_model_options({**options, "text_preset": 1})
+        return {**ints, "text_preset": preset}
 
     @classmethod
     def input_spec(cls, options):
@@ -68,7 +86,9 @@ class Text(Modality):
 
     @classmethod
     def encoder_kwargs(cls, options):
-        return {"vocab_size": options["vocab_size"]}
+        # `preset` goes only to builders that name it (see fusion_model.offered_kwargs).
+        preset = options.get("text_preset")
+        return {"vocab_size": options["vocab_size"], **({"preset": preset} if preset else {})}
 
     def decoded_spec(self):
         import tensorflow as tf
@@ -92,8 +112,21 @@ class Text(Modality):
         return [self.tokenizer._layer]
 
     def sidecar(self):
-        return {**self.tokenizer.get_config(), "vocabulary": self.vocabulary_file, "reference": "tokenizer.py",
-                "padding_id": 0, "unknown_id": 1}
+        config = {**self.tokenizer.get_config(), "vocabulary": self.vocabulary_file, "reference": "tokenizer.py",
+                  "padding_id": 0, "unknown_id": 1}
+        if self.tokenizer.kind != "preset":
+            return config
+        special = self.tokenizer.special_ids()
+        if special is None:
+            raise ValueError(
+                f"Text feature {self.feature!r} uses preset {self.tokenizer.preset!r}, whose tokenizer "
+                f"({type(self.tokenizer._layer.tokenizer).__name__}) the TFLite sidecar's reference tokenizer does not "
+                "reproduce (it covers WordPiece presets: BERT, DistilBERT, ELECTRA, ...). Export a SavedModel, which "
+                "tokenizes in-graph.")
+        for key in ("preset", "max_tokens"):
+            config.pop(key)
+        config["padding_id"], config["unknown_id"] = special.pop("padding"), special.pop("unknown")
+        return {**config, "kind": "preset_wordpiece", **special}
 
     @staticmethod
     def perturb(x, level, rng):

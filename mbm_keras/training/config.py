@@ -367,6 +367,10 @@ def load_config(config):
         if out["data"][key] is not None:
             out["data"][key] = _resolve(base_dir, out["data"][key])
     out["output"] = _resolve(base_dir, out["output"])
+    # A KerasHub preset given as a folder is relative to the file too; a preset name stays a name.
+    preset = (out["data"].get("preprocessing") or {}).get("text_preset")
+    if isinstance(preset, str) and (os.sep in preset or "/" in preset or preset.startswith((".", "~"))):
+        out["data"]["preprocessing"] = {**out["data"]["preprocessing"], "text_preset": _resolve(base_dir, preset)}
     return out
 
 

@@ -1,0 +1,27 @@
+"""Tiny random-weight KerasHub presets, saved to a folder and loaded by path:
+no download anywhere in the suite."""
+
+import os
+
+WORDS = ("the a an and of to is on in it red blue green crimson navy thing number bird cat dog sat mat "
+         "run sit quick brown fox over lazy café naïve 猫 狗 一 只 x ray e mail").split()
+PIECES = ["##s", "##ing", "##er", "##ed", "##ly", "##a", "##e", "##o", "##n", "##r", "##t", "##y", "##4", "##2"]
+
+
+def tiny_bert_preset(folder, vocabulary_size=50, max_sequence_length=16, hidden_dim=16):
+    """A 2-layer BERT (random weights) and its WordPiece tokenizer, written as a
+    KerasHub preset folder; returns the folder. The vocabulary holds the
+    special tokens, digits, a few words and suffixes, padded with [unused]."""
+    import keras_hub
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocabulary = special + [str(d) for d in range(10)] + list(WORDS) + PIECES + [".", ",", "!"]
+    vocabulary = vocabulary[:vocabulary_size]
+    vocabulary += [f"[unused{i}]" for i in range(vocabulary_size - len(vocabulary))]
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=vocabulary_size, num_layers=2, num_heads=2,
+                                             hidden_dim=hidden_dim, intermediate_dim=2 * hidden_dim,
+                                             max_sequence_length=max_sequence_length, name="bert_backbone")
+    os.makedirs(folder, exist_ok=True)
+    backbone.save_to_preset(folder)
+    keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True).save_to_preset(folder)
+    return folder
