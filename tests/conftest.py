@@ -16,7 +16,8 @@ TINY = {k: v for m in list_modalities() for k, v in get_modality(m).TINY.items()
 def _tiny_text_preset():
     """A tiny random BERT preset (vocabulary 50, up to 16 tokens) for the text
     feature's `text_preset`: the `keras_hub` encoder takes it, the other text
-    encoders ignore it, so every registry-wide test builds it too."""
+    encoders ignore it, so every registry-wide test builds it too. Returns
+    the preset and the temporary folder (removed at exit)."""
     import atexit
     import shutil
     import tempfile
@@ -25,10 +26,12 @@ def _tiny_text_preset():
 
     folder = tempfile.mkdtemp(prefix="mbm_keras_tiny_bert_")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return tiny_bert_preset(os.path.join(folder, "preset"), vocabulary_size=TINY["vocab_size"])
+    return tiny_bert_preset(os.path.join(folder, "preset"), vocabulary_size=TINY["vocab_size"]), folder
 
 
-TINY["text_preset"] = _tiny_text_preset()
+TINY["text_preset"], _PRESETS = _tiny_text_preset()
+# The keras_hub_image encoder's preset: a one-block ResNet.
+TINY["image_preset"] = __import__("presets").tiny_resnet_preset(os.path.join(_PRESETS, "resnet"))
 
 SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 

@@ -25,3 +25,18 @@ def tiny_bert_preset(folder, vocabulary_size=50, max_sequence_length=16, hidden_
     backbone.save_to_preset(folder)
     keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True).save_to_preset(folder)
     return folder
+
+
+def tiny_resnet_preset(folder):
+    """A one-block ResNet (random weights) with an image converter that
+    standardizes per channel, written as a KerasHub vision preset folder."""
+    import keras_hub
+
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64], stackwise_num_blocks=[1],
+        stackwise_num_strides=[1], block_type="basic_block", image_shape=(None, None, 3), name="res_net_backbone")
+    os.makedirs(folder, exist_ok=True)
+    backbone.save_to_preset(folder)
+    keras_hub.layers.ResNetImageConverter(image_size=(224, 224), scale=[1 / 58.4, 1 / 57.1, 1 / 57.4],
+                                          offset=[-2.12, -2.04, -1.80]).save_to_preset(folder)
+    return folder

@@ -416,7 +416,7 @@ INT8_GROUPS = [
     {"image": "vgg16", "text": "bilstm", "audio": "logmel_lstm", "tabular": "mlp"},
     {"image": "efficientnet_b0", "text": "cnn", "timeseries": "conv1d"},
     {"image": "small_cnn", "text": "gru", "audio": "logmel_tcn"},
-    {"timeseries": "series_gru", "tabular": "mlp", "text": "keras_hub"},
+    {"timeseries": "series_gru", "tabular": "mlp", "text": "keras_hub", "image": "keras_hub_image"},
 ]
 INT8_ELSEWHERE = {"small_cnn", "lstm", "logmel_cnn", "resnet50", "mobilenet_v3_small"}
 

@@ -177,3 +177,31 @@ def test_any_text_encoder_can_read_preset_tokens(preset, tmp_path):
     assert kwargs["vocab_size"] == 64 and kwargs["text_preset"] == preset
     model = build_fusion_model(text="lstm", **kwargs)  # the preset's ids, an LSTM's embedding
     model.fit(make_dataset(str(tmp_path / "train.csv"), preprocessor=prep, batch_size=4), epochs=1, verbose=0)
+
+
+def test_a_keras_hub_vision_preset_encodes_images_with_its_own_rescaling(preset):
+    from conftest import TINY, tiny_inputs
+
+    from mbm_keras import create_encoder
+
+    encoder = create_encoder("keras_hub_image", "image", (32, 32, 3), preset=TINY["image_preset"])
+    x = tiny_inputs(["image"], batch=2)["image"]
+    scaled = keras.ops.convert_to_numpy(encoder.get_layer("preprocessing")(x))
+    np.testing.assert_allclose(scaled, x * np.array([1 / 58.4, 1 / 57.1, 1 / 57.4]) + np.array([-2.12, -2.04, -1.80]),
+                               rtol=1e-5, atol=1e-5)  # the preset's image converter, per channel
+    assert encoder.predict(x, verbose=0).shape == (2, 64)
+    with pytest.raises(PresetError, match=r"\(BertBackbone\) is not a vision backbone"):
+        create_encoder("keras_hub_image", "image", (32, 32, 3), preset=preset)
+    with pytest.raises(ValueError, match=r"needs a KerasHub vision preset"):
+        create_encoder("keras_hub_image", "image", (32, 32, 3))
+
+
+def test_preset_folders_in_a_config_are_relative_to_it(tmp_path):
+    from mbm_keras.training import load_config
+
+    path = run_config(tmp_path, data__preprocessing={"text_tokenizer": "preset", "text_preset": "presets/bert"},
+                      model__image_kwargs={"preset": "./presets/resnet"}, model__text_kwargs={"preset": "bert_tiny_en_uncased"})
+    config = load_config(path)
+    assert config["data"]["preprocessing"]["text_preset"] == str(tmp_path / "presets" / "bert")
+    assert config["model"]["image_kwargs"]["preset"] == str(tmp_path / "presets" / "resnet")
+    assert config["model"]["text_kwargs"]["preset"] == "bert_tiny_en_uncased"  # a name stays a name

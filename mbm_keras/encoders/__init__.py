@@ -20,6 +20,7 @@ from mbm_keras.encoders import vgg16  # noqa: E402,F401
 from mbm_keras.encoders import mobilenet_v3_small  # noqa: E402,F401
 from mbm_keras.encoders import efficientnet_b0  # noqa: E402,F401
 from mbm_keras.encoders import small_cnn  # noqa: E402,F401
+from mbm_keras.encoders import keras_hub_image  # noqa: E402,F401
 from mbm_keras.encoders import lstm  # noqa: E402,F401
 from mbm_keras.encoders import bilstm  # noqa: E402,F401
 from mbm_keras.encoders import gru  # noqa: E402,F401

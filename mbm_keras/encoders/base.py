@@ -127,10 +127,8 @@ def offered_kwargs(name, offered):
     """
     import inspect
 
-    parameters = inspect.signature(ENCODERS.get(name)).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        return dict(offered)
-    return {k: v for k, v in offered.items() if k in parameters}
+    parameters = inspect.signature(ENCODERS.get(name)).parameters  # named ones only: **kwargs names none
+    return {k: v for k, v in offered.items() if k in parameters and parameters[k].kind is not parameters[k].VAR_KEYWORD}
 
 
 def create_encoder(name, modality, input_shape, /, *, weights=None, sequence=False, offered=None, **kwargs):

@@ -23,7 +23,8 @@ class Image(Modality):
         "resize": ("stretch", lambda v: v in RESIZE_MODES, f"one of {RESIZE_MODES}"),
         "max_image_pixels": (MAX_IMAGE_PIXELS, positive_int, "a positive int"),
     }
-    MODEL_OPTIONS = {"image_shape": (224, 224, 3)}
+    # image_preset reaches the encoders that take a `preset` (keras_hub_image), as image_kwargs={"preset": ...} does.
+    MODEL_OPTIONS = {"image_shape": (224, 224, 3), "image_preset": None}
     TINY = {"image_shape": (32, 32, 3)}
     ZOO = {"image_shape": (224, 224, 3)}
     EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
@@ -41,11 +42,19 @@ class Image(Modality):
         shape = shape_of(options["image_shape"], 3)
         if shape is None:
             raise ValueError(f"image_shape must be (height, width, channels). Received: image_shape={options['image_shape']!r}")
-        return {"image_shape": shape}
+        preset = options.get("image_preset")
+        if preset is not None and not (isinstance(preset, str) and preset):
+            raise ValueError(f"image_preset must be a KerasHub preset folder or name, or None. Received: {preset!r}")
+        return {"image_shape": shape, "image_preset": preset}
 
     @classmethod
     def input_spec(cls, options):
         return options["image_shape"], "float32"
+
+    @classmethod
+    def encoder_kwargs(cls, options):
+        # `preset` goes only to builders that name it (see encoders.base.offered_kwargs).
+        return {"preset": options["image_preset"]} if options.get("image_preset") else {}
 
     def check_file(self, f):
         from mbm_keras.data.image import IMAGE_MAGIC, file_header_size

@@ -368,10 +368,17 @@ def load_config(config):
             out["data"][key] = _resolve(base_dir, out["data"][key])
     out["output"] = _resolve(base_dir, out["output"])
     # A KerasHub preset given as a folder is relative to the file too; a preset name stays a name.
-    preset = (out["data"].get("preprocessing") or {}).get("text_preset")
-    if isinstance(preset, str) and (os.sep in preset or "/" in preset or preset.startswith((".", "~"))):
-        out["data"]["preprocessing"] = {**out["data"]["preprocessing"], "text_preset": _resolve(base_dir, preset)}
+    preprocessing = out["data"].get("preprocessing") or {}
+    if _is_folder(preprocessing.get("text_preset")):
+        out["data"]["preprocessing"] = {**preprocessing, "text_preset": _resolve(base_dir, preprocessing["text_preset"])}
+    for key, kwargs in out["model"].items():
+        if key.endswith("_kwargs") and isinstance(kwargs, dict) and _is_folder(kwargs.get("preset")):
+            out["model"][key] = {**kwargs, "preset": _resolve(base_dir, kwargs["preset"])}
     return out
+
+
+def _is_folder(preset):
+    return isinstance(preset, str) and (os.sep in preset or "/" in preset or preset.startswith((".", "~")))
 
 
 def _resolve(base_dir, path):
