@@ -18,6 +18,9 @@ from mbm_keras.heads import Head, get_head, list_heads, register_head
 from mbm_keras.layers import ImagePreprocessing, ModalityMask
 from mbm_keras.weights import PretrainedWeightsUnavailable
 
+# The autoencoders' layers and loss are registered on import, so a pretraining run's model.keras loads.
+from mbm_keras import pretraining  # noqa: E402,F401
+
 __all__ = [
     "MODALITIES",
     "Fusion",

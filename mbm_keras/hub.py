@@ -16,7 +16,11 @@ KINDS = ("text", "image")
 
 
 class PresetError(ValueError):
-    """A KerasHub preset that cannot be used (unknown, not cached, wrong kind)."""
+    """A KerasHub preset that cannot be used (unknown, not cached, wrong kind).
+
+    Example:
+        >>> raise PresetError("Unknown KerasHub preset 'bert_tiny'. Close matches: bert_tiny_en_uncased.")
+    """
 
 
 def _known_presets():
@@ -87,12 +91,16 @@ def resolve_preset(preset, kind="text"):
             hint = f" Close matches: {', '.join(close)}." if close else ""
             raise PresetError(f"Unknown KerasHub preset {preset!r}.{hint} Or give a preset folder.")
         cached, expected = _cached_path(preset)
+        fill = (f"On a machine with network access run `keras_hub.models.TextClassifier.from_preset({preset!r}, "
+                f"num_classes=2)` (text) or `keras_hub.models.ImageClassifier.from_preset({preset!r}, num_classes=2)` "
+                f"(vision), which fills the cache with the backbone and its preprocessing, then copy the folder "
+                f"{expected} to the same place here; or unpack the preset anywhere and give its folder as the preset.")
         if cached is None:
-            raise PresetError(
-                f"KerasHub preset {preset!r} is not in the cache ({cache_folder()}) and mbm_keras does not download "
-                f"at run time. On a machine with network access run `keras_hub.models.Backbone.from_preset("
-                f"{preset!r})` (it fills the cache), then copy the folder {expected} to the same place here; or "
-                "unpack the preset anywhere and give its folder as the preset.")
+            raise PresetError(f"KerasHub preset {preset!r} is not in the cache ({cache_folder()}) and mbm_keras does "
+                              f"not download at run time. {fill}")
+        if kind == "text" and not os.path.isfile(os.path.join(cached, "tokenizer.json")):
+            raise PresetError(f"The cache holds only the backbone of KerasHub preset {preset!r} ({cached}: no "
+                              f"tokenizer.json), and a text encoder needs its tokenizer too. {fill}")
         folder = cached
     _check_kind(folder, preset, kind)
     return folder
@@ -139,7 +147,7 @@ def load_backbone(preset, kind="text", load_weights=True):
 
 def load_text_preprocessor(preset, sequence_length):
     """The preset's own text preprocessor (tokenizer, start/end tokens,
-    padding to `sequence_length`), runnable inside tf.data and a SavedModel.
+    padding to `sequence_length`), runnable in the data pipeline and a SavedModel.
 
     Args:
         preset: a preset folder or a cached preset name.

@@ -112,6 +112,10 @@ class Run:
         from mbm_keras.data import Preprocessor
         from mbm_keras.deploy.exporting import load_keras_file
 
+        if ((self.config() or {}).get("task") or {}).get("kind") == "autoencoder":
+            raise ValueError(f"{self.folder} is a pretraining run (mbm-keras pretrain): it holds autoencoders, not a "
+                             f"model to evaluate, export or predict with. Its encoders are in "
+                             f"{self.file('encoders')}/: give one to a classifier as model.<modality>_kwargs.weights")
         model_file = self.existing_model_file()
         pre = Preprocessor.load(self.folder)
         return load_keras_file(model_file), pre

@@ -13,13 +13,14 @@ from helpers import build_tiny
 from mbm_keras import list_fusions
 
 PACKAGE = os.path.join(os.path.dirname(__file__), "..", "mbm_keras")
-MODEL_SIDE = ["encoders", "fusions", "heads", "layers.py", "fusion_model.py", "finetune.py"]
+MODEL_SIDE = ["encoders", "fusions", "heads", "pretraining", "layers.py", "fusion_model.py", "finetune.py", "hub.py"]
 ALL = {"image": "small_cnn", "text": "cnn", "audio": "logmel_cnn", "tabular": "mlp"}
 
 JAX_SCRIPT = r"""
 import os, sys
 os.environ["KERAS_BACKEND"] = "jax"
 import keras, numpy as np
+import keras_hub  # noqa: F401 (its backbones, saved inside hub.keras)
 import mbm_keras
 assert keras.backend.backend() == "jax"
 folder = sys.argv[1]
@@ -27,7 +28,7 @@ data = np.load(os.path.join(folder, "data.npz"))
 inputs = {k[2:]: data[k] for k in data.files if k.startswith("x_")}
 for name in sorted(f for f in os.listdir(folder) if f.endswith(".keras")):
     model = keras.models.load_model(os.path.join(folder, name))
-    diff = np.abs(np.asarray(model.predict(inputs, verbose=0)) - data["y_" + name[:-6]]).max()
+    diff = np.abs(np.asarray(model.predict({k: inputs[k] for k in model.input}, verbose=0)) - data["y_" + name[:-6]]).max()
     assert diff < 1e-4, (name, diff)
     print(name, "ok", diff)
 # Built and trained on JAX too: the loss goes down.
@@ -65,7 +66,17 @@ def test_models_saved_on_tensorflow_run_on_jax(tmp_path):
         model = build_tiny(ALL, fusion=fusion, num_classes=3)
         model.save(tmp_path / f"{fusion}.keras")
         saved[f"y_{fusion}"] = model.predict(inputs, verbose=0)
+    # KerasHub backbones (text and vision presets) and an autoencoder (its output: each example's loss).
+    from conftest import TINY
+
+    from mbm_keras.pretraining import build_autoencoder
+
+    others = {"hub": build_tiny({"image": "keras_hub_image", "text": "keras_hub"}, num_classes=3),
+              "autoencoder": build_autoencoder({m: (m, e) for m, e in ALL.items()}, TINY, seed=0)}
+    for name, model in others.items():
+        model.save(tmp_path / f"{name}.keras")
+        saved[f"y_{name}"] = model.predict({k: inputs[k] for k in model.input}, verbose=0)
     np.savez(tmp_path / "data.npz", labels=labels, **{f"x_{k}": v for k, v in inputs.items()}, **saved)
     proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert proc.stdout.count(" ok ") == len(list_fusions()) and "built on jax ok" in proc.stdout
+    assert proc.stdout.count(" ok ") == len(list_fusions()) + len(others) and "built on jax ok" in proc.stdout

@@ -205,3 +205,20 @@ def test_preset_folders_in_a_config_are_relative_to_it(tmp_path):
     assert config["data"]["preprocessing"]["text_preset"] == str(tmp_path / "presets" / "bert")
     assert config["model"]["image_kwargs"]["preset"] == str(tmp_path / "presets" / "resnet")
     assert config["model"]["text_kwargs"]["preset"] == "bert_tiny_en_uncased"  # a name stays a name
+
+
+def test_a_named_preset_is_read_from_the_cache_and_a_partial_one_is_refused(preset, tmp_path, monkeypatch):
+    from mbm_keras import hub
+
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "cache"))
+    _, expected = hub._cached_path("bert_tiny_en_uncased")
+    assert expected.startswith(str(tmp_path / "cache"))
+    os.makedirs(expected)
+    shutil.copy(os.path.join(preset, "config.json"), expected)  # a download that fetched the backbone only
+    with pytest.raises(PresetError, match=r"holds only the backbone of KerasHub preset 'bert_tiny_en_uncased'"):
+        resolve_preset("bert_tiny_en_uncased")
+    shutil.rmtree(expected)
+    shutil.copytree(preset, expected)  # as KerasHub leaves it after a full download
+    assert resolve_preset("bert_tiny_en_uncased") == expected
+    ids = TextTokenizer("preset", 8, preset="bert_tiny_en_uncased").fit(["x"])(tf.constant(["a red bird"])).numpy()
+    assert ids[0, 0] == 2 and ids.shape == (1, 8)

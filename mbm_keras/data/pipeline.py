@@ -512,12 +512,19 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
 
     if on_error == "skip":  # at the end of each epoch, the count so far (an element made to print, then dropped)
         def say_count(_):
-            total = report.skipped_before + tf.reduce_sum(tf.cast(failed, tf.int64))
+            streaming = tf.reduce_sum(tf.cast(failed, tf.int64))
+            total = report.skipped_before + streaming
             text = tf.strings.format("make_dataset: {} of {} rows were skipped (see dataset.report)",
                                      (total, report["rows"]))
             printed = tf.cond(total > 0, lambda: tf.print(text, output_stream=sys.stderr) or tf.constant(True),
                               lambda: tf.constant(False))
-            with tf.control_dependencies([printed]):
+            # An epoch keeps its length by reading its good rows again: with fewer than half of them good it
+            # cannot, and would end short with TensorFlow's own cardinality error.
+            enough = check((n - streaming) * passes >= n, [
+                f"make_dataset: too many rows failed while reading {manifest.path}: ", streaming, f" of {n} "
+                "(skipped; every epoch repeats good rows to keep its length, which needs at least half of them): "
+                "mbm-keras check-data lists every such row"])
+            with tf.control_dependencies([printed, enough]):
                 return tf.nest.map_structure(lambda spec: tf.zeros([d or 0 for d in spec.shape], spec.dtype),
                                              ds.element_spec)
         ds = ds.concatenate(tf.data.Dataset.range(1).map(say_count).filter(lambda *e: False))

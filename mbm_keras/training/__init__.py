@@ -12,7 +12,7 @@ from mbm_keras.training.init_config import init_config
 from mbm_keras.training.loop import distributed_fit
 from mbm_keras.training.optimizer import make_optimizer
 from mbm_keras.training.strategy import STRATEGIES, get_strategy
-from mbm_keras.training.trainer import train
+from mbm_keras.training.trainer import pretrain, train
 
 __all__ = [
     "STRATEGIES",
@@ -25,5 +25,6 @@ __all__ = [
     "init_config",
     "load_config",
     "make_optimizer",
+    "pretrain",
     "train",
 ]

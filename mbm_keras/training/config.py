@@ -69,10 +69,14 @@ SCHEMA = {
         "audio": (str, None),
         "context": (str, None),
         "beam": (int, None),
+        # autoencoder (mbm-keras pretrain): each feature's encoder pretrained on unlabelled rows; the noise of
+        # image/audio/other inputs and the share of text tokens masked (None: 0.1 and 0.15).
+        "noise": (float, None),
+        "mask_rate": (float, None),
     },
     "output": (str, "runs/latest"),
 }
-TASKS = ("classification", "retrieval", "transcription")
+TASKS = ("classification", "retrieval", "transcription", "autoencoder")
 REQUIRED = {("data", "train"), ("data", "columns")}
 
 
@@ -114,6 +118,8 @@ RANGES = {
     ("task", "hard_negatives"): (1, None, True, None),
     ("task", "temperature"): (0.01, None, True, None),
     ("task", "beam"): (1, None, True, None),
+    ("task", "noise"): (0, 1, True, True),
+    ("task", "mask_rate"): (0, 1, True, False),
 }
 
 
@@ -220,7 +226,8 @@ def _check_task(out, source):
     task = out["task"]
     if task["kind"] not in TASKS:
         raise ConfigError(f"{source}: task.kind must be one of {TASKS}. Received: task.kind={task['kind']!r}")
-    for keys, kind in ((("query", "candidate"), "retrieval"), (("audio", "context", "beam"), "transcription")):
+    for keys, kind in ((("query", "candidate"), "retrieval"), (("audio", "context", "beam"), "transcription"),
+                       (("noise", "mask_rate"), "autoencoder")):
         given = [k for k in keys if task[k] is not None]
         if given and task["kind"] != kind:
             raise ConfigError(f"{source}: task.{given[0]} is for task.kind: {kind}")
@@ -228,6 +235,13 @@ def _check_task(out, source):
         from mbm_keras.training.transcription_task import check_config
 
         check_config(out, source)
+        return
+    if task["kind"] == "autoencoder":
+        from mbm_keras.training import autoencoder_task
+
+        autoencoder_task.check_config(out, source)
+        task["noise"] = 0.1 if task["noise"] is None else task["noise"]
+        task["mask_rate"] = 0.15 if task["mask_rate"] is None else task["mask_rate"]
         return
     if task["kind"] != "retrieval":
         return
@@ -372,8 +386,12 @@ def load_config(config):
     if _is_folder(preprocessing.get("text_preset")):
         out["data"]["preprocessing"] = {**preprocessing, "text_preset": _resolve(base_dir, preprocessing["text_preset"])}
     for key, kwargs in out["model"].items():
-        if key.endswith("_kwargs") and isinstance(kwargs, dict) and _is_folder(kwargs.get("preset")):
-            out["model"][key] = {**kwargs, "preset": _resolve(base_dir, kwargs["preset"])}
+        if not (key.endswith("_kwargs") and isinstance(kwargs, dict)):
+            continue
+        if _is_folder(kwargs.get("preset")):
+            kwargs = out["model"][key] = {**kwargs, "preset": _resolve(base_dir, kwargs["preset"])}
+        if isinstance(kwargs.get("weights"), str) and kwargs["weights"] != "imagenet":  # a weights file (pretrain's)
+            out["model"][key] = {**kwargs, "weights": _resolve(base_dir, kwargs["weights"])}
     return out
 
 

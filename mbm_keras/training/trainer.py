@@ -43,7 +43,33 @@ def _resume_stage(out):
     return None
 
 
-def train(config, epochs=None, output=None, strategy=None, verbose="auto", restart=False, overwrite=False):
+def pretrain(config, epochs=None, output=None, strategy=None, verbose="auto", restart=False, overwrite=False):
+    """Pretrains the model section's encoders as autoencoders on data.train
+    (no labels read) and writes the run folder, with
+    `encoders/<feature>.weights.h5` for a classifier's
+    `model.<modality>_kwargs.weights` and `reconstruction.png`.
+
+    The config is a run config (`task.kind: autoencoder`, or no task
+    section); `task.noise` and `task.mask_rate` set the corruption. Resume,
+    strategies and progress output are those of `train`.
+
+    Args:
+        config: a YAML/JSON path or a dict (see `load_config`).
+        epochs, output, strategy, verbose, restart, overwrite: as for `train`.
+
+    Example:
+        >>> run = pretrain("pretrain.yaml")
+        >>> run["summary"]["encoders"]["image"]
+        'runs/pretrain/encoders/image.weights.h5'
+    """
+    kind = load_config(config)["task"]["kind"]
+    if kind not in ("classification", "autoencoder"):  # classification: the default of a config without task
+        raise ConfigError(f"pretrain trains autoencoders; this config's task.kind is {kind!r} (use train)")
+    return train(config, epochs=epochs, output=output, strategy=strategy, verbose=verbose, restart=restart,
+                 overwrite=overwrite, kind="autoencoder")
+
+
+def train(config, epochs=None, output=None, strategy=None, verbose="auto", restart=False, overwrite=False, kind=None):
     """Trains the model a config describes and writes the run folder.
 
     Args:
@@ -58,6 +84,7 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
             config or data is refused otherwise).
         overwrite: replace the output folder as a whole, whatever it holds
             (a finished run or foreign files are refused otherwise).
+        kind: overrides `task.kind` ("autoencoder" is what `pretrain` sets).
 
     Returns:
         dict with `output`, `history` (per-epoch metrics) and `model` (the trained model).
@@ -89,7 +116,7 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         ResumableEarlyStopping,
         StopOnNonFiniteLoss,
     )
-    from mbm_keras.training import retrieval_task, transcription_task
+    from mbm_keras.training import autoencoder_task, retrieval_task, transcription_task
     from mbm_keras.training.run_folder import prepare_run_folder
     from mbm_keras.training.loop import distributed_fit, is_chief
     from mbm_keras.training.optimizer import make_optimizer
@@ -97,6 +124,8 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
 
     protected = [] if isinstance(config, dict) else [os.path.abspath(os.fspath(config))]
     config = load_config(config)
+    if kind is not None and config["task"]["kind"] != kind:
+        config = load_config({**config, "task": {**config["task"], "kind": kind}})
     if epochs is not None:
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be a positive int. Received: epochs={epochs!r}")
@@ -134,11 +163,13 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
     task = config["task"]
     retrieval = task["kind"] == "retrieval"  # two towers trained contrastively (training/retrieval_task.py)
     transcription = task["kind"] == "transcription"  # a CTC model (training/transcription_task.py)
+    autoencoder = task["kind"] == "autoencoder"  # encoders pretrained without labels (training/autoencoder_task.py)
     preprocessing = ({**data["preprocessing"], "label_type": "transcript", "audio_whole_clip": True} if transcription
                      else data["preprocessing"])
-    pre = fit_preprocessor(data["train"], data["columns"], {k: f["modality"] for k, f in features.items()},
+    columns = {k: v for k, v in data["columns"].items() if k != "label"} if autoencoder else data["columns"]
+    pre = fit_preprocessor(data["train"], columns, {k: f["modality"] for k, f in features.items()},
                            share=model_cfg["share_encoders"], **preprocessing)
-    plan = make_plan({**train_cfg, "balance": "none"} if retrieval or transcription else train_cfg, data,
+    plan = make_plan({**train_cfg, "balance": "none"} if retrieval or transcription or autoencoder else train_cfg, data,
                      pre.feature_modalities, model_cfg["fusion"])
     if plan.keep == "all" and not data["val"]:
         raise ConfigError("config: train.keep_best_of: all compares the models on data.val; set data.val")
@@ -190,12 +221,16 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         names = [n for n in (audio_feature, context_feature) if n]
         train_ds = single_ds = transcription_task.select_inputs(train_ds, names)
         val_ds = transcription_task.select_inputs(val_ds, names) if val_ds is not None else None
+    if autoencoder:  # batches of (the features, zeros): the model's output is each example's loss
+        names = list(pre.features)
+        train_ds = single_ds = autoencoder_task.select_inputs(train_ds, names)
+        val_ds = autoencoder_task.select_inputs(val_ds, names) if val_ds is not None else None
 
     if used == "tpu" and not (data["batch_size"] % strategy.num_replicas_in_sync == 0):
         raise ValueError(f"data.batch_size={data['batch_size']} must divide evenly over {strategy.num_replicas_in_sync} TPU cores")
     model_kwargs = {**{k: v for k, v in model_cfg.items() if v is not None}, **pre.model_kwargs(),
                     "missing_modalities": plan.masks, "compile": False}
-    head = None if transcription else get_head(pre.model_kwargs().get("head", "softmax"))
+    head = None if transcription or autoencoder else get_head(pre.model_kwargs().get("head", "softmax"))
     monitor = train_cfg["monitor"] or ("val_loss" if val_ds is not None else "loss")
     steps_per_epoch = int(train_ds.cardinality())
     previous_policy = keras.mixed_precision.global_policy()
@@ -211,6 +246,8 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
             loss, metrics = retrieval_task.loss_and_metrics(task)
         elif transcription:
             loss, metrics = transcription_task.loss_and_metrics()
+        elif autoencoder:
+            loss, metrics = autoencoder_task.loss_and_metrics()
         else:
             loss, metrics = head.loss(), head.metrics()
         for m in [model] + ([trainee] if trainee is not None else []):
@@ -256,8 +293,10 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
             return model.fit(*args, validation_data=val, shuffle=False, verbose=verbose, **kwargs)
         except tf.errors.InvalidArgumentError as e:
             reason = explain(e)
-            if "make_dataset:" in reason:  # a file found unreadable while streaming
-                for ds in (args[0] if args else kwargs.get("x"), val):  # the decoder's own reason, from here
+            if "make_dataset:" in reason:
+                one_file = "too many rows failed" not in reason  # else: a count, said as it is
+                for ds in (args[0] if args else kwargs.get("x"), val) if one_file else ():
+                    # a file found unreadable while streaming: the decoder's own reason, from here
                     explain_failure = getattr(getattr(ds, "report", None), "explain_failure", None)
                     if explain_failure is not None and explain_failure():
                         reason = explain_failure()
@@ -282,6 +321,8 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
                 model = retrieval_task.build_from_config(task, model_cfg, model_kwargs)
             elif transcription:
                 model = transcription_task.build_from_config(task, model_cfg, pre)
+            elif autoencoder:
+                model = autoencoder_task.build_from_config(task, model_cfg, pre, train_cfg["seed"])
             else:
                 model = build_fusion_model(**model_kwargs)
             if plan.balance == "unimodal":  # a resumed stage's backup overrides these
@@ -293,6 +334,9 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         if transcription:
             print(f"Training the CTC model ({len(pre.labels.classes)} characters, {pre.labels.max_frames} frames"
                   + (f", context {context_feature!r} by cross-attention)" if context_feature else ")"), flush=True)
+        elif autoencoder:
+            print(f"Pretraining {', '.join(f'{n} ({m})' for n, m in pre.feature_modalities.items())} as autoencoders",
+                  flush=True)
         elif len(plan.groups) > 1:
             print(f"Training the fusion ({model_cfg['fusion']})", flush=True)
         history = {}
@@ -319,6 +363,8 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         summary = retrieval_task.validation_scores(model, val_ds, task["supervised"] is not False and pre.labels is not None)
     elif transcription:
         summary = transcription_task.validation_scores(model, val_ds, pre.labels.vocabulary, task["beam"])
+    elif autoencoder:
+        summary = autoencoder_task.validation_scores(model, val_ds, names)
     else:
         summary = validation_summary(out, model, singles, plan, val_ds, head, measure=used != "multi_worker")
     kept = summary.get("kept_modality")
@@ -331,10 +377,17 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         shutil.copyfile(os.path.join(out, SINGLES, kept, "model.keras"), os.path.join(out, "best.keras"))
     else:
         Run(out).save(model, pre, config)
+    if autoencoder and is_chief(strategy):  # what a classifier's config takes: each encoder's weights
+        encoder_files = autoencoder_task.save_encoders(model, names, out)
+        summary["encoders"] = encoder_files
+        summary["picture"] = autoencoder_task.save_picture(model, val_ds if val_ds is not None else train_ds, pre,
+                                                           names, os.path.join(out, autoencoder_task.PICTURE))
     if is_chief(strategy):
         write_json(os.path.join(out, SUMMARY), summary)
         lines = (retrieval_task.format_scores(summary) if retrieval else
-                 transcription_task.format_scores(summary) if transcription else format_summary(summary))
+                 transcription_task.format_scores(summary) if transcription else
+                 autoencoder_task.format_scores(summary, summary["encoders"]) if autoencoder else
+                 format_summary(summary))
         print("\n".join(lines), flush=True)
     return {"output": out, "history": history, "model": model, "strategy": used, "summary": summary}
 
