@@ -222,3 +222,14 @@ def test_a_named_preset_is_read_from_the_cache_and_a_partial_one_is_refused(pres
     assert resolve_preset("bert_tiny_en_uncased") == expected
     ids = TextTokenizer("preset", 8, preset="bert_tiny_en_uncased").fit(["x"])(tf.constant(["a red bird"])).numpy()
     assert ids[0, 0] == 2 and ids.shape == (1, 8)
+
+
+@pytest.mark.slow
+def test_keras_hub_run_exports_to_int8_tflite(hub_run, tmp_path):
+    from mbm_keras.deploy import export_model, predict
+
+    folder, result = hub_run
+    export = export_model(result["output"], "tflite", quantize="int8", out=str(tmp_path / "int8"), verbose=False)
+    assert export["check"]["top1_agreement"] >= 0.9, export["check"]
+    top = predict(export["out"], image=str(folder / "img" / "0.png"), text="a crimson thing number 0")[0][0]
+    assert top == predict(result["output"], image=str(folder / "img" / "0.png"), text="a crimson thing number 0")[0][0]
