@@ -237,7 +237,7 @@ def cmd_evaluate(args):
 def cmd_transcribe(args):
     from mbm_keras.deploy.transcription_export import transcribe
 
-    print(transcribe(args.model, args.audio, context=args.context, beam=args.beam))
+    print(transcribe(args.model, args.audio, context=args.context, beam=args.beam, candidates=args.candidates))
     return 0
 
 
@@ -617,7 +617,9 @@ def make_parser():
         epilog="examples (runs/transcription: mbm-keras train --config configs/transcription.yaml):\n"
                "  mbm-keras transcribe --model runs/transcription --audio data/demo/speech/0001.wav\n"
                "  mbm-keras transcribe --model runs/transcription --audio data/demo/speech/0001.wav "
-               "--context \"do re mi , sol la\" --beam 8\n",
+               "--context \"do re mi , sol la\" --beam 8\n"
+               "  mbm-keras transcribe --model runs/transcription --audio data/demo/speech/0001.wav "
+               "--candidates \"do re mi\" \"sol la\"\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     transcribe.add_argument("--model", required=True, help="transcription run folder or SavedModel export, "
@@ -627,6 +629,10 @@ def make_parser():
     transcribe.add_argument("--context", default=None, help='the text context, e.g. --context "do re mi , sol la"')
     transcribe.add_argument("--beam", type=int, default=None, help="beam-search width (run folders; default: "
                                                                    "greedy), e.g. --beam 8")
+    transcribe.add_argument("--candidates", nargs="+", default=None,
+                            help="what the clip may say (contacts, numbers on screen): prints the candidate the model "
+                                 "finds likeliest (CTC log-likelihood) instead of a free transcript, "
+                                 'e.g. --candidates "do re mi" "sol la"')
     transcribe.set_defaults(func=cmd_transcribe)
 
     export = sub.add_parser(

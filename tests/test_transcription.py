@@ -15,6 +15,8 @@ from mbm_keras.encoders.logmel_tcn import frame_count
 from mbm_keras.transcription import (
     Vocabulary,
     build_transcription_model,
+    candidate_scores,
+    choose_candidates,
     decode,
     error_rates,
     greedy_decode,
@@ -97,6 +99,49 @@ def test_a_ctc_model_learns_to_transcribe_toy_speech(toy):
     assert len(decode(log_probs, vocab, beam=4)) == 32
     scores = error_rates(texts[128:], hypotheses)
     assert scores["cer"] < 0.25, (scores, list(zip(texts[128:], hypotheses))[:8])
+    # Given four candidates per clip (the true one and three others), the CTC likelihood picks the true one
+    # at least as often as the free transcript is exactly right.
+    rng = np.random.default_rng(5)
+    lists = []
+    for t in texts[128:]:
+        others = set()
+        while len(others) < 3:
+            o = "".join(rng.choice(list("abc"), int(rng.integers(2, 5))))
+            if o != t:
+                others.add(o)
+        lists.append([*sorted(others)[:2], t, sorted(others)[2]])
+    chosen = choose_candidates(log_probs, lists, vocab)
+    picked = np.mean([c == t for c, t in zip(chosen, texts[128:])])
+    assert picked >= max(0.75, error_rates(texts[128:], hypotheses)["exact"]), (picked, list(zip(texts[128:], chosen)))
+
+
+def test_candidate_scores_are_ctc_probabilities_summed_over_alignments():
+    import itertools
+
+    vocab = Vocabulary(["a", "b"])  # ids: 0 blank, 1 unknown, 2 a, 3 b
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(1, 4, vocab.size))
+    log_probs = (logits - np.log(np.exp(logits).sum(-1, keepdims=True))).astype("float32")
+    probs = np.exp(log_probs[0])
+
+    def by_hand(text):  # every path of 4 frames whose collapse (repeats merged, blanks dropped) is `text`
+        total = 0.0
+        for path in itertools.product(range(vocab.size), repeat=4):
+            merged = [c for i, c in enumerate(path) if i == 0 or c != path[i - 1]]
+            if [c for c in merged if c != 0] == vocab.encode(text):
+                total += np.prod([probs[t, c] for t, c in enumerate(path)])
+        return np.log(total)
+
+    scores = candidate_scores(log_probs, [["a", "ab", "ba", "aa"]], vocab)[0]
+    np.testing.assert_allclose(scores, [by_hand(t) for t in ("a", "ab", "ba", "aa")], rtol=1e-4)
+    # "abab" needs 4 frames, "aaaa" 7 (a blank between repeats): too long for 4 frames, so impossible.
+    scores = candidate_scores(log_probs, [["abab", "aaaa", ""]], vocab)[0]
+    assert np.isfinite(scores[0]) and scores[1] == -np.inf and scores[2] == -np.inf
+    assert choose_candidates(log_probs[[0, 0]], [["aaaa", "b"], []], vocab) == ["b", ""]
+    with pytest.raises(ValueError, match="list of strings"):
+        candidate_scores(log_probs, ["a"], vocab)
+    with pytest.raises(ValueError, match="1 clips but 2 candidate lists"):
+        candidate_scores(log_probs, [["a"], ["b"]], vocab)
 
 
 def test_context_model_serves_an_empty_context_and_round_trips(tmp_path):
@@ -211,6 +256,12 @@ def test_evaluate_and_transcribe_a_run(speech_run, capsys):
     without = capsys.readouterr().out.strip()
     assert error_rates([row["transcript"]], [with_context])["cer"] < 0.5, (row, with_context)
     assert set(without) <= set("do re mi fa sol la si?")
+    # --candidates: the likeliest of the given transcripts is printed, whichever order they come in.
+    decoy = " ".join(reversed(row["transcript"].split())) + " do"
+    for order in ([row["transcript"], decoy], [decoy, row["transcript"]]):
+        assert main(["transcribe", "--model", str(root / "run"), "--audio", clip, "--context", row["context"],
+                     "--candidates", *order]) == 0
+        assert capsys.readouterr().out.strip() == row["transcript"]
     assert main(["predict", "--model", str(root / "run"), "--audio", clip]) == 2
     assert "is a transcription model" in capsys.readouterr().err
 
@@ -227,6 +278,9 @@ def test_transcription_exports_agree_with_keras(speech_run, tmp_path):
     row = next(csv.DictReader(open(data)))
     clip = str(root / "demo" / row["audio"])
     assert transcribe(str(tmp_path / "sm"), clip, row["context"]) == transcribe(str(root / "run"), clip, row["context"])
+    options = ["do re mi", row["transcript"], "la la la la"]
+    assert (transcribe(str(tmp_path / "sm"), clip, row["context"], candidates=options)
+            == transcribe(str(root / "run"), clip, row["context"], candidates=options))
     for quantize in ("none", "int8"):
         out = export_model(str(root / "run"), "tflite", str(tmp_path / f"tfl-{quantize}"), quantize=quantize,
                            data=data, num_examples=24)

@@ -60,6 +60,8 @@ def export_saved_model(model, pre, path):
     resources = [t for f in pre.features.values() for t in getattr(f, "trackables", list)()]
     archive._tf_trackable.preprocessing_resources = resources
     archive._tf_trackable.feature_modalities = tf.Variable(json.dumps(pre.feature_modalities), trainable=False)
+    # The output alphabet (ids 2..), for scoring candidate transcripts against `log_probs`.
+    archive._tf_trackable.vocabulary_symbols = tf.Variable(json.dumps(symbols), trainable=False)
     signature = {k: v for k, v in raw_signature(pre).items() if k in names}
 
     def outputs(log_probs):
@@ -153,7 +155,7 @@ def _tflite_runner(path):
     return lambda x: np.asarray(next(iter(runner(**{k: v.astype(names[k]["dtype"]) for k, v in x.items()}).values())))
 
 
-def transcribe(model, audio, context=None, beam=None):
+def transcribe(model, audio, context=None, beam=None, candidates=None):
     """The transcript of one clip.
 
     Args:
@@ -161,12 +163,17 @@ def transcribe(model, audio, context=None, beam=None):
         audio: the WAV (or FLAC/OGG) file.
         context: the context text (None or "": no context).
         beam: beam-search width (run folders; None: greedy).
+        candidates: None, or the transcripts the clip may say (a contact list,
+            numbers on screen): the one the model finds likeliest is returned
+            (`transcription.choose_candidates`, CTC log-likelihood), instead of
+            a free transcript.
 
     Returns:
         The transcript.
 
     Example:
         >>> transcribe("runs/digits", "call.wav", context="three seven one , two nine four")
+        >>> transcribe("runs/digits", "call.wav", candidates=["three seven one", "two nine four"])
     """
     import tensorflow as tf
 
@@ -185,6 +192,14 @@ def transcribe(model, audio, context=None, beam=None):
                     raw[name] = tf.constant([f.read()])
             else:
                 raw[name] = tf.constant([context or ""])
+        if candidates:
+            from mbm_keras.transcription import Vocabulary, choose_candidates
+
+            if not hasattr(loaded, "vocabulary_symbols"):
+                raise ValueError(f"{model} was exported before candidate scoring existed; export the run again "
+                                 "(mbm-keras export --format saved_model) or pass the run folder")
+            vocabulary = Vocabulary(json.loads(loaded.vocabulary_symbols.numpy()))
+            return choose_candidates(served(**raw)["log_probs"].numpy(), [list(candidates)], vocabulary)[0]
         return served(**raw)["transcript"].numpy()[0].decode("utf-8")
     keras_model, pre = load_run_model(path)
     if pre.labels is None or pre.labels.label_type != "transcript":
@@ -198,4 +213,9 @@ def transcribe(model, audio, context=None, beam=None):
         raw[name] = tf.constant([feature.raw_example(value, name, feature.raw_spec().shape, feature.columns())])
     names = [n for n in (audio_name, context_name) if n]
     x = {k: v.numpy() for k, v in _model_inputs(raw, pre, names, context_name).items()}
-    return decode(keras_model.predict(x, verbose=0), pre.labels.vocabulary, beam=beam)[0]
+    log_probs = keras_model.predict(x, verbose=0)
+    if candidates:
+        from mbm_keras.transcription import choose_candidates
+
+        return choose_candidates(log_probs, [list(candidates)], pre.labels.vocabulary)[0]
+    return decode(log_probs, pre.labels.vocabulary, beam=beam)[0]
