@@ -105,7 +105,7 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robus
         if pre.labels is None or pre.labels.label_type != "single":
             raise ValueError("--robustness covers single-label classification runs")
         prefix = os.path.splitext(out)[0] + "-robustness"
-        results["robustness"] = robustness_report(model, ds, out=prefix, modalities=pre.feature_modalities)
+        results["robustness"] = robustness_report(model, ds, out=prefix, preprocessor=pre)
         results["robustness_files"] = [f"{prefix}.json", f"{prefix}.png"]
     write_json(out, {**results, "manifest": os.path.abspath(os.fspath(manifest))})
     results["path"] = out
@@ -334,17 +334,19 @@ def format_report(results):
 NOISE_LEVELS = (0.1, 0.3, 0.6, 1.0)
 
 
-def _perturb(x, feature, modality, level, rng):
+def _perturb(x, feature, modality, level, rng, options=None):
     """A copy of input `x[feature]` with noise of strength `level` (0..1), as
     its modality defines it (`Modality.perturb`: image pixel noise, audio noise
     relative to the clip's RMS, unknown-token replacement for text, Gaussian
-    noise on standardized tabular and timeseries values)."""
+    noise on standardized tabular and timeseries values); `options` from the
+    feature's `perturb_options()`."""
     from mbm_keras.modalities import get_modality
 
-    return get_modality(modality).perturb(x[feature], level, rng)
+    return get_modality(modality).perturb(x[feature], level, rng, **(options or {}))
 
 
-def robustness_report(model, dataset, noise_levels=NOISE_LEVELS, seed=0, out=None, modalities=None):
+def robustness_report(model, dataset, noise_levels=NOISE_LEVELS, seed=0, out=None, modalities=None,
+                      preprocessor=None):
     """How a classifier's accuracy depends on each modality.
 
     - ablation: each modality removed in turn (its `<m>_mask` set to 0 when the
@@ -362,6 +364,8 @@ def robustness_report(model, dataset, noise_levels=NOISE_LEVELS, seed=0, out=Non
         out: a path prefix: writes `<out>.json` and `<out>.png`.
         modalities: `{input: modality}` for inputs not named after their
             modality (`pre.feature_modalities`).
+        preprocessor: the run's `Preprocessor`: its features' modalities and
+            noise options (a KerasHub preset's own unknown and special ids).
 
     Returns:
         dict with `accuracy`, `ablation`, `noise`, `reliance` and `examples`.
@@ -376,7 +380,8 @@ def robustness_report(model, dataset, noise_levels=NOISE_LEVELS, seed=0, out=Non
     y = np.concatenate([b[1] for b in batches]).reshape(-1)
     if y.dtype.kind not in "iu":
         raise ValueError(f"robustness_report covers single-label classifiers (integer labels); received labels of dtype {y.dtype}")
-    kinds = dict(modalities or {})
+    kinds = dict(modalities or (preprocessor.feature_modalities if preprocessor is not None else {}))
+    options = {name: f.perturb_options() for name, f in (preprocessor.features.items() if preprocessor else ())}
     modalities = [k for k in x if not k.endswith("_mask")]
     rng = np.random.default_rng(seed)
 
@@ -391,7 +396,8 @@ def robustness_report(model, dataset, noise_levels=NOISE_LEVELS, seed=0, out=Non
         if f"{m}_mask" in x:
             removed[f"{m}_mask"] = np.zeros_like(x[f"{m}_mask"])
         ablation[m] = accuracy(removed)
-    noise = {m: {str(level): accuracy({**x, m: _perturb(x, m, kinds.get(m, m), level, rng)}) for level in noise_levels} for m in modalities}
+    noise = {m: {str(level): accuracy({**x, m: _perturb(x, m, kinds.get(m, m), level, rng, options.get(m))})
+                 for level in noise_levels} for m in modalities}
     drops = {m: max(0.0, full - ablation[m]) for m in modalities}
     total = sum(drops.values())
     reliance = {m: (drops[m] / total if total else 0.0) for m in modalities}

@@ -123,6 +123,26 @@ def test_a_config_with_a_keras_hub_text_encoder_trains(hub_run):
     assert os.path.isfile(folder / "run" / "vocabulary_preset" / "tokenizer.json")
 
 
+def test_robustness_noise_uses_the_presets_own_unknown_and_keeps_its_special_tokens(hub_run):
+    from mbm_keras.data import Preprocessor
+    from mbm_keras.evaluate import evaluate
+    from mbm_keras.modalities.text import Text
+
+    folder, result = hub_run
+    feature = Preprocessor.load(result["output"]).features["text"]
+    special = feature.tokenizer.special_ids()
+    options = feature.perturb_options()
+    assert options["unknown"] == special["unknown"]  # the preset's [UNK]
+    assert set(options["keep"]) == {special["padding"], *special["start"], *special["end"]}
+    ids = feature.tokenizer(tf.constant(["red green blue", "a"])).numpy()
+    noisy = Text.perturb(ids, 1.0, np.random.default_rng(0), **options)
+    kept = np.isin(ids, options["keep"])
+    np.testing.assert_array_equal(noisy[kept], ids[kept])  # [CLS], [SEP], padding stay
+    assert (noisy[~kept] == special["unknown"]).all() and (~kept).sum() >= 4
+    report = evaluate(result["output"], str(folder / "val.csv"), robustness=True)["robustness"]
+    assert set(report["noise"]) == {"image", "text"} and all(0 <= a <= 1 for a in report["noise"]["text"].values())
+
+
 def test_keras_hub_run_exports_match_keras_and_the_sidecar_tokenizes_like_training(hub_run, tmp_path):
     from mbm_keras.deploy import export_model, predict
     from mbm_keras.deploy.tflite import run_tflite, tflite_interpreter

@@ -379,6 +379,11 @@ class Modality:
         """A copy of a batch of model inputs with noise of strength `level` (0..1), for `robustness_report`."""
         raise NotImplementedError
 
+    def perturb_options(self):
+        """Keyword arguments of `perturb` that depend on this feature (its
+        tokenizer's special ids for text); none by default."""
+        return {}
+
 
 def _row_by_row(feature, manifest, allow_outside_root):
     """`host_values` from a subclass's own `host_value`, one row at a time."""

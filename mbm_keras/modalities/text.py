@@ -129,7 +129,23 @@ class Text(Modality):
         return {**config, "kind": "preset_wordpiece", **special}
 
     @staticmethod
-    def perturb(x, level, rng):
-        """Each token replaced by the unknown token (id 1) with probability `level`."""
-        return np.where((rng.random(x.shape) < level) & (x > 0), 1, x).astype(x.dtype)
+    def perturb(x, level, rng, unknown=1, keep=(0,)):
+        """Each token replaced by the unknown token with probability `level`;
+        the ids in `keep` (padding; a preset's start and end tokens) never are.
+        `perturb_options()` gives a feature's own `unknown` and `keep`."""
+        hit = (rng.random(x.shape) < level) & ~np.isin(x, np.asarray(keep, dtype=x.dtype))
+        return np.where(hit, unknown, x).astype(x.dtype)
+
+    def perturb_options(self):
+        """`perturb`'s ids for this feature's tokenizer: ours (1 unknown, 0
+        padding) or a preset's own ([UNK], [PAD], [CLS], [SEP] for BERT); a
+        non-WordPiece preset's tokens are replaced by its padding (dropped)."""
+        if self.tokenizer is None or self.tokenizer.kind != "preset":
+            return {"unknown": 1, "keep": [0]}
+        packer = self.tokenizer._layer.packer
+        ids = [packer.pad_value, packer.start_value, packer.end_value]
+        keep = sorted({int(v) for value in ids if value is not None
+                       for v in (value if hasattr(value, "__iter__") else [value])})
+        special = self.tokenizer.special_ids()
+        return {"unknown": special["unknown"] if special else int(packer.pad_value), "keep": keep}
 
