@@ -123,6 +123,7 @@ def test_a_config_with_a_keras_hub_text_encoder_trains(hub_run):
     assert os.path.isfile(folder / "run" / "vocabulary_preset" / "tokenizer.json")
 
 
+@pytest.mark.slow  # an evaluate/export of the shared run; the preset tokenizer's parity runs in test-fast
 def test_robustness_noise_uses_the_presets_own_unknown_and_keeps_its_special_tokens(hub_run):
     from mbm_keras.data import Preprocessor
     from mbm_keras.evaluate import evaluate
@@ -143,6 +144,7 @@ def test_robustness_noise_uses_the_presets_own_unknown_and_keeps_its_special_tok
     assert set(report["noise"]) == {"image", "text"} and all(0 <= a <= 1 for a in report["noise"]["text"].values())
 
 
+@pytest.mark.slow  # an evaluate/export of the shared run; the preset tokenizer's parity runs in test-fast
 def test_keras_hub_run_exports_match_keras_and_the_sidecar_tokenizes_like_training(hub_run, tmp_path):
     from mbm_keras.deploy import export_model, predict
     from mbm_keras.deploy.tflite import run_tflite, tflite_interpreter

@@ -69,6 +69,7 @@ def pretrained(tmp_path_factory):
     return folder, result.stdout
 
 
+@pytest.mark.slow  # the shared pretraining run; test-fast keeps the per-modality autoencoder test
 def test_pretrain_writes_encoder_weights_a_picture_and_scores(pretrained):
     folder, stdout = pretrained
     run = folder / "pre"
@@ -87,6 +88,7 @@ def test_pretrain_writes_encoder_weights_a_picture_and_scores(pretrained):
     assert result.returncode != 0 and "is a pretraining run (mbm-keras pretrain)" in result.stderr
 
 
+@pytest.mark.slow  # the shared pretraining run; test-fast keeps the per-modality autoencoder test
 def test_a_classifier_config_starts_from_the_pretrained_encoders(pretrained):
     folder, _ = pretrained
     path = run_config(folder, model__audio="logmel_cnn", train__epochs=1,
