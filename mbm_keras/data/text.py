@@ -95,6 +95,18 @@ class TextTokenizer:
         self.vocabulary = [str(v) for v in self._layer.tokenizer.get_vocabulary()]
         return self
 
+    def packing_ids(self):
+        """A preset's packing, any tokenizer: `{"start": [...], "end": [...],
+        "padding": id}` (start and end lists may be empty)."""
+        packer = self._layer.packer
+
+        def ids(value):  # a packer holds None, one id or a list of them
+            if value is None:
+                return []
+            return [int(v) for v in value] if hasattr(value, "__iter__") else [int(value)]
+
+        return {"start": ids(packer.start_value), "end": ids(packer.end_value), "padding": int(packer.pad_value)}
+
     def special_ids(self):
         """A preset's packing: `{"start", "end", "padding", "unknown"}` ids, or
         None where its tokenizer is not WordPiece (BPE, SentencePiece), which
@@ -104,13 +116,7 @@ class TextTokenizer:
         tokenizer = self._layer.tokenizer
         if not isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
             return None
-        packer = self._layer.packer
-
-        def one(value):  # a packer holds one id or a list of them
-            return [int(v) for v in value] if hasattr(value, "__iter__") else [int(value)]
-
-        return {"start": one(packer.start_value), "end": one(packer.end_value), "padding": int(packer.pad_value),
-                "unknown": int(tokenizer.token_to_id(tokenizer.oov_token)),
+        return {**self.packing_ids(), "unknown": int(tokenizer.token_to_id(tokenizer.oov_token)),
                 "lowercase": bool(tokenizer.lowercase), "strip_accents": bool(tokenizer.strip_accents),
                 "split": bool(tokenizer.split), "split_on_cjk": bool(tokenizer.split_on_cjk),
                 "suffix_indicator": tokenizer.suffix_indicator}

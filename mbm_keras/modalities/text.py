@@ -142,10 +142,8 @@ class Text(Modality):
         non-WordPiece preset's tokens are replaced by its padding (dropped)."""
         if self.tokenizer is None or self.tokenizer.kind != "preset":
             return {"unknown": 1, "keep": [0]}
-        packer = self.tokenizer._layer.packer
-        ids = [packer.pad_value, packer.start_value, packer.end_value]
-        keep = sorted({int(v) for value in ids if value is not None
-                       for v in (value if hasattr(value, "__iter__") else [value])})
+        packing = self.tokenizer.packing_ids()
         special = self.tokenizer.special_ids()
-        return {"unknown": special["unknown"] if special else int(packer.pad_value), "keep": keep}
+        return {"unknown": special["unknown"] if special else packing["padding"],
+                "keep": sorted({packing["padding"], *packing["start"], *packing["end"]})}
 

@@ -14,6 +14,7 @@ Model-side code: `keras.ops` only (runs on JAX too)."""
 import keras
 import numpy as np
 
+from mbm_keras.transcription.model import pad_targets
 from mbm_keras.transcription.vocabulary import Vocabulary, min_frames
 
 
@@ -47,17 +48,13 @@ def candidate_scores(log_probs, candidates, vocabulary):
             texts.append(text)
     if not texts:
         return [np.zeros((0,), np.float32) for _ in candidates]
-    ids = [vocabulary.encode(t) for t in texts]
-    width = max(1, max(len(i) for i in ids))
-    targets = np.zeros((len(ids), width), np.int32)
-    for n, i in enumerate(ids):
-        targets[n, : len(i)] = i
-    lengths = np.array([len(i) for i in ids], np.int32)
-    frames = np.full((len(ids),), log_probs.shape[1], np.int32)
+    targets = pad_targets(texts, vocabulary)  # ids are >= 1, so a row's length is its nonzero count
+    lengths = np.count_nonzero(targets, axis=1).astype(np.int32)
+    frames = np.full((len(texts),), log_probs.shape[1], np.int32)
     loss = keras.ops.convert_to_numpy(keras.ops.ctc_loss(
         targets, log_probs[np.array(rows)], lengths, frames, mask_index=0))
     # CTC needs a frame per symbol and a blank between repeats; TensorFlow returns a large finite loss otherwise.
-    alignable = np.array([0 < min_frames(i) <= log_probs.shape[1] for i in ids])
+    alignable = np.array([0 < min_frames(row[:n].tolist()) <= log_probs.shape[1] for row, n in zip(targets, lengths)])
     scores = np.where(np.isfinite(loss) & alignable, -loss, -np.inf).astype(np.float32)
     out, start = [], 0
     for options in candidates:
