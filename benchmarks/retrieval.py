@@ -19,13 +19,15 @@ of the query's class) on the held-out speaker's 500 recordings and 500 test-pool
 
 Part 2, always: indexes of 10k, 100k (and 1M with `--scale 1000000`) random
 unit vectors: build seconds, memory, queries/s and recall@10 against exact
-search, for faiss-cpu's HNSW (the mbm_keras `Index`), usearch's HNSW, ScaNN and
-exact search (a matrix product), each when installed (`pip install usearch scann`
-for the other two).
+search, for the mbm_keras `Index` kinds "pq" (faiss-cpu's product-quantized
+fast scan, its best candidates re-scored exactly) and "hnsw" (faiss-cpu's HNSW
+graph), usearch's HNSW, ScaNN and exact search (a matrix product), each when
+installed (`pip install usearch scann` for the last two).
 
 Usage:
     python benchmarks/retrieval.py --data ../shared/data [--folds theo] [--epochs 8]
     python benchmarks/retrieval.py --scale 10000 100000 1000000
+    python benchmarks/retrieval.py --scale 1000000 --indexes pq   # minutes, not the graphs' half hour
 """
 
 import argparse
@@ -163,10 +165,18 @@ def scale(args):
     rng = np.random.default_rng(0)
     dim, n_queries, k = args.dim, 1000, 10
     print(f"\nIndexes of random unit vectors, dim {dim}, {n_queries} queries, recall@{k} against exact search; "
+          f"speed-ups against the faster exact search; "
           f"HNSW with {HNSW['connectivity']} links, {HNSW['expansion_add']} candidates while adding, ef while "
-          f"searching; memory: resident growth while building")
+          f"searching; pq: 4-bit codes per pair of dimensions, the scan's best rerank x {k} re-scored exactly; "
+          f"memory: resident growth while building")
     print("| rows | search | build s | memory MB | queries/s | recall@10 |")
     print("| ---: | --- | ---: | ---: | ---: | ---: |")
+    contenders = {"pq": ("faiss-cpu PQ scan + exact re-score (mbm_keras Index, kind pq)", "rerank", args.rerank,
+                         lambda vectors: _index(Index, vectors, "pq")),
+                  "hnsw": ("faiss-cpu HNSW (mbm_keras Index, kind hnsw)", "ef", args.ef,
+                           lambda vectors: _index(Index, vectors, "hnsw")),
+                  "usearch": ("usearch HNSW", "ef", args.ef, lambda vectors: _usearch(vectors, dim)),
+                  "scann": ("ScaNN", "", [0], _scann)}
     for n in args.scale:
         vectors = rng.normal(size=(n, dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -175,35 +185,49 @@ def scale(args):
         t = time.perf_counter()
         truth, _ = exact.search(queries, k)
         exact_qps = n_queries / (time.perf_counter() - t)
-        print(f"| {n:,} | exact (numpy matrix product) | 0 | {vectors.nbytes / 1e6:,.0f} | {exact_qps:,.0f} | 1.000 |",
-              flush=True)
-        contenders = {"faiss-cpu HNSW (mbm_keras Index)": lambda: _index(Index, vectors),
-                      "usearch HNSW": lambda: _usearch(vectors, dim), "ScaNN": lambda: _scann(vectors)}
-        for name, make in contenders.items():
+        print(f"| {n:,} | exact (mbm_keras Index, numpy matrix product) | 0 | {vectors.nbytes / 1e6:,.0f} | "
+              f"{exact_qps:,.0f} | 1.000 |", flush=True)
+        try:  # faiss' own brute force: the ratios below are against the faster of the two
+            import faiss
+
+            flat = faiss.IndexFlatIP(dim)
+            flat.add(vectors)
+            t = time.perf_counter()
+            flat.search(queries, k)
+            flat_qps = n_queries / (time.perf_counter() - t)
+            print(f"| {n:,} | exact (faiss-cpu IndexFlatIP) | 0 | {vectors.nbytes / 1e6:,.0f} | {flat_qps:,.0f} | "
+                  f"1.000 |", flush=True)
+            exact_qps = max(exact_qps, flat_qps)
+            del flat
+        except ImportError:
+            pass
+        for key in args.indexes:
+            name, setting, values, make = contenders[key]
             try:
                 before, t = _rss_mb(), time.perf_counter()
-                search = make()
+                search = make(vectors)
                 build, memory = time.perf_counter() - t, _rss_mb() - before
             except Exception as e:  # not installed, or (ScaNN 1.4.2) its TF ops do not load next to TF 2.21
                 print(f"| {n:,} | {name} | not usable here: {type(e).__name__}: {str(e).splitlines()[-1][:120]} | | | |")
                 continue
-            for ef in args.ef:
-                search(queries[:10], k, ef)
+            for value in values:
+                search(queries[:10], k, value)
                 t = time.perf_counter()
-                ids = search(queries, k, ef)
+                ids = search(queries, k, value)
                 qps = n_queries / (time.perf_counter() - t)
                 recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, truth)])
-                print(f"| {n:,} | {name}, ef {ef} | {build:.1f} | {memory:,.0f} | {qps:,.0f} ({qps / exact_qps:.0f}x exact) "
+                label = f"{name}, {setting} {value}" if setting else name
+                print(f"| {n:,} | {label} | {build:.1f} | {memory:,.0f} | {qps:,.0f} ({qps / exact_qps:.1f}x exact) "
                       f"| {recall:.3f} |", flush=True)
             del search
 
 
-def _index(Index, vectors):
-    index = Index.build(vectors, kind="hnsw")
-    graph = index._ensure_graph()
+def _index(Index, vectors, kind):
+    index = Index.build(vectors, kind=kind)
+    index._ensure_graph()  # builds the structure now, inside the timed build
 
-    def search(q, k, ef):
-        graph.hnsw.efSearch = ef
+    def search(q, k, value):
+        index.settings["rerank" if kind == "pq" else "expansion_search"] = value
         return index.search(q, k)[0]
     return search
 
@@ -247,8 +271,13 @@ def main():
     parser.add_argument("--scale", type=int, nargs="*", default=[10_000, 100_000],
                         help="index sizes of part 2 (default: 10000 100000; none: skip)")
     parser.add_argument("--dim", type=int, default=64, help="vector size of part 2 (default: %(default)s)")
+    parser.add_argument("--indexes", nargs="+", choices=("pq", "hnsw", "usearch", "scann"),
+                        default=["pq", "hnsw", "usearch", "scann"],
+                        help="what part 2 measures besides exact search (default: all), e.g. --indexes pq")
     parser.add_argument("--ef", type=int, nargs="+", default=[256, 512],
                         help="HNSW candidates kept while searching, part 2 (default: 256 512)")
+    parser.add_argument("--rerank", type=int, nargs="+", default=[16, 48, 128],
+                        help="pq candidates re-scored per result, part 2 (default: 16 48 128)")
     args = parser.parse_args()
     if args.data:
         cross_modal(args)

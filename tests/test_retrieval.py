@@ -132,29 +132,48 @@ def test_metrics_by_hand():
     assert m["class_precision@1"] == 1.0 and m["class_precision@2"] == pytest.approx((1 + 0.5) / 2)
 
 
-def test_index_exact_hnsw_add_save_load(tmp_path):
+def test_index_exact_pq_hnsw_add_save_load(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(3000, 16)).astype("float32")
     queries = rng.normal(size=(50, 16)).astype("float32")
     truth = np.argsort(-(_unit(queries) @ _unit(vectors).T), axis=1)[:, :10]
     exact = Index.build(vectors, rows=[{"path": f"img/{i}.png"} for i in range(3000)], model="m1")
+    assert exact.method == "exact"
     ids, scores = exact.search(queries, k=10)
     np.testing.assert_array_equal(ids, truth)
     np.testing.assert_allclose(scores[:, 0], np.sort(_unit(queries) @ _unit(vectors).T, axis=1)[:, -1], rtol=1e-5)
     hnsw = Index.build(vectors, kind="hnsw")
     found, _ = hnsw.search(queries, k=10)
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]) >= 0.95
-    # Rows added later are found without a rebuild, in both kinds, and survive save/load.
+    # "auto" turns to the product-quantized scan from EXACT_BELOW rows; its scores are exact cosines.
+    monkeypatch.setattr("mbm_keras.retrieval.index.EXACT_BELOW", 2000)
+    pq = Index.build(vectors)
+    assert pq.method == "pq" and pq.approximate
+    found, found_scores = pq.search(queries, k=10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]) >= 0.95
+    np.testing.assert_allclose(found_scores, np.take_along_axis(_unit(queries) @ _unit(vectors).T, found, axis=1),
+                               rtol=1e-5, atol=1e-6)
+    pq.settings["rerank"] = 1  # no candidates beyond the k asked for: the codes alone rank, and miss more
+    rough, _ = pq.search(queries, k=10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rough, truth)]) < 0.9
+    pq.settings["rerank"] = 48
+    # Rows added later are found without a rebuild, in every kind, and survive save/load.
     extra = rng.normal(size=(2, 16)).astype("float32")
-    for index in (exact, hnsw):
+    for index in (exact, hnsw, pq):
         index.add(extra, rows=[{"path": "new/a.png"}, {"path": "new/b.png"}] if index is exact else None)
         assert list(index.search(extra, k=1)[0][:, 0]) == [3000, 3001]
     path = exact.save(tmp_path / "catalogue.index")
     loaded = Index.load(path, model="m1")
     assert len(loaded) == 3002 and loaded.rows[3001] == {"path": "new/b.png"}
     np.testing.assert_array_equal(loaded.search(queries, k=10)[0], exact.search(queries, k=10)[0])
-    hnsw.save(tmp_path / "hnsw.index")
-    assert list(Index.load(tmp_path / "hnsw.index").search(extra, k=1)[0][:, 0]) == [3000, 3001]
+    for index, name in ((hnsw, "hnsw"), (pq, "pq")):
+        index.save(tmp_path / f"{name}.index")
+        loaded = Index.load(tmp_path / f"{name}.index")
+        assert loaded.method == name
+        assert list(loaded.search(extra, k=1)[0][:, 0]) == [3000, 3001]
+        np.testing.assert_array_equal(loaded.search(queries, k=10)[0], index.search(queries, k=10)[0])
+    with pytest.raises(ValueError, match=r"a 'pq' index .* needs at least 16 of them; it has 5. Use kind='exact'"):
+        Index.build(vectors[:5], kind="pq").search(queries, k=3)
 
 
 def test_index_bad_input(tmp_path, monkeypatch):

@@ -1,10 +1,20 @@
 """`Index`: the catalogue's embeddings, searchable by cosine similarity.
 
-Approximate search is faiss' HNSW graph (`IndexHNSWFlat`; see README, "Search":
-chosen over usearch and ScaNN by `benchmarks/retrieval.py`); exact search is a
-matrix product over the same vectors, the default for small catalogues. An index
-is one file written atomically: the vectors, the graph, each row's fields
-(file paths, text, label) and the identity of the model that embedded them.
+Two approximate searches, both faiss (see README, "Search": chosen over usearch
+and ScaNN by `benchmarks/retrieval.py`):
+
+- "pq", the default for large catalogues: every row's vector compressed to 4
+  bits per pair of dimensions (`IndexPQFastScan`, a product quantizer scanned
+  with SIMD lookups), the best `rerank * k` rows of that scan scored again
+  exactly (`IndexRefineFlat`). A scan of every row, so its recall does not
+  depend on the data having structure; builds in seconds.
+- "hnsw": faiss' HNSW graph (`IndexHNSWFlat`), sublinear but slow to build and
+  weak on unstructured vectors.
+
+Exact search is a matrix product over the same vectors, the default for small
+catalogues. An index is one file written atomically: the vectors, the
+approximate structure, each row's fields (file paths, text, label) and the
+identity of the model that embedded them.
 """
 
 import io
@@ -15,11 +25,16 @@ import zipfile
 import numpy as np
 
 FORMAT = "mbm_keras-index-1"
-EXACT_BELOW = 50_000  # "auto": exact search under this many rows, HNSW from there
+EXACT_BELOW = 50_000  # "auto": exact search under this many rows, "pq" from there
+KINDS = ("auto", "exact", "pq", "hnsw")
 # HNSW settings: 32 links per node, 256 candidates kept while adding and while searching. On 100,000 random
 # 64-d unit vectors (the hardest case: no structure) they reach recall@10 0.985 (16/128/64: 0.47 in usearch);
 # benchmarks/retrieval.py measures them.
 HNSW = {"connectivity": 32, "expansion_add": 256, "expansion_search": 256}
+# "pq": 48 candidates per result re-scored exactly (10 results: the scan's best 480). On 1M random 64-d unit
+# vectors: recall@10 0.976 at 25x exact search's queries/s (benchmarks/retrieval.py).
+PQ = {"rerank": 48}
+PQ_TRAINING_ROWS = 100_000  # the quantizer learns its codes from at most this many rows (a fixed sample)
 
 
 class IndexFileError(ValueError):
@@ -56,8 +71,10 @@ def _unit(vectors, dim=None):
     return vectors / norms
 
 
-def _exact(vectors, queries, k, chunk=256):
-    """Brute force by matrix products (numpy's BLAS; 2.3x usearch's exact search on 100,000 rows here)."""
+def _exact(vectors, queries, k, chunk=16):
+    """Brute force by matrix products (numpy's BLAS; 2.3x usearch's exact search on 100,000 rows here). 16
+    queries at a time: the (16, n) similarities stay in cache; 256 at a time searched 1M rows at half the
+    speed (benchmarks/retrieval.py)."""
     ids, scores = [], []
     for start in range(0, len(queries), chunk):
         similarity = queries[start:start + chunk] @ vectors.T
@@ -75,14 +92,18 @@ class Index:
 
     Args:
         dim: the embedding size.
-        kind: "exact" (brute force), "hnsw" (approximate, for large
-            catalogues) or "auto" (exact under 50,000 rows).
+        kind: "exact" (brute force), "pq" (approximate: a compressed scan
+            of every row, its best candidates re-scored exactly), "hnsw"
+            (approximate: a graph) or "auto" (exact under 50,000 rows, "pq"
+            from there).
         model: the identity of the model whose embeddings these are (a
             string; `mbm-keras index` stores the run's model hash) so that
             queries from another model are refused.
         connectivity, expansion_add, expansion_search: HNSW settings
             (`HNSW` when None: 32, 256, 256; a larger `expansion_search`
             finds more of the true neighbours, more slowly).
+        rerank: "pq" setting, candidates re-scored exactly per result
+            (`PQ`: 48; more finds more of the true neighbours, more slowly).
 
     Example:
         >>> index = Index.build(candidate_vectors, rows=[{"image": p} for p in paths])
@@ -90,12 +111,16 @@ class Index:
         >>> index.save("catalogue.index"); index = Index.load("catalogue.index")
     """
 
-    def __init__(self, dim, kind="auto", model=None, connectivity=None, expansion_add=None, expansion_search=None):
-        if kind not in ("auto", "exact", "hnsw"):
-            raise ValueError(f"kind must be 'auto', 'exact' or 'hnsw'. Received: kind={kind!r}")
+    def __init__(self, dim, kind="auto", model=None, connectivity=None, expansion_add=None, expansion_search=None,
+                 rerank=None):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}. Received: kind={kind!r}")
         self.dim, self.kind, self.model = int(dim), kind, model
-        given = {"connectivity": connectivity, "expansion_add": expansion_add, "expansion_search": expansion_search}
-        self.settings = {k: HNSW[k] if v is None else int(v) for k, v in given.items()}
+        given = {"connectivity": connectivity, "expansion_add": expansion_add, "expansion_search": expansion_search,
+                 "rerank": rerank}
+        self.settings = {k: {**HNSW, **PQ}[k] if v is None else int(v) for k, v in given.items()}
+        if min(self.settings.values()) < 1:
+            raise ValueError(f"index settings must be positive. Received: {self.settings}")
         self.vectors = np.zeros((0, self.dim), np.float32)
         self.rows = []
         self.info = {}  # free-form, saved with the index (`mbm-keras index` records the run)
@@ -115,7 +140,16 @@ class Index:
 
     @property
     def approximate(self):
-        return self.kind == "hnsw" or (self.kind == "auto" and len(self) >= EXACT_BELOW)
+        return self.method != "exact"
+
+    @property
+    def method(self):
+        """How this index searches now: "exact", "pq" or "hnsw" ("auto" resolved by size)."""
+        if self._graph is not None:  # a loaded index keeps the structure it was saved with
+            return "hnsw" if hasattr(self._graph, "hnsw") else "pq"
+        if self.kind == "auto":
+            return "pq" if len(self) >= EXACT_BELOW else "exact"
+        return self.kind
 
     def add(self, vectors, rows=None):
         """Adds rows without rebuilding: their ids continue from `len(index)`."""
@@ -132,12 +166,34 @@ class Index:
     def _ensure_graph(self):
         if self._graph is None:
             faiss = _faiss()
-            self._graph = faiss.IndexHNSWFlat(self.dim, self.settings["connectivity"], faiss.METRIC_INNER_PRODUCT)
-            self._graph.hnsw.efConstruction = self.settings["expansion_add"]
+            if self.method == "hnsw":
+                graph = faiss.IndexHNSWFlat(self.dim, self.settings["connectivity"], faiss.METRIC_INNER_PRODUCT)
+                graph.hnsw.efConstruction = self.settings["expansion_add"]
+            else:
+                graph = self._product_quantizer(faiss)
             if len(self.vectors):
-                self._graph.add(self.vectors)
-        self._graph.hnsw.efSearch = self.settings["expansion_search"]
+                graph.add(self.vectors)
+            self._graph = graph
+        if hasattr(self._graph, "hnsw"):
+            self._graph.hnsw.efSearch = self.settings["expansion_search"]
+        else:
+            self._graph.k_factor = float(self.settings["rerank"])
         return self._graph
+
+    def _product_quantizer(self, faiss):
+        """4-bit codes per pair of dimensions (one per dimension when `dim` is odd), learnt from the rows so far;
+        rows added later take the same codes."""
+        count = len(self.vectors)
+        if count < 16:
+            raise ValueError(f"a 'pq' index learns its codes from its rows and needs at least 16 of them; it has "
+                             f"{count}. Use kind='exact' for so small a catalogue")
+        parts = self.dim // 2 if self.dim % 2 == 0 else self.dim
+        scan = faiss.IndexPQFastScan(self.dim, parts, 4, faiss.METRIC_INNER_PRODUCT)
+        sample = self.vectors
+        if count > PQ_TRAINING_ROWS:  # a fixed sample: the same rows give the same index
+            sample = self.vectors[np.sort(np.random.default_rng(0).choice(count, PQ_TRAINING_ROWS, replace=False))]
+        scan.train(sample)
+        return faiss.IndexRefineFlat(scan)
 
     def search(self, queries, k=10, exact=None):
         """`(ids, scores)`, each `(n_queries, k)`, best first; scores are
