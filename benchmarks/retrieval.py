@@ -15,6 +15,11 @@ of the query's class) on the held-out speaker's 500 recordings and 500 test-pool
   dropout 0.5, masks), whose fused features (the layer before the softmax)
   embed an audio clip with the image marked absent and an image with the
   audio marked absent, so both land in one space;
+- each modality's own classifier (the same encoders, trained apart), an
+  item embedded as its class probabilities: a score is the probability that
+  query and candidate are of one class, the ranking class-level mAP rewards
+  when the probabilities are right; how far these encoders' accuracy lets
+  search go;
 - random ranking.
 
 Part 2, always: indexes of 10k, 100k (and 1M with `--scale 1000000`) random
@@ -52,7 +57,7 @@ def cross_modal(args):
 
     table, info = build_files(args.data, args.work, verbose=True)
     folds = args.folds or sorted({r["speaker"] for r in table})
-    results = {name: [] for name in ("contrastive", "classifier features", "random")}
+    results = {name: [] for name in ("contrastive", "classifier features", "unimodal class probabilities", "random")}
     exports = {}
     for speaker in folds:
         train_manifest, tests = fold_manifests(table, info["folder"], speaker)
@@ -94,6 +99,23 @@ def cross_modal(args):
                           verbose=0)
         unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # noqa: E731
         results["classifier features"].append(_both_ways(retrieval_metrics, unit(q), unit(c), labels, seconds))
+
+        # Each modality's own classifier; an item's embedding is its class probabilities, so a query-candidate
+        # score is the probability that both are of one class (the ranking class-level mAP rewards, if the
+        # probabilities are right). A yardstick of how far these encoders' accuracy lets search go.
+        t = time.perf_counter()
+        probabilities = {}
+        for name, encoder, x in (("audio", "logmel_cnn", audio), ("image", "small_cnn", images)):
+            keras.utils.set_random_seed(SPEC["seed"])
+            single = build_fusion_model(**{name: encoder}, dropout=0.2,
+                                        **({"audio_kwargs": {"hop_ms": 20.0}} if name == "audio" else {}),
+                                        **pre.model_kwargs())
+            only = make_dataset(train_manifest, training=True, **common).map(lambda x, y, n=name: ({n: x[n]}, y))
+            single.fit(only, epochs=args.epochs, verbose=0)
+            probabilities[name] = single.predict({name: x}, verbose=0)
+        results["unimodal class probabilities"].append(_both_ways(retrieval_metrics, probabilities["audio"],
+                                                                  probabilities["image"], labels,
+                                                                  time.perf_counter() - t))
 
         rng = np.random.default_rng(SPEC["seed"])
         results["random"].append(_both_ways(retrieval_metrics, unit(rng.normal(size=q.shape)),

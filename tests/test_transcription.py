@@ -60,6 +60,20 @@ def test_frame_count_is_the_encoders_output_length(length, rate, stride):
     assert encoder.output["sequence"].shape[1] == frame_count(length, rate, time_stride=stride)
 
 
+def test_spec_augment_settings_reach_the_layer_and_bad_ones_are_named():
+    encoder = create_encoder("logmel_tcn", "audio", (6400,), sequence=True, sample_rate=RATE, units=8, dilations=(1,),
+                             spec_augment={"time_masks": 5, "max_bands": 3})
+    masks = encoder.get_layer("spec_augment")
+    assert (masks.time_masks, masks.max_time, masks.band_masks, masks.max_bands) == (5, 10, 2, 3)
+    x = np.random.default_rng(0).normal(size=(2, 6400)).astype("float32")
+    frames = keras.Model(encoder.input, masks.input)(x)
+    masked = keras.ops.convert_to_numpy(masks(frames, training=True))
+    assert not np.allclose(masked, keras.ops.convert_to_numpy(frames))  # training masks, inference does not
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(masks(frames)), keras.ops.convert_to_numpy(frames))
+    with pytest.raises(ValueError, match=r"spec_augment takes time_masks.*Received: \['time_mask'\]"):
+        create_encoder("logmel_tcn", "audio", (6400,), sequence=True, sample_rate=RATE, spec_augment={"time_mask": 4})
+
+
 def _tones(symbols, rng):
     """A clip of 0.12 s tones, one frequency per symbol, with short gaps: a learnable toy speech."""
     freq = {"a": 500.0, "b": 1200.0, "c": 2400.0}

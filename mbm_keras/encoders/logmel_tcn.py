@@ -65,15 +65,23 @@ def build_logmel_tcn(
         dilations: one residual block per entry (receptive field grows with their sum).
         dropout: dropout after each block.
         spec_augment: mask random time spans and mel bands in training
-            (`layers.SpecAugment`; an identity at inference).
+            (`layers.SpecAugment`; an identity at inference): True (2 spans
+            of up to 100 ms, 2 of up to 1/8 of the bands), False, or a dict
+            of `SpecAugment` arguments, e.g. `{"time_masks": 4}`.
 
     Example:
         >>> encoder = build_logmel_tcn((16000,), sample_rate=16000)
     """
     waveform, frames = log_mel_frames(input_shape, name, sample_rate, num_mel_bins, frame_ms, hop_ms)
     if spec_augment:
-        frames = SpecAugment(max_time=max(1, int(100 / hop_ms)), max_bands=max(1, num_mel_bins // 8),
-                             name="spec_augment")(frames)
+        masks = {"max_time": max(1, int(100 / hop_ms)), "max_bands": max(1, num_mel_bins // 8)}
+        if isinstance(spec_augment, dict):
+            unknown = set(spec_augment) - {"time_masks", "max_time", "band_masks", "max_bands", "seed"}
+            if unknown:
+                raise ValueError(f"spec_augment takes time_masks, max_time, band_masks, max_bands and seed. "
+                                 f"Received: {sorted(unknown)}")
+            masks.update(spec_augment)
+        frames = SpecAugment(**masks, name="spec_augment")(frames)
     x = keras.layers.Conv1D(units, kernel_size, strides=time_stride, padding="same", name="subsample")(frames)
     x = keras.layers.BatchNormalization(momentum=0.9, name="subsample_bn")(x)
     x = keras.layers.Activation("relu", name="subsample_relu")(x)
