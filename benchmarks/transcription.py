@@ -138,7 +138,7 @@ def run_fold(recordings, speakers, test_speaker, args, verbose=1):
     contexts = np.stack([context_list(d, rng)[1] for _, d in train])
     contexts[rng.random(len(train)) < 0.25] = 0  # an empty list on a quarter of the clips
     common = dict(audio_length=int(SECONDS * RATE), sample_rate=RATE, learning_rate=args.learning_rate,
-                  audio_kwargs={"units": args.units, "time_stride": args.time_stride})
+                  audio_kwargs={"units": args.units, "time_stride": args.time_stride, "top_db": args.top_db})
     if args.spec_augment:
         common["audio_kwargs"]["spec_augment"] = {k: int(v) for k, v in
                                                   (pair.split("=") for pair in args.spec_augment.split(","))}
@@ -193,6 +193,7 @@ def main(argv=None):
     parser.add_argument("--time-stride", type=int, default=4, help="spectrogram frames per output frame (10 ms each)")
     parser.add_argument("--spec-augment", default="", help="logmel_tcn's SpecAugment masks as name=value pairs, "
                         "e.g. --spec-augment time_masks=4,max_time=20 (default: the encoder's)")
+    parser.add_argument("--top-db", type=float, default=80.0, help="logmel_tcn's dB range below each clip's peak")
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="Adam's step size")
     parser.add_argument("--no-context-model", action="store_true",
                         help="train only the no-context model (a quicker look at the audio model)")

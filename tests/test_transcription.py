@@ -60,11 +60,18 @@ def test_frame_count_is_the_encoders_output_length(length, rate, stride):
     assert encoder.output["sequence"].shape[1] == frame_count(length, rate, time_stride=stride)
 
 
-def test_spec_augment_settings_reach_the_layer_and_bad_ones_are_named():
+def test_spec_augment_and_top_db_settings_reach_the_layers_and_bad_ones_are_named():
     encoder = create_encoder("logmel_tcn", "audio", (6400,), sequence=True, sample_rate=RATE, units=8, dilations=(1,),
                              spec_augment={"time_masks": 5, "max_bands": 3})
     masks = encoder.get_layer("spec_augment")
     assert (masks.time_masks, masks.max_time, masks.band_masks, masks.max_bands) == (5, 10, 2, 3)
+    assert encoder.get_layer("log_mel").top_db == 80.0
+    narrow = create_encoder("logmel_tcn", "audio", (6400,), sequence=True, sample_rate=RATE, units=8, dilations=(1,),
+                            top_db=40)
+    quiet = np.zeros((1, 6400), np.float32)
+    quiet[0, :800] = 0.5 * np.sin(np.arange(800) / 3)  # a loud start, then digital silence
+    db = keras.ops.convert_to_numpy(keras.Model(narrow.input, narrow.get_layer("log_mel").output)(quiet))
+    assert db.max() - db.min() == pytest.approx(40.0, abs=1e-3)  # the silence is raised to the floor
     x = np.random.default_rng(0).normal(size=(2, 6400)).astype("float32")
     frames = keras.Model(encoder.input, masks.input)(x)
     masked = keras.ops.convert_to_numpy(masks(frames, training=True))

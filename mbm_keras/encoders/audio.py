@@ -13,7 +13,7 @@ from mbm_keras.layers import LogMelSpectrogram
 FRONT_END_LAYERS = ("log_mel", "mel_norm")
 
 
-def log_mel_frames(input_shape, name, sample_rate, num_mel_bins=40, frame_ms=25.0, hop_ms=10.0):
+def log_mel_frames(input_shape, name, sample_rate, num_mel_bins=40, frame_ms=25.0, hop_ms=10.0, top_db=80.0):
     """Returns `(waveform_input, frames)` with frames `(batch, time, num_mel_bins)`.
 
     Args:
@@ -23,6 +23,8 @@ def log_mel_frames(input_shape, name, sample_rate, num_mel_bins=40, frame_ms=25.
         num_mel_bins: mel bands.
         frame_ms, hop_ms: analysis window and hop; the FFT length is the next
             power of two above the window.
+        top_db: decibels kept below each clip's loudest mel bin; quieter
+            bins are raised to that floor.
     """
     if len(tuple(input_shape)) != 1:
         raise ValueError(
@@ -47,6 +49,7 @@ def log_mel_frames(input_shape, name, sample_rate, num_mel_bins=40, frame_ms=25.
         num_mel_bins=num_mel_bins,
         max_freq=sample_rate / 2,
         power_to_db=True,
+        top_db=float(top_db),
         name="log_mel",
     )(waveform)
     frames = keras.layers.Permute((2, 1), name="time_major")(mel)

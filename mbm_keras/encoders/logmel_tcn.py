@@ -45,6 +45,7 @@ def build_logmel_tcn(
     dilations=(1, 2, 4, 1, 2, 4),
     dropout=0.1,
     spec_augment=True,
+    top_db=80.0,
 ):
     """Log-mel frames -> Conv1D (stride `time_stride`) -> residual blocks of
     (dilated Conv1D, batch norm, ReLU, dropout); the pooled vector is the
@@ -68,11 +69,13 @@ def build_logmel_tcn(
             (`layers.SpecAugment`; an identity at inference): True (2 spans
             of up to 100 ms, 2 of up to 1/8 of the bands), False, or a dict
             of `SpecAugment` arguments, e.g. `{"time_masks": 4}`.
+        top_db: decibels kept below each clip's loudest mel bin (quieter
+            bins are raised to that floor).
 
     Example:
         >>> encoder = build_logmel_tcn((16000,), sample_rate=16000)
     """
-    waveform, frames = log_mel_frames(input_shape, name, sample_rate, num_mel_bins, frame_ms, hop_ms)
+    waveform, frames = log_mel_frames(input_shape, name, sample_rate, num_mel_bins, frame_ms, hop_ms, top_db)
     if spec_augment:
         masks = {"max_time": max(1, int(100 / hop_ms)), "max_bands": max(1, num_mel_bins // 8)}
         if isinstance(spec_augment, dict):
