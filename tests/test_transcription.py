@@ -72,6 +72,8 @@ def test_spec_augment_and_top_db_settings_reach_the_layers_and_bad_ones_are_name
     quiet[0, :800] = 0.5 * np.sin(np.arange(800) / 3)  # a loud start, then digital silence
     db = keras.ops.convert_to_numpy(keras.Model(narrow.input, narrow.get_layer("log_mel").output)(quiet))
     assert db.max() - db.min() == pytest.approx(40.0, abs=1e-3)  # the silence is raised to the floor
+    with pytest.raises(ValueError, match=r"top_db must be a positive number of decibels. Received: top_db=0"):
+        create_encoder("logmel_tcn", "audio", (6400,), sequence=True, sample_rate=RATE, top_db=0)
     x = np.random.default_rng(0).normal(size=(2, 6400)).astype("float32")
     frames = keras.Model(encoder.input, masks.input)(x)
     masked = keras.ops.convert_to_numpy(masks(frames, training=True))

@@ -4,6 +4,8 @@ The spectrogram is computed inside the model (`layers.LogMelSpectrogram`), so
 a trained model takes raw float32 mono waveforms in [-1, 1], also after export.
 """
 
+import numbers
+
 import keras
 
 from mbm_keras.encoders.base import encoder_input
@@ -32,6 +34,8 @@ def log_mel_frames(input_shape, name, sample_rate, num_mel_bins=40, frame_ms=25.
         )
     if not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive int. Received: sample_rate={sample_rate!r}")
+    if isinstance(top_db, bool) or not isinstance(top_db, numbers.Real) or not top_db > 0:
+        raise ValueError(f"top_db must be a positive number of decibels. Received: top_db={top_db!r}")
     window = max(2, int(round(sample_rate * frame_ms / 1000)))
     fft_length = 1 << (window - 1).bit_length()
     hop = max(1, int(round(sample_rate * hop_ms / 1000)))
