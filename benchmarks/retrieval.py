@@ -21,6 +21,9 @@ of the query's class) on the held-out speaker's 500 recordings and 500 test-pool
   query and candidate are of one class, the ranking class-level mAP rewards
   when the probabilities are right; how far these encoders' accuracy lets
   search go;
+- a ceiling: queries that know their digit, the catalogue ranked by its own
+  classifier's probability of it (what a perfect query tower would reach
+  against that catalogue model);
 - the contrastive model again, its encoders starting from those two
   classifiers' (unimodal pretraining, through the encoders' `weights=`);
 - random ranking.
@@ -33,7 +36,7 @@ graph), usearch's HNSW, ScaNN and exact search (a matrix product), each when
 installed (`pip install usearch scann` for the last two).
 
 Usage:
-    python benchmarks/retrieval.py --data ../shared/data [--folds theo] [--epochs 8]
+    python benchmarks/retrieval.py --data ../shared/data [--folds theo] [--epochs 8] [--save-embeddings DIR]
     python benchmarks/retrieval.py --scale 10000 100000 1000000
     python benchmarks/retrieval.py --scale 1000000 --indexes pq   # minutes, not the graphs' half hour
 """
@@ -61,6 +64,7 @@ def cross_modal(args):
     table, info = build_files(args.data, args.work, verbose=True)
     folds = args.folds or sorted({r["speaker"] for r in table})
     results = {name: [] for name in ("contrastive", "classifier features", "unimodal class probabilities",
+                                     "oracle query, catalogue by its classifier",
                                      "contrastive, towers from the unimodal classifiers", "random")}
     exports = {}
     for speaker in folds:
@@ -84,6 +88,7 @@ def cross_modal(args):
         q = model.get_layer("query_tower").predict({"audio": audio}, verbose=0)
         c = model.get_layer("candidate_tower").predict({"image": images}, verbose=0)
         results["contrastive"].append(_both_ways(retrieval_metrics, q, c, labels, seconds))
+        embeddings = {"labels": labels, "contrastive_audio": q, "contrastive_image": c}
         if speaker == folds[0] and args.tflite:
             exports.update(_tflite_parity(model, train, {"audio": audio, "image": images}, q, c))
 
@@ -103,6 +108,7 @@ def cross_modal(args):
                           verbose=0)
         unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # noqa: E731
         results["classifier features"].append(_both_ways(retrieval_metrics, unit(q), unit(c), labels, seconds))
+        embeddings.update({"classifier_features_audio": unit(q), "classifier_features_image": unit(c)})
 
         # Each modality's own classifier; an item's embedding is its class probabilities, so a query-candidate
         # score is the probability that both are of one class (the ranking class-level mAP rewards, if the
@@ -122,6 +128,14 @@ def cross_modal(args):
         classifiers_seconds = time.perf_counter() - t
         results["unimodal class probabilities"].append(_both_ways(retrieval_metrics, probabilities["audio"],
                                                                   probabilities["image"], labels, classifiers_seconds))
+        embeddings.update({"probabilities_audio": probabilities["audio"], "probabilities_image": probabilities["image"]})
+        # A ceiling: a query that knows its digit (one-hot), the catalogue ranked by its own classifier's
+        # probability of that digit. No query tower can do better against that catalogue model.
+        oracle = np.eye(probabilities["image"].shape[1], dtype=np.float32)[labels]
+        results["oracle query, catalogue by its classifier"].append(
+            {"audio->image": retrieval_metrics(oracle, probabilities["image"], labels, labels),
+             "image->audio": retrieval_metrics(oracle, probabilities["audio"], labels, labels),
+             "seconds": classifiers_seconds})
 
         # The contrastive model again, its encoders starting from those classifiers' (unimodal pretraining).
         keras.utils.set_random_seed(SPEC["seed"])
@@ -137,6 +151,9 @@ def cross_modal(args):
         results["contrastive, towers from the unimodal classifiers"].append(
             _both_ways(retrieval_metrics, q, c, labels, classifiers_seconds + time.perf_counter() - t))
 
+        if args.save_embeddings:  # for analysis: each model's test embeddings of this fold
+            os.makedirs(args.save_embeddings, exist_ok=True)
+            np.savez(os.path.join(args.save_embeddings, f"{speaker}.npz"), **embeddings)
         rng = np.random.default_rng(SPEC["seed"])
         results["random"].append(_both_ways(retrieval_metrics, unit(rng.normal(size=q.shape)),
                                             unit(rng.normal(size=c.shape)), labels, 0.0))
@@ -314,6 +331,8 @@ def main():
                              "use logmel_cnn), e.g. --audio-encoder logmel_cnn")
     parser.add_argument("--no-tflite", dest="tflite", action="store_false",
                         help="skip part 1's TFLite parity check of the towers")
+    parser.add_argument("--save-embeddings", metavar="DIR",
+                        help="write each fold's test embeddings of part 1's models to DIR/<speaker>.npz")
     parser.add_argument("--scale", type=int, nargs="*", default=[10_000, 100_000],
                         help="index sizes of part 2 (default: 10000 100000; none: skip)")
     parser.add_argument("--dim", type=int, default=64, help="vector size of part 2 (default: %(default)s)")

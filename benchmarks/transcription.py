@@ -25,6 +25,9 @@ accuracy, greedy decoding.
 
 Usage:
     python benchmarks/transcription.py --data ../shared/data [--folds theo] [--epochs 30] [--per-speaker 400]
+
+`--seen-speaker` is a diagnostic: the test speaker's other takes join training,
+which shows how much of the error comes from the speaker being new.
 """
 
 import argparse
@@ -130,7 +133,12 @@ def run_fold(recordings, speakers, test_speaker, args, verbose=1):
 
     rng = np.random.default_rng(args.seed)
     train = [u for s in speakers if s != test_speaker for u in utterances(recordings, s, args.per_speaker, rng)]
-    test = utterances(recordings, test_speaker, args.test_count, rng)
+    test_recordings = recordings
+    if args.seen_speaker:  # even takes of the test speaker join training, odd takes build the test clips
+        seen = [r for r in recordings if r["speaker"] == test_speaker and r["take"] % 2 == 0]
+        test_recordings = [r for r in recordings if r["speaker"] == test_speaker and r["take"] % 2 == 1]
+        train += utterances(seen, test_speaker, args.per_speaker, rng)
+    test = utterances(test_recordings, test_speaker, args.test_count, rng)
     train_texts = [text_of(d) for _, d in train]
     vocab = Vocabulary.fit(train_texts)
     x_train = np.stack([noisy(w, TRAIN_SNRS[i % len(TRAIN_SNRS)], rng) for i, (w, _) in enumerate(train)])
@@ -149,6 +157,9 @@ def run_fold(recordings, speakers, test_speaker, args, verbose=1):
                          "units": args.units}, {"audio": x_train, "context": contexts}))
     for name, kwargs, x in ways[:1] if args.no_context_model else ways:
         keras.utils.set_random_seed(args.seed)
+        if name == "context" and args.context_from_plain:
+            # The trained no-context model's audio path, frozen: only the context path learns.
+            kwargs = {**kwargs, "audio_from": models["none"]}
         model = build_transcription_model(vocab, **common, **kwargs)
         start = time.time()
         model.fit(x, y_train, epochs=args.epochs, batch_size=32, verbose=verbose)
@@ -197,6 +208,12 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="Adam's step size")
     parser.add_argument("--no-context-model", action="store_true",
                         help="train only the no-context model (a quicker look at the audio model)")
+    parser.add_argument("--context-from-plain", action="store_true",
+                        help="the context model starts from the trained no-context model's audio path, frozen "
+                             "(build_transcription_model(audio_from=...))")
+    parser.add_argument("--seen-speaker", action="store_true",
+                        help="a diagnostic, not speaker-independent: the test speaker's even takes join the "
+                             "training clips and only their odd takes build the test clips")
     parser.add_argument("--seed", type=int, default=0, help="seed of the utterances and the models")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                       "transcription.md"), help="the results table")
@@ -209,7 +226,8 @@ def main(argv=None):
         print(f"Fold: test speaker {speaker}", flush=True)
         per_fold[speaker] = run_fold(recordings, speakers, speaker, args)
     ways = ("no context", "context", "context, empty", "closest candidate", "candidates scored")
-    lines = [f"Digit error rate / utterance accuracy (%), test speaker(s) {', '.join(folds)}, "
+    lines = [f"Digit error rate / utterance accuracy (%), test speaker(s) {', '.join(folds)}"
+             f"{' (SEEN in training: other takes of the same speaker)' if args.seen_speaker else ''}, "
              f"{args.epochs} epochs, {args.per_speaker} training utterances per speaker, greedy decoding "
              f"(`python benchmarks/transcription.py {' '.join(argv if argv is not None else sys.argv[1:])}`)", "",
              "| condition | " + " | ".join(ways) + " |", "| --- |" + " --- |" * len(ways)]

@@ -196,6 +196,36 @@ def test_context_model_serves_an_empty_context_and_round_trips(tmp_path):
                                model.predict({"audio": audio, "context": given}, verbose=0), atol=1e-5)
 
 
+def test_a_context_model_can_start_from_a_trained_model_frozen():
+    keras.utils.set_random_seed(2)
+    vocab = Vocabulary.fit(["one two three"])
+    common = dict(audio_length=4000, sample_rate=RATE, audio_kwargs={"units": 16, "dilations": (1,)})
+    rng = np.random.default_rng(0)
+    audio = rng.uniform(-0.3, 0.3, (4, 4000)).astype("float32")
+    y = pad_targets(["one", "two", "three", "one"], vocab, 8)
+    base = build_transcription_model(vocab, **common)
+    base.fit({"audio": audio}, y, epochs=1, verbose=0)
+    model = build_transcription_model(vocab, context="cnn", context_vocab_size=12, context_length=6, units=16,
+                                      num_heads=2, context_kwargs={"embed_dim": 8}, audio_from=base, **common)
+    assert not model.get_layer("audio_encoder").trainable and not model.get_layer("logits").trainable
+    empty = np.zeros((4, 6), "int32")
+    expected = base.predict({"audio": audio}, verbose=0)
+    np.testing.assert_allclose(model.predict({"audio": audio, "context": empty}, verbose=0), expected, atol=1e-5)
+    frozen = [w.copy() for w in model.get_layer("audio_encoder").get_weights()]
+    given = np.array([[2, 3, 4, 0, 0, 0]] * 4, "int32")
+    model.fit({"audio": audio, "context": given}, y, epochs=2, verbose=0)
+    for before, after in zip(frozen, model.get_layer("audio_encoder").get_weights()):
+        np.testing.assert_array_equal(before, after)  # only the context path trained
+    assert float(model.get_layer("context_gate").alpha.numpy()) != 0.0
+    other = build_transcription_model(vocab, audio_length=4000, sample_rate=RATE,
+                                      audio_kwargs={"units": 8, "dilations": (1,)})
+    with pytest.raises(ValueError, match="audio_from's 'audio_encoder' layer does not match"):
+        build_transcription_model(vocab, audio_from=other, **common)
+    with pytest.raises(ValueError, match="must be a transcription model; it has no layer 'audio_encoder'"):
+        build_transcription_model(vocab, audio_from=keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),
+                                  **common)
+
+
 def test_cross_attention_options_serve_classifiers_too(tmp_path):
     model = build_fusion_model(audio="logmel_tcn", text="cnn", fusion="cross_attention", num_classes=3,
                                fusion_kwargs={"query": "audio", "null_token": True}, audio_length=4000,

@@ -32,6 +32,7 @@ def build_transcription_model(
     compile=True,
     audio_name="audio",
     context_name="context",
+    audio_from=None,
 ):
     """A functional model `{"audio"[, "context"]} -> (batch, frames, vocabulary.size)`
     log-probabilities; index 0 is CTC's blank.
@@ -58,6 +59,11 @@ def build_transcription_model(
         compile: compile with `keras.losses.CTC` (targets: ids padded with 0).
         audio_name, context_name: the model inputs' names (the features' names
             in a run config).
+        audio_from: a trained transcription model (usually without context)
+            whose audio encoder and output layer this model copies and
+            freezes, so that only the context path trains. As the context's
+            gate starts closed, the new model starts out as that model, and
+            given an empty context it stays close to it.
 
     Returns:
         The `keras.Model`; `model.get_layer("audio_encoder")` is the encoder.
@@ -94,9 +100,27 @@ def build_transcription_model(
     logits = keras.layers.Dense(size, name="logits")(x)
     log_probs = keras.layers.Activation("log_softmax", dtype="float32", name="log_probs")(logits)
     model = keras.Model(inputs, log_probs, name="transcription_model")
+    if audio_from is not None:
+        _start_from(audio_from, model)
     if compile:
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.CTC())
     return model
+
+
+def _start_from(base, model):
+    """Copies `base`'s audio encoder and output layer into `model`, frozen."""
+    for name in ("audio_encoder", "logits"):
+        try:
+            source = base.get_layer(name)
+        except (AttributeError, ValueError):
+            raise ValueError(f"audio_from must be a transcription model; it has no layer {name!r}") from None
+        target = model.get_layer(name)
+        shapes = [tuple(w.shape) for w in source.weights], [tuple(w.shape) for w in target.weights]
+        if shapes[0] != shapes[1]:
+            raise ValueError(f"audio_from's {name!r} layer does not match this model's (weight shapes {shapes[0]} vs "
+                             f"{shapes[1]}): build with the same audio encoder, its arguments and the vocabulary")
+        target.set_weights(source.get_weights())
+        target.trainable = False
 
 
 def decode(log_probs, vocabulary, beam=None):
