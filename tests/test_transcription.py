@@ -221,6 +221,10 @@ def test_a_context_model_can_start_from_a_trained_model_frozen():
                                       audio_kwargs={"units": 8, "dilations": (1,)})
     with pytest.raises(ValueError, match="audio_from's 'audio_encoder' layer does not match"):
         build_transcription_model(vocab, audio_from=other, **common)
+    other_rate = build_transcription_model(vocab, audio_length=8000, sample_rate=2 * RATE,
+                                           audio_kwargs={"units": 16, "dilations": (1,)})
+    with pytest.raises(ValueError, match="audio_from hears its audio differently.*sampling_rate"):
+        build_transcription_model(vocab, audio_from=other_rate, **common)
     with pytest.raises(ValueError, match="must be a transcription model; it has no layer 'audio_encoder'"):
         build_transcription_model(vocab, audio_from=keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),
                                   **common)

@@ -119,8 +119,21 @@ def _start_from(base, model):
         if shapes[0] != shapes[1]:
             raise ValueError(f"audio_from's {name!r} layer does not match this model's (weight shapes {shapes[0]} vs "
                              f"{shapes[1]}): build with the same audio encoder, its arguments and the vocabulary")
+        if name == "audio_encoder" and _front_end(source) != _front_end(target):
+            raise ValueError(f"audio_from hears its audio differently: its log-mel front end is {_front_end(source)}, "
+                             f"this model's {_front_end(target)}; use the same sample_rate and encoder settings")
         target.set_weights(source.get_weights())
         target.trainable = False
+
+
+def _front_end(encoder):
+    """The settings of an audio encoder's log-mel layer that decide what its weights hear."""
+    try:
+        config = encoder.get_layer("log_mel").get_config()
+    except ValueError:
+        return None
+    keys = ("sampling_rate", "fft_length", "sequence_length", "sequence_stride", "num_mel_bins", "top_db")
+    return {k: config.get(k) for k in keys}
 
 
 def decode(log_probs, vocabulary, beam=None):
