@@ -196,6 +196,7 @@ def test_context_model_serves_an_empty_context_and_round_trips(tmp_path):
                                model.predict({"audio": audio, "context": given}, verbose=0), atol=1e-5)
 
 
+@pytest.mark.slow  # trains two small models; test-fast keeps its time
 def test_a_context_model_can_start_from_a_trained_model_frozen():
     keras.utils.set_random_seed(2)
     vocab = Vocabulary.fit(["one two three"])
