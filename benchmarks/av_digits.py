@@ -268,21 +268,27 @@ def build_files(data, work, spec=SPEC, verbose=True):
 CONDITIONS = ("both", "image missing", "audio missing", "noisier audio 1", "noisier audio 2")
 
 
-def fold_manifests(table, folder, test_speaker):
+def fold_manifests(table, folder, test_speaker, seen_takes=False):
     """`(train, conditions)`: the path of the training manifest (the other
     speakers, their training-pool images, base noise) and of one test manifest
     per condition of CONDITIONS (the test speaker, test-pool images; an empty
-    cell is a missing modality). The CSVs go to `folder`."""
+    cell is a missing modality). The CSVs go to `folder`.
+
+    `seen_takes=True` is a diagnostic, not a speaker-independent fold: the test
+    speaker's even takes join training and only the odd takes are tested."""
     from mbm_keras.data import Manifest, write_manifest
 
     if test_speaker not in {r["speaker"] for r in table}:
         raise ValueError(f"No recordings of speaker {test_speaker!r} (speakers: {sorted({r['speaker'] for r in table})})")
     columns = ["image", "audio", "label", "speaker"]
 
+    def tested(r):
+        return r["speaker"] == test_speaker and (not seen_takes or r["take"] % 2 == 1)
+
     def write(name, test, image, audio):
         rows = [{"image": image(r), "audio": audio(r), "label": str(r["digit"]), "speaker": r["speaker"]}
-                for r in table if (r["speaker"] == test_speaker) == test]
-        path = os.path.join(folder, f"{test_speaker}-{name}.csv")
+                for r in table if tested(r) == test]
+        path = os.path.join(folder, f"{test_speaker}{'-seen' if seen_takes else ''}-{name}.csv")
         return write_manifest(Manifest(os.path.join(folder, "table.csv"), rows, columns), path, path_columns=["image", "audio"])
 
     train = write("train", False, lambda r: r["image_train"], lambda r: r["audio_0"])

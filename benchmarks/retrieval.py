@@ -21,12 +21,19 @@ of the query's class) on the held-out speaker's 500 recordings and 500 test-pool
   query and candidate are of one class, the ranking class-level mAP rewards
   when the probabilities are right; how far these encoders' accuracy lets
   search go;
+- an ensemble of the contrastive model and those classifiers: the mean of
+  the two scores;
 - a ceiling: queries that know their digit, the catalogue ranked by its own
   classifier's probability of it (what a perfect query tower would reach
   against that catalogue model);
 - the contrastive model again, its encoders starting from those two
   classifiers' (unimodal pretraining, through the encoders' `weights=`);
 - random ranking.
+
+It also prints how far any image tower can go (k-nearest-neighbour accuracy
+on the degraded images) and each modality's classifier's test accuracy.
+`--seen-speaker` is a diagnostic: the held-out speaker's even takes join
+training and the odd takes are tested (`av_digits.fold_manifests`).
 
 Part 2, always: indexes of 10k, 100k (and 1M with `--scale 1000000`) random
 unit vectors: build seconds, memory, queries/s and recall@10 against exact
@@ -37,6 +44,7 @@ installed (`pip install usearch scann` for the last two).
 
 Usage:
     python benchmarks/retrieval.py --data ../shared/data [--folds theo] [--epochs 8] [--save-embeddings DIR]
+    python benchmarks/retrieval.py --data ../shared/data --seen-speaker --scale   # a diagnostic, not speaker-independent
     python benchmarks/retrieval.py --scale 10000 100000 1000000
     python benchmarks/retrieval.py --scale 1000000 --indexes pq   # minutes, not the graphs' half hour
 """
@@ -62,13 +70,16 @@ def cross_modal(args):
     from mbm_keras.retrieval import build_retrieval_model, contrastive_dataset, retrieval_metrics
 
     table, info = build_files(args.data, args.work, verbose=True)
+    print(f"The images' information limit: {_image_limit(table, info['folder'])}", flush=True)
     folds = args.folds or sorted({r["speaker"] for r in table})
     results = {name: [] for name in ("contrastive", "classifier features", "unimodal class probabilities",
+                                     "contrastive and class probabilities, scores averaged (an ensemble)",
                                      "oracle query, catalogue by its classifier",
                                      "contrastive, towers from the unimodal classifiers", "random")}
     exports = {}
+    accuracy = {"audio": [], "image": []}  # each modality's own classifier on the test rows
     for speaker in folds:
-        train_manifest, tests = fold_manifests(table, info["folder"], speaker)
+        train_manifest, tests = fold_manifests(table, info["folder"], speaker, seen_takes=args.seen_speaker)
         pre = fit_preprocessor(train_manifest, {"image": "image", "audio": "audio", "label": "label"},
                                image_size=(28, 28), sample_rate=SPEC["sample_rate"], audio_length=4000)
         common = dict(preprocessor=pre, batch_size=64, seed=SPEC["seed"], cache="memory", verbose=False)
@@ -84,10 +95,10 @@ def cross_modal(args):
                                       audio_kwargs={"hop_ms": 20.0}, learning_rate=2e-3, **pre.model_kwargs())
         train = contrastive_dataset(make_dataset(train_manifest, training=True, **common), supervised=True)
         model.fit(train, epochs=args.epochs, verbose=0)
-        seconds = time.perf_counter() - t
+        contrastive_seconds = time.perf_counter() - t
         q = model.get_layer("query_tower").predict({"audio": audio}, verbose=0)
         c = model.get_layer("candidate_tower").predict({"image": images}, verbose=0)
-        results["contrastive"].append(_both_ways(retrieval_metrics, q, c, labels, seconds))
+        results["contrastive"].append(_both_ways(retrieval_metrics, q, c, labels, contrastive_seconds))
         embeddings = {"labels": labels, "contrastive_audio": q, "contrastive_image": c}
         if speaker == folds[0] and args.tflite:
             exports.update(_tflite_parity(model, train, {"audio": audio, "image": images}, q, c))
@@ -126,9 +137,16 @@ def cross_modal(args):
             probabilities[name] = single.predict({name: x}, verbose=0)
             single.get_layer(f"{name}_encoder").save_weights(weights[name])
         classifiers_seconds = time.perf_counter() - t
+        for name in ("audio", "image"):
+            accuracy[name].append(np.mean(probabilities[name].argmax(1) == labels))
         results["unimodal class probabilities"].append(_both_ways(retrieval_metrics, probabilities["audio"],
                                                                   probabilities["image"], labels, classifiers_seconds))
         embeddings.update({"probabilities_audio": probabilities["audio"], "probabilities_image": probabilities["image"]})
+        # An ensemble of the two: the mean of the contrastive cosine and the class-probability score.
+        both = {name: np.concatenate([embeddings[f"contrastive_{name}"], probabilities[name]], axis=1) / np.sqrt(2)
+                for name in ("audio", "image")}
+        results["contrastive and class probabilities, scores averaged (an ensemble)"].append(
+            _both_ways(retrieval_metrics, both["audio"], both["image"], labels, contrastive_seconds + classifiers_seconds))
         # A ceiling: a query that knows its digit (one-hot), the catalogue ranked by its own classifier's
         # probability of that digit. No query tower can do better against that catalogue model.
         oracle = np.eye(probabilities["image"].shape[1], dtype=np.float32)[labels]
@@ -160,7 +178,8 @@ def cross_modal(args):
         print(f"  [{speaker}] " + "  ".join(f"{name}: mAP {r[-1]['audio->image']['map']:.3f}"
                                             for name, r in results.items()), flush=True)
 
-    print(f"\nCross-modal search on AV-digits, {len(folds)} held-out speaker(s) ({', '.join(folds)}), "
+    print(f"\nCross-modal search on AV-digits, {len(folds)} held-out speaker(s) ({', '.join(folds)})"
+          f"{' (SEEN in training: other takes of the same speaker)' if args.seen_speaker else ''}, "
           f"{args.epochs} epochs; class-level, mean ± std over folds")
     print("| model | audio->image mAP | audio->image precision@10 | image->audio mAP | image->audio precision@10 | train s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -173,14 +192,34 @@ def cross_modal(args):
                 cells.append(f"{values.mean():.3f} ± {values.std():.3f}")
                 summary[(name, direction, metric)] = values.mean()
         print(f"| {name} | " + " | ".join(cells) + f" | {np.mean([r['seconds'] for r in runs]):.0f} |")
+    print("Test accuracy of each modality's own classifier: " + ", ".join(
+        f"{name} {np.mean(v):.3f} ± {np.std(v):.3f}" for name, v in accuracy.items()))
     for quantize, r in exports.items():
         print(f"TFLite towers ({quantize}), first fold's test rows: lowest cosine with Keras {r['min_cosine']:.5f}, "
               f"top-10 overlap of audio->image search {r['top10_overlap']:.3f}")
     for direction in ("audio->image", "image->audio"):
-        for name in ("contrastive", "contrastive, towers from the unimodal classifiers"):
+        for name in ("contrastive", "contrastive and class probabilities, scores averaged (an ensemble)",
+                     "contrastive, towers from the unimodal classifiers"):
             ratio = summary[(name, direction, "map")] / summary[("classifier features", direction, "map")]
             print(f"{direction}: {name} mAP / classifier-feature mAP = {ratio:.2f} (target >= 2); "
                   f"random mAP {summary[('random', direction, 'map')]:.3f}")
+
+
+def _image_limit(table, folder, k=15):
+    """How well any image tower can tell the degraded digits apart: the accuracy of k-nearest-neighbour voting
+    (every training-pool image a neighbour) on the test-pool images. The images are a few principal components,
+    so pixel distance is distance between those components."""
+    from PIL import Image
+
+    def pixels(key):
+        return np.stack([np.asarray(Image.open(os.path.join(folder, r[key])), np.float32).ravel() for r in table])
+
+    train, test = pixels("image_train"), pixels("image_test")
+    digits = np.array([r["digit"] for r in table])
+    distance = (test**2).sum(1)[:, None] - 2 * test @ train.T + (train**2).sum(1)[None]
+    nearest = digits[np.argsort(distance, axis=1)[:, :k]]
+    votes = np.stack([(nearest == d).sum(1) for d in range(10)], axis=1)
+    return f"{k}-nearest-neighbour accuracy on the {len(test)} test-pool images {np.mean(votes.argmax(1) == digits):.3f}"
 
 
 def _tflite_parity(model, train, test, q, c):
@@ -331,6 +370,9 @@ def main():
                              "use logmel_cnn), e.g. --audio-encoder logmel_cnn")
     parser.add_argument("--no-tflite", dest="tflite", action="store_false",
                         help="skip part 1's TFLite parity check of the towers")
+    parser.add_argument("--seen-speaker", action="store_true",
+                        help="a diagnostic, not speaker-independent: the test speaker's even takes join training, "
+                             "the odd takes are tested")
     parser.add_argument("--save-embeddings", metavar="DIR",
                         help="write each fold's test embeddings of part 1's models to DIR/<speaker>.npz")
     parser.add_argument("--scale", type=int, nargs="*", default=[10_000, 100_000],

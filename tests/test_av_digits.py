@@ -152,6 +152,14 @@ def test_files_and_fold_manifests(synthetic_data, tmp_path):
               for c in ("both", "noisier audio 1", "noisier audio 2")]
     # The same recording at 0, -6, -12 dB: noisier versions are farther from the base one.
     assert 0 < np.abs(levels[1] - levels[0]).mean() < np.abs(levels[2] - levels[0]).mean()
+    # The seen-speaker diagnostic: carl's even takes train, only his odd takes are tested; both folds' files kept.
+    seen_train, seen_tests = av.fold_manifests(table, str(folder), "carl", seen_takes=True)
+    seen = read_manifest(seen_train).rows
+    carl_takes = sorted(r["take"] for r in table if r["speaker"] == "carl")
+    assert len(seen) == 24 + sum(t % 2 == 0 for t in carl_takes) and {r["speaker"] for r in seen} == {"anna", "bert", "carl"}
+    tested = read_manifest(seen_tests["both"]).rows
+    assert len(tested) == sum(t % 2 == 1 for t in carl_takes) > 0 and {r["speaker"] for r in tested} == {"carl"}
+    assert not {r["audio"] for r in seen} & {r["audio"] for r in tested} and os.path.isfile(train_path)
     with pytest.raises(ValueError, match=r"No recordings of speaker 'theo'"):
         av.fold_manifests(table, str(folder), "theo")
 
