@@ -45,7 +45,8 @@ test: $(VENV)/.installed-dev
 
 # Skips the full-size backbones' training steps, the end-to-end demo run, int8 conversions, the notebooks, the
 # sequence fusions' TFLite conversions, the multi-process and resume runs, the retrieval and transcription runs' training and
-# exports (make test runs them all): under 10 minutes on 2 cores.
+# exports, the CLI's export and predict subprocesses, the AV-digits benchmark's run (make test runs them all): under 10
+# minutes on 2 cores.
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto --dist loadscope -m "not slow" $(PYTEST_ARGS)
 

@@ -164,6 +164,7 @@ def test_files_and_fold_manifests(synthetic_data, tmp_path):
         av.fold_manifests(table, str(folder), "theo")
 
 
+@pytest.mark.slow  # trains the benchmark's models: make test runs it
 def test_benchmark_runs_end_to_end_and_writes_its_table(synthetic_data, tmp_path, monkeypatch):
     monkeypatch.setitem(av.SETTINGS["quick"], "audio_length", 2000)
     out = tmp_path / "results" / "av.md"

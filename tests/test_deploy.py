@@ -203,6 +203,7 @@ def test_tflite_sidecar_vocabulary_and_reference_tokenizer(run, tflite_exports):
     assert [reference(t) for t in texts] == pre.tokenizer(tf.constant(texts)).numpy().tolist()
 
 
+@pytest.mark.slow  # subprocesses of the CLI (each imports TensorFlow): make test runs it
 def test_predict_gives_the_same_answer_from_every_artifact(run, tflite_exports, tmp_path):
     folder, test_manifest = run
     saved = export_model(folder, "saved_model", str(tmp_path / "served"), verbose=False)["out"]
@@ -225,6 +226,7 @@ def test_predict_gives_the_same_answer_from_every_artifact(run, tflite_exports, 
     assert proc.returncode == 2 and "Image file not found: nope.png" in proc.stderr
 
 
+@pytest.mark.slow  # subprocesses of the CLI (each imports TensorFlow): make test runs it
 def test_cli_export_and_its_errors(run, tmp_path):
     folder, test_manifest = run
     cmd = [sys.executable, "-m", "mbm_keras.cli", "export", "--model", folder]
