@@ -206,8 +206,8 @@ def cross_modal(args):
 
 
 def _image_limit(table, folder, k=15):
-    """How well any image tower can tell the degraded digits apart: the accuracy of k-nearest-neighbour voting
-    (every training-pool image a neighbour) on the test-pool images. The images are a few principal components,
+    """An estimate of how well an image tower can tell the degraded digits apart: k-nearest-neighbour voting
+    (every training-pool image a neighbour), its accuracy on the test-pool images. The images are a few principal components,
     so pixel distance is distance between those components."""
     from PIL import Image
 
