@@ -12,7 +12,12 @@ Five ways, on the same test clips:
 
 - no context: `build_transcription_model(vocab)` (a `logmel_tcn` CTC model);
 - context: the same with `context="cnn"`, every audio frame attending to the
-  list's tokens (trained with the list on 75% of the clips, empty on the rest);
+  list's tokens (trained with the list on 75% of the clips, empty on the rest),
+  its audio path copied from the no-context model and frozen (`audio_from=`,
+  what `train()` does; `--context-from-scratch` trains it from random weights);
+- kept by validation: `train()`'s rule, the context model (with its list) when
+  its CER on a fifth of the training utterances held out is at most the
+  no-context model's, else the no-context model;
 - context model, empty context: the same model given no list;
 - closest candidate: the list's number closest (word edit distance) to the
   no-context transcript, a non-learned baseline;
@@ -139,6 +144,9 @@ def run_fold(recordings, speakers, test_speaker, args, verbose=1):
         test_recordings = [r for r in recordings if r["speaker"] == test_speaker and r["take"] % 2 == 1]
         train += utterances(seen, test_speaker, args.per_speaker, rng)
     test = utterances(test_recordings, test_speaker, args.test_count, rng)
+    # Validation, as train() holds it out by default: every fifth training utterance, with its own lists.
+    val = train[::5]
+    train = [u for i, u in enumerate(train) if i % 5]
     train_texts = [text_of(d) for _, d in train]
     vocab = Vocabulary.fit(train_texts)
     x_train = np.stack([noisy(w, TRAIN_SNRS[i % len(TRAIN_SNRS)], rng) for i, (w, _) in enumerate(train)])
@@ -157,7 +165,7 @@ def run_fold(recordings, speakers, test_speaker, args, verbose=1):
                          "units": args.units}, {"audio": x_train, "context": contexts}))
     for name, kwargs, x in ways[:1] if args.no_context_model else ways:
         keras.utils.set_random_seed(args.seed)
-        if name == "context" and args.context_from_plain:
+        if name == "context" and not args.context_from_scratch:
             # The trained no-context model's audio path, frozen: only the context path learns.
             kwargs = {**kwargs, "audio_from": models["none"]}
         model = build_transcription_model(vocab, **common, **kwargs)
@@ -166,6 +174,19 @@ def run_fold(recordings, speakers, test_speaker, args, verbose=1):
         if verbose:
             print(f"  {name}: trained in {time.time() - start:.0f} s", flush=True)
         models[name] = model
+    kept = "none"
+    if "context" in models:  # train()'s rule: the context model only where its validation CER is no worse
+        x_val = np.stack([noisy(w, TRAIN_SNRS[i % len(TRAIN_SNRS)], rng) for i, (w, _) in enumerate(val)])
+        val_contexts = np.stack([context_list(d, rng)[1] for _, d in val])
+        val_contexts[rng.random(len(val)) < 0.25] = 0
+        val_refs = [text_of(d) for _, d in val]
+        cer = {n: error_rates(val_refs, decode(m.predict(x, verbose=0), vocab))["cer"]
+               for n, m, x in (("none", models["none"], {"audio": x_val}),
+                               ("context", models["context"], {"audio": x_val, "context": val_contexts}))}
+        kept = "context" if cer["context"] <= cer["none"] else "none"
+        if verbose:
+            print(f"  validation CER: no context {cer['none']:.3f}, context {cer['context']:.3f} -> kept {kept}",
+                  flush=True)
     lists = [context_list(d, rng) for _, d in test]
     refs = [text_of(d) for _, d in test]
     for snr in TEST_SNRS:
@@ -185,6 +206,7 @@ def run_fold(recordings, speakers, test_speaker, args, verbose=1):
         key = "clean" if snr is None else f"{snr:g} dB"
         results[key] = {way: error_rates(refs, hyps) for way, hyps in
                         (("no context", plain), ("context", with_list), ("context, empty", empty),
+                         ("kept by validation", with_list if kept == "context" else plain),
                          ("closest candidate", closest), ("candidates scored", scored))}
         if verbose:
             row = "  ".join(f"{w}: DER {s['wer'] * 100:.1f}% acc {s['exact'] * 100:.0f}%"
@@ -209,8 +231,11 @@ def main(argv=None):
     parser.add_argument("--no-context-model", action="store_true",
                         help="train only the no-context model (a quicker look at the audio model)")
     parser.add_argument("--context-from-plain", action="store_true",
-                        help="the context model starts from the trained no-context model's audio path, frozen "
-                             "(build_transcription_model(audio_from=...))")
+                        help="(the default now, kept for old commands) the context model starts from the trained "
+                             "no-context model's audio path, frozen (build_transcription_model(audio_from=...)), "
+                             "as train() does")
+    parser.add_argument("--context-from-scratch", action="store_true",
+                        help="the context model trains its audio path from random weights (the earlier default)")
     parser.add_argument("--seen-speaker", action="store_true",
                         help="a diagnostic, not speaker-independent: the test speaker's even takes join the "
                              "training clips and only their odd takes build the test clips")
@@ -225,7 +250,7 @@ def main(argv=None):
     for speaker in folds:
         print(f"Fold: test speaker {speaker}", flush=True)
         per_fold[speaker] = run_fold(recordings, speakers, speaker, args)
-    ways = ("no context", "context", "context, empty", "closest candidate", "candidates scored")
+    ways = ("no context", "context", "context, empty", "kept by validation", "closest candidate", "candidates scored")
     lines = [f"Digit error rate / utterance accuracy (%), test speaker(s) {', '.join(folds)}"
              f"{' (SEEN in training: other takes of the same speaker)' if args.seen_speaker else ''}, "
              f"{args.epochs} epochs, {args.per_speaker} training utterances per speaker, greedy decoding "
@@ -247,6 +272,11 @@ def main(argv=None):
         ("empty context within 1 point of no context (clean)",
          abs(means["clean"]["context, empty"] - means["clean"]["no context"]) <= 0.01),
     ]
+    every = [k for k in ("clean",) + tuple(f"{s:g} dB" for s in TEST_SNRS if s is not None)]
+    kept_ok = all(np.mean([per_fold[f][k]["kept by validation"]["wer"] for f in folds])
+                  <= np.mean([per_fold[f][k]["no context"]["wer"] for f in folds]) + 1e-9 for k in every)
+    checks.append(("the kept model (context with its list, or none) at most the no-context error at every noise level",
+                   kept_ok))
     lines += [""] + [f"- {'met' if ok else 'MISSED'}: {text}" for text, ok in checks]
     scored = np.mean([per_fold[f]["-6 dB"]["candidates scored"]["wer"] for f in folds])
     lines.append(f"- not a target (the list scored by CTC likelihood, `choose_candidates`): at -6 dB "

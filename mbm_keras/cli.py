@@ -35,8 +35,9 @@ EPILOG_TRAIN = """example run.yaml:
     epochs: 10
     learning_rate: 0.001
     early_stopping_patience: 3
-    balance: auto                  # auto (unimodal for several modalities), none, unimodal, ogm_ge
-    keep_best_of: fusion           # all: keep a single-modality model when it beats the fusion on val
+    balance: auto                  # auto (probe for several modalities), none, unimodal, probe, ogm_ge
+    keep_best_of: auto             # auto (all when there is validation data): keep a single-modality model
+                                   # when it beats the fusion on validation; fusion: always the fusion
   output: runs/first
 
   mbm-keras train --config configs/classification.yaml --epochs 3

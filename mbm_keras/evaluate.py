@@ -76,6 +76,16 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robus
         >>> results = evaluate("runs/first", "data/test.csv")
         >>> results["per_class"]["cat"]["recall"]
     """
+    import warnings
+
+    with warnings.catch_warnings():
+        # With on_error="skip" a pass has no known length (a failed row is not replaced), and Keras warns at
+        # the end of every such pass that the input "ran out of data": the end of the rows, nothing wrong.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        return _evaluate(run_dir, manifest, batch_size, out, on_error, robustness, allow_outside_root, beam)
+
+
+def _evaluate(run_dir, manifest, batch_size, out, on_error, robustness, allow_outside_root, beam):
     from mbm_keras.data import make_dataset
 
     model, pre = load_run(run_dir)
@@ -99,6 +109,7 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robus
                                    allow_outside_root=allow_outside_root)
     if breakdown is not None:
         results["modalities"] = breakdown
+    results["run"] = run_choice(run_dir)
     name = os.path.splitext(os.path.basename(os.fspath(manifest)))[0]
     out = out or os.path.join(run_dir, f"eval-{name}.json")
     if robustness:
@@ -110,6 +121,40 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robus
     write_json(out, {**results, "manifest": os.path.abspath(os.fspath(manifest))})
     results["path"] = out
     return results
+
+
+def run_choice(run_dir):
+    """What the run kept and why, from its `summary.json`: the model (the
+    fusion or a single model, `train.keep_best_of`), the epoch and the
+    validation data it was chosen on; None for a run without a summary."""
+    import json
+
+    from mbm_keras.run import Run
+
+    path = os.path.join(Run(run_dir).folder, "summary.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        summary = json.load(f)
+    validation = summary.get("validation") or {}
+    return {"kept": summary.get("kept"), "epoch": summary.get("epoch"),
+            "validation": validation.get("why") or validation.get("source"), "gain": summary.get("gain"),
+            "margin": summary.get("margin")}
+
+
+def format_choice(choice):
+    """The lines `mbm-keras evaluate` prints about what the run kept."""
+    if not choice:
+        return []
+    lines = []
+    if choice.get("kept"):
+        lines.append(f"the run kept: {choice['kept']}")
+    epoch = choice.get("epoch")
+    if epoch:
+        lines.append(f"its epoch: {epoch['kept']} of {epoch['of']}, {epoch['why']}")
+    if choice.get("validation"):
+        lines.append(f"chosen on: {choice['validation']}")
+    return lines
 
 
 def modality_breakdown(run_dir, manifest, model, pre, ds, **data_options):
@@ -201,6 +246,7 @@ def evaluate_retrieval(run_dir, model, pre, manifest, batch_size=32, out=None, o
     ks = sorted({k for k in (1, 2, 3, 5, 10, 20, 50, 100) if k <= len(candidates)} | {len(candidates)})
     curve = retrieval_metrics(queries, candidates, ks=ks)
     results["recall_at_k"] = {str(k): curve[f"recall@{k}"] for k in ks}
+    results["run"] = run_choice(run_dir)
     name = os.path.splitext(os.path.basename(os.fspath(manifest)))[0]
     out = out or os.path.join(run_dir, f"eval-{name}.json")
     plot = os.path.splitext(out)[0] + "-recall.png"
@@ -259,6 +305,7 @@ def evaluate_transcription(run_dir, model, pre, manifest, batch_size=32, out=Non
                "decoding": f"beam {beam}" if beam else "greedy",
                "unknown_characters": pre.labels.unknown_count - before, "long_contexts": long_contexts}
     results.update(scores(refs, hyps, worst=10))
+    results["run"] = run_choice(run_dir)
     name = os.path.splitext(os.path.basename(os.fspath(manifest)))[0]
     out = out or os.path.join(run_dir, f"eval-{name}.json")
     write_json(out, {**results, "manifest": os.path.abspath(os.fspath(manifest))})
@@ -327,6 +374,9 @@ def format_report(results):
             noise = " ".join(f"{r['noise'][m][str(v)]:.3f}" for v in r["noise_levels"])
             lines.append(f"{m:<12}{r['ablation'][m]:>9.3f}{r['reliance'][m]:>10.2f}   {noise}")
         lines.append("robustness report: " + ", ".join(results["robustness_files"]))
+    choice = format_choice(results.get("run"))
+    if choice:
+        lines += [""] + choice
     lines.append(f"\nwritten to {results['path']}")
     return "\n".join(lines)
 

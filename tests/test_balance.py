@@ -19,14 +19,14 @@ from mbm_keras.training.run_folder import ResumeMismatchError
 
 @pytest.fixture(scope="module")
 def unimodal_run(tmp_path_factory):
-    """image + text (gated), train.balance left to auto, keep_best_of: all, 2 epochs."""
+    """image + text (gated), train.balance unimodal, keep_best_of: all, 2 epochs."""
     folder = tmp_path_factory.mktemp("unimodal")
-    path = run_config(folder, train__epochs=2, train__keep_best_of="all", train__balance="auto")
+    path = run_config(folder, train__epochs=2, train__keep_best_of="all", train__balance="unimodal")
     result = train(path, verbose=0)
     return folder, result
 
 
-def test_auto_balance_trains_each_modality_alone_first_and_starts_the_fusion_from_them(unimodal_run):
+def test_unimodal_balance_trains_each_modality_alone_first_and_starts_the_fusion_from_them(unimodal_run):
     folder, result = unimodal_run
     run = folder / "run"
     summary = json.loads((run / "summary.json").read_text())
@@ -220,9 +220,10 @@ def test_a_run_killed_in_a_single_model_resumes_to_the_same_weights(tmp_path, mo
 
 
 def test_bad_balance_settings_are_refused_with_the_reason(tmp_path, capsys):
-    with pytest.raises(ConfigError, match=r"train.balance must be one of \('auto', 'none', 'unimodal', 'ogm_ge'\)"):
+    with pytest.raises(ConfigError, match=r"train.balance must be one of \('auto', 'none', 'unimodal', 'probe', "
+                                          r"'ogm_ge'\)"):
         load_config(run_config(tmp_path, train__balance="blend"))
-    with pytest.raises(ConfigError, match=r"train.keep_best_of must be one of \('fusion', 'all'\)"):
+    with pytest.raises(ConfigError, match=r"train.keep_best_of must be one of \('auto', 'fusion', 'all'\)"):
         load_config(run_config(tmp_path, train__keep_best_of="best"))
     with pytest.raises(ConfigError, match=r"train.ogm_alpha must be > 0"):
         load_config(run_config(tmp_path, train__ogm_alpha=0))
@@ -234,7 +235,14 @@ def test_bad_balance_settings_are_refused_with_the_reason(tmp_path, capsys):
     plan = balance.make_plan({**train_cfg, "balance": "auto"}, data_cfg, {"front": "image", "rear": "image"})
     assert plan.balance == "none" and not plan.masks and plan.dropout == 0
     plan = balance.make_plan({**train_cfg, "balance": "auto"}, data_cfg, {"image": "image", "text": "text"})
+    assert plan.balance == "probe" and plan.singles and not plan.masks and plan.dropout == 0
+    plan = balance.make_plan({**train_cfg, "balance": "unimodal"}, data_cfg, {"image": "image", "text": "text"})
     assert plan.balance == "unimodal" and plan.masks and plan.dropout == balance.UNIMODAL_DROPOUT
+    # keep_best_of auto: the best of the fusion and the single models when there is validation data.
+    for validation, kept in ((True, "all"), (False, "fusion")):
+        plan = balance.make_plan({**train_cfg, "balance": "auto", "keep_best_of": "auto"}, data_cfg,
+                                 {"image": "image", "text": "text"}, validation=validation)
+        assert plan.keep == kept, validation
     # An explicit modality dropout stays the user's, and needs the masks as before.
     plan = balance.make_plan(train_cfg, {**data_cfg, "modality_dropout": 0.0}, {"image": "image", "text": "text"})
     assert plan.dropout == 0 and not plan.masks
@@ -252,5 +260,5 @@ def test_bad_balance_settings_are_refused_with_the_reason(tmp_path, capsys):
                                          r"'cross_attention'"):
         balance.build_single_model(kwargs, {"image": "image", "text": "text"}, "text", "cross_attention")
     # keep_best_of: all compares on validation data.
-    with pytest.raises(ConfigError, match=r"train.keep_best_of: all compares the models on data.val"):
+    with pytest.raises(ConfigError, match=r"train.keep_best_of: all compares the models on validation data; set data.val"):
         train(run_config(tmp_path, train__keep_best_of="all", data__val=None), verbose=0)

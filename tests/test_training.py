@@ -26,8 +26,9 @@ def run_config(folder, **overrides):
             "batch_size": 8,
         },
         "model": {"image": "small_cnn", "text": "cnn", "fusion": "gated"},
-        # balance none: these tests are about the fusion's own training (tests/test_balance.py covers the rest).
-        "train": {"epochs": 3, "learning_rate": 0.01, "seed": 1, "balance": "none"},
+        # balance none, keep the fusion: these tests are about the fusion's own training (tests/test_balance.py
+        # and tests/test_validation.py cover the rest).
+        "train": {"epochs": 3, "learning_rate": 0.01, "seed": 1, "balance": "none", "keep_best_of": "fusion"},
         "output": "run",
     }
     for key, value in overrides.items():

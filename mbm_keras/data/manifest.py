@@ -41,8 +41,9 @@ class Manifest:
         columns: the column names.
     """
 
-    def __init__(self, path, rows=None, columns=None, *, data=None, table=None):
+    def __init__(self, path, rows=None, columns=None, *, data=None, table=None, numbers=None):
         self.path = path
+        self.numbers = numbers  # a subset's row numbers in the file (0-based), for `where`; None: 0, 1, ...
         self.root = os.path.dirname(path)
         self.columns = list(columns if columns is not None else (data or table.column_names))
         self._rows = rows
@@ -80,7 +81,7 @@ class Manifest:
 
     def where(self, row):
         """`manifest.csv row 3` — how errors name a row (1-based, header excluded)."""
-        return f"{self.path} row {row + 1}"
+        return f"{self.path} row {(row if self.numbers is None else int(self.numbers[row])) + 1}"
 
     def check_columns(self, names):
         missing = [n for n in names if n not in self.columns]
@@ -91,14 +92,17 @@ class Manifest:
             )
 
     def subset(self, indices):
-        if self._rows is not None:
-            return Manifest(self.path, [self._rows[i] for i in indices], self.columns)
+        """The rows at `indices`; errors still name each row by its number in the file."""
         import numpy as np
 
-        indices = np.asarray(indices, dtype=np.int64)
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        numbers = indices if self.numbers is None else np.asarray(self.numbers)[indices]
+        if self._rows is not None:
+            return Manifest(self.path, [self._rows[i] for i in indices], self.columns, numbers=numbers)
         if self._table is not None:
-            return Manifest(self.path, columns=self.columns, table=self._table.take(indices))
-        return Manifest(self.path, columns=self.columns, data={c: self._data[c][indices] for c in self.columns})
+            return Manifest(self.path, columns=self.columns, table=self._table.take(indices), numbers=numbers)
+        return Manifest(self.path, columns=self.columns, data={c: self._data[c][indices] for c in self.columns},
+                        numbers=numbers)
 
 
 def _cells(strings):

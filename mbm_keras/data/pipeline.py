@@ -462,7 +462,9 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
     # epoch's first rows (a second pass) so that every epoch keeps its length.
     epoch = tf.Variable(initial_epoch - 1, dtype=tf.int64, trainable=False, name="epoch")
     failed = report.failed = tf.Variable(tf.zeros([n], tf.bool), trainable=False, name="failed")  # found streaming
-    passes = 1 if on_error == "raise" else 2
+    # Training keeps every epoch's length (failed rows replaced by a second pass's first rows); evaluation and
+    # prediction read each row once: a replacement row would be counted twice in the metrics.
+    passes = 2 if on_error == "skip" and training else 1
 
     def seeds_of(e, x):
         return tf.random.experimental.stateless_split(tf.stack([seed * 1000003 + e, x["_row"]]), 4)
@@ -520,7 +522,7 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
                               lambda: tf.constant(False))
             # An epoch keeps its length by reading its good rows again: with fewer than half of them good it
             # cannot, and would end short with TensorFlow's own cardinality error.
-            enough = check((n - streaming) * passes >= n, [
+            enough = check(passes == 1 or (n - streaming) * passes >= n, [
                 f"make_dataset: too many rows failed while reading {manifest.path}: ", streaming, f" of {n} "
                 "(skipped; every epoch repeats good rows to keep its length, which needs at least half of them): "
                 "mbm-keras check-data lists every such row"])
@@ -528,8 +530,10 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
                 return tf.nest.map_structure(lambda spec: tf.zeros([d or 0 for d in spec.shape], spec.dtype),
                                              ds.element_spec)
         ds = ds.concatenate(tf.data.Dataset.range(1).map(say_count).filter(lambda *e: False))
-    # The epoch counter hides the length from tf.data; Keras needs it to count steps.
-    ds = ds.apply(tf.data.experimental.assert_cardinality(n))
+    # The epoch counter hides the length from tf.data; Keras needs it to count steps. Without the second pass
+    # (evaluation with on_error="skip") a failed row shortens the pass, so its length stays unknown.
+    if passes > 1 or on_error == "raise":
+        ds = ds.apply(tf.data.experimental.assert_cardinality(n))
     if len(elements) == 1:  # no label column: batches of features alone
         ds = ds.map(lambda x: x)
     return _attach_epoch(batch_examples(ds, features, batch_size, drop_remainder, deterministic), epoch)

@@ -94,7 +94,7 @@ def write_manifest(manifest, path, path_columns=None):
 
     Args:
         manifest: a `Manifest` (e.g. from `read_manifest` or `split_manifest`).
-        path: the CSV to write; its folder is created.
+        path: the file to write: CSV, or JSON Lines when it ends in `.jsonl`; its folder is created.
         path_columns: the columns holding file paths; default: every column
             whose values all name existing files.
 
@@ -115,18 +115,26 @@ def write_manifest(manifest, path, path_columns=None):
             if any(isinstance(r[c], str) for r in manifest.rows)
             and all(r[c] is None or (isinstance(r[c], str) and os.path.isfile(os.path.join(manifest.root, r[c]))) for r in manifest.rows)
         ]
+    jsonl = path.endswith((".jsonl", ".json"))  # JSON Lines keeps lists, numbers and empty cells as they are
     tmp = f"{path}.{os.getpid()}.tmp"  # per process: two writers of one manifest cannot collide
     with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=manifest.columns)
-        writer.writeheader()
+        writer = None if jsonl else csv.DictWriter(f, fieldnames=manifest.columns)
+        if writer is not None:
+            writer.writeheader()
         for row in manifest.rows:
             out = {}
             for c in manifest.columns:
                 v = row[c]
                 if c in path_columns and v is not None and not os.path.isabs(v):
                     v = os.path.relpath(os.path.join(manifest.root, v), folder)
-                out[c] = "" if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else v)
-            writer.writerow(out)
+                if jsonl:
+                    out[c] = v.item() if hasattr(v, "item") else v
+                else:
+                    out[c] = "" if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else v)
+            if jsonl:
+                f.write(json.dumps(out, ensure_ascii=False) + "\n")
+            else:
+                writer.writerow(out)
     os.replace(tmp, path)
     return path
 

@@ -40,6 +40,7 @@ def load_keras_file(path):
     import keras
 
     import mbm_keras  # noqa: F401  (registers the custom layers)
+    import mbm_keras.retrieval.model  # noqa: F401  (a retrieval run's SimilarityLogits, before its model loads)
 
     if os.path.getsize(path) == 0:
         raise ArtifactError(f"{path}: the file is empty, not a .keras model")

@@ -9,6 +9,14 @@ its strongest modality alone. Two cures, chosen in the run config:
   (`singles/<modality>/`, itself a run folder), its encoders start the
   fusion, and the fusion trains with modality dropout (`data.modality_dropout`,
   0.5 when unset) so that no modality can carry it alone.
+- `probe` (the default for several modalities): each modality's own model is
+  trained first, as for `unimodal`; the fusion starts from their encoders,
+  which stay frozen while the fusion layers and the head learn (a linear
+  probe, a third of `train.epochs`), then everything is fine-tuned at a tenth
+  of the learning rate for the other epochs (LP-FT, Kumar et al., ICLR 2022). No modality dropout. The
+  fusion starts from features that already work alone, and fine-tuning at a
+  low rate cannot quickly undo them; the best validation epoch over both
+  stages is the one kept.
 - `ogm_ge`: on-the-fly gradient modulation with generalization enhancement
   (Peng et al., CVPR 2022). Each step scores every modality alone (the fusion
   with the other modalities masked out, no gradient), and scales the encoder
@@ -20,6 +28,10 @@ its strongest modality alone. Two cures, chosen in the run config:
 `keep_best_of: all` trains the single models too (when the balance does not)
 and keeps the best of the fusion and the single models by their validation
 score; the run folder then holds the kept model, and `fusion/` the fusion.
+`keep_best_of: auto` (the default) is `all` when the run has validation data
+(`data.val`, or the rows `data.val_split` holds out) and several modalities,
+else `fusion`: the run never ships a fusion that scored below one of its own
+parts on validation.
 
 Everything here works on modality groups: a modality's features (say `front`
 and `rear` images) count as one modality, trained alone together.
@@ -30,8 +42,8 @@ import os
 
 import keras
 
-BALANCES = ("auto", "none", "unimodal", "ogm_ge")
-KEEP = ("fusion", "all")
+BALANCES = ("auto", "none", "unimodal", "probe", "ogm_ge")
+KEEP = ("auto", "fusion", "all")
 UNIMODAL_DROPOUT = 0.5
 SINGLES = "singles"
 FUSION = "fusion"
@@ -54,11 +66,20 @@ class Plan:
     def __init__(self, balance, keep, groups, dropout, masks, alpha):
         self.balance, self.keep, self.groups = balance, keep, groups
         self.dropout, self.masks, self.alpha = dropout, masks, alpha
-        self.singles = balance == "unimodal" or keep == "all"
+        self.singles = balance in ("unimodal", "probe") or keep == "all"
+        self.probe = balance == "probe"
+
+    def probe_epochs(self, epochs):
+        """Of the fusion's `epochs`, those of the linear probe under `probe` (a third, at least 1), else 0;
+        the rest fine-tune."""
+        return max(1, epochs // 3) if self.probe else 0
 
     def describe(self):
         parts = [f"balance '{self.balance}'"]
-        if self.balance == "unimodal":
+        if self.balance == "probe":
+            parts.append(f"single models of {', '.join(self.groups)} first, then the fusion from their encoders: "
+                         f"frozen (a linear probe), then fine-tuned at a tenth of the learning rate")
+        elif self.balance == "unimodal":
             parts.append(f"single models of {', '.join(self.groups)} first, then the fusion from their encoders "
                          f"with modality dropout {self.dropout:g}")
         elif self.balance == "ogm_ge":
@@ -76,9 +97,12 @@ def modality_groups(feature_modalities):
     return groups
 
 
-def make_plan(train_cfg, data_cfg, feature_modalities, fusion="concat", source="config"):
-    """Resolves `train.balance` ("auto": unimodal for several modalities,
-    none for one), `train.keep_best_of` and the fusion's modality dropout.
+def make_plan(train_cfg, data_cfg, feature_modalities, fusion="concat", source="config", validation=None):
+    """Resolves `train.balance` ("auto": probe for several modalities,
+    none for one), `train.keep_best_of` ("auto": all when there is validation
+    data and several modalities) and the fusion's modality dropout.
+
+    `validation`: whether the run has validation data (None: whether `data.val` is set).
 
     Raises:
         ConfigError: `unimodal` or `ogm_ge` asked for a model of one modality,
@@ -92,15 +116,22 @@ def make_plan(train_cfg, data_cfg, feature_modalities, fusion="concat", source="
     fusion_cls = FUSIONS.get(fusion)
     # Single models keep a sequence fusion (see build_single_model): it must take one modality's features.
     alone = [m for m, names in groups.items() if fusion_cls.needs_sequences and len(names) < fusion_cls.min_features]
+    if validation is None:
+        validation = bool(data_cfg.get("val"))
     if balance == "auto":
-        balance = "unimodal" if len(groups) > 1 else "none"
-        if balance == "unimodal" and alone:
+        balance = "probe" if len(groups) > 1 else "none"
+        if balance == "probe" and alone:
             print(f"train.balance auto: fusion {fusion!r} cannot take the {', '.join(alone)} features alone, so "
                   f"no single models are trained (balance none); set train.balance: ogm_ge to balance it",
                   flush=True)
             balance = "none"
-    if (balance == "unimodal" or keep == "all") and alone and len(groups) > 1:
-        key = "train.balance: unimodal" if balance == "unimodal" else "train.keep_best_of: all"
+    if keep == "auto":
+        keep = "all" if validation and len(groups) > 1 and not alone else "fusion"
+        if validation and len(groups) > 1 and alone:
+            print(f"train.keep_best_of auto: fusion {fusion!r} cannot take the {', '.join(alone)} features alone, "
+                  f"so the run keeps the fusion without comparing it with single models", flush=True)
+    if (balance in ("unimodal", "probe") or keep == "all") and alone and len(groups) > 1:
+        key = f"train.balance: {balance}" if balance in ("unimodal", "probe") else "train.keep_best_of: all"
         raise ConfigError(
             f"{source}: {key} trains each modality alone, but fusion {fusion!r} needs at least "
             f"{fusion_cls.min_features} features and the {', '.join(alone)} features cannot be trained alone "
@@ -377,11 +408,43 @@ def validation_summary(out, model, singles, plan, val_ds, head, measure=True):
             summary["masked"][modality] = _score(fusion, mask_others(val_ds, names, features), metric)
     summary["gain"], summary["best_single"] = gain(summary["fusion"], summary["singles"] or summary["masked"],
                                                    direction)
-    if plan.keep == "all" and summary["gain"] is not None and summary["gain"] < 0:
-        summary["kept_modality"] = summary["best_single"]
-        summary["kept"] = (f"the {summary['best_single']} model alone (better than the fusion by "
-                           f"{-summary['gain']:.4f} {metric}); the fusion is in {FUSION}/")
+    if plan.keep == "all" and summary["gain"] is not None and summary["best_single"] in singles:
+        single = singles[summary["best_single"]]
+        summary["margin"] = noise_margin(fusion, single, val_ds, metric)
+        if summary["gain"] < 0:
+            summary["kept_modality"] = summary["best_single"]
+            summary["kept"] = (f"the {summary['best_single']} model alone (better than the fusion by "
+                               f"{-summary['gain']:.4f} {metric}); the fusion is in {FUSION}/")
+        elif summary["gain"] < summary["margin"]:
+            summary["kept_modality"] = summary["best_single"]
+            summary["kept"] = (f"the {summary['best_single']} model alone: the fusion's gain ({summary['gain']:+.4f} "
+                               f"{metric}) is within the validation set's noise ({summary['margin']:.4f}, one "
+                               f"standard error of the paired difference), so the simpler model is kept; the "
+                               f"fusion is in {FUSION}/")
     return summary
+
+
+def noise_margin(fusion, single, val_ds, metric):
+    """How far the fusion must be above `single` on validation to be kept:
+    for accuracy, one standard error of the per-example difference in
+    correctness (the two models scored on the same rows); 0 for other metrics.
+    A gain within it is as likely noise as a real gain, and on data it was not
+    tuned on, a fusion that only matched its best part on validation lost to
+    it on new sources (benchmarks/fusion_stress.py)."""
+    import numpy as np
+
+    if metric != "accuracy":
+        return 0.0
+    labels = np.concatenate([np.asarray(y) for _, y in val_ds.as_numpy_iterator()])
+    if labels.ndim != 1:  # not one class per row
+        return 0.0
+    right_fusion = np.argmax(fusion.predict(val_ds, verbose=0), axis=-1) == labels
+    single_ds = select_inputs(val_ds, list(single.input))
+    right_single = np.argmax(single.predict(single_ds, verbose=0), axis=-1) == labels
+    difference = right_fusion.astype(float) - right_single.astype(float)
+    if len(difference) < 2:
+        return 0.0
+    return float(np.std(difference, ddof=1) / np.sqrt(len(difference)))
 
 
 def format_summary(summary):
@@ -390,6 +453,15 @@ def format_summary(summary):
     lines = []
     scores = summary.get("singles") or {}
     masked = summary.get("masked") or {}
+    validation = summary.get("validation") or {}
+    if validation.get("source") == "data.val_split":
+        rows = validation["rows"]
+        lines.append(f"validation: {rows['val']} rows held out of data.train ({rows['train']} trained on); "
+                     f"their row numbers: {validation['rows_file']}")
+    epoch = summary.get("epoch")
+    if epoch:
+        lines.append(f"epoch kept: {epoch['kept']} of {epoch['of']}, {epoch['why']}"
+                     + (f" ({epoch['monitor']} {epoch['value']:.4f})" if "value" in epoch else ""))
     if len(summary["modalities"]) < 2:
         return lines
     if summary.get("fusion") is None:
@@ -416,7 +488,9 @@ def format_summary(summary):
         lines.append("  per-modality scores: not measured (train.balance: none trains no single models and the "
                      "model has no modality masks; set train.keep_best_of: all or train.balance: unimodal)")
     if summary.get("keep_best_of") == "all":
-        lines.append(f"kept (train.keep_best_of: all): {summary['kept']}")
+        why = ("the fusion (at least as good as every single model on validation)" if summary["kept"] == "fusion"
+               else summary["kept"])
+        lines.append(f"kept (train.keep_best_of: all): {why}")
     return lines
 
 

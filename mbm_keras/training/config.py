@@ -9,6 +9,12 @@ SCHEMA = {
     "data": {
         "train": (str, None),
         "val": (str, None),
+        # Without data.val: the share of data.train's rows held out for validation (stratified by label,
+        # grouped by data.group), used to pick the epoch, stop early and choose between fusion and single
+        # models. 0: no validation. Below MIN_VAL_ROWS held-out rows, none is held out (and the run says so).
+        "val_split": (float, 0.2),
+        # A column whose values never sit on both sides of that split (a speaker, a patient, a product).
+        "group": (str, None),
         "columns": (dict, None),
         "preprocessing": (dict, {}),
         "batch_size": (int, 32),
@@ -41,6 +47,7 @@ SCHEMA = {
         "warmup_epochs": (int, 0),
         "weight_decay": (float, None),
         "seed": (int, 0),
+        # None: 5 epochs when the run has validation data (data.val, or the data.val_split hold-out), else off.
         "early_stopping_patience": (int, None),
         "monitor": (str, None),
         "strategy": (str, "auto"),
@@ -48,9 +55,10 @@ SCHEMA = {
         "jit_compile": (bool, False),
         "steps_per_execution": (int, 1),
         "fine_tune": (dict, None),
-        # auto: unimodal for a model of several modalities, none for one (see training/balance.py).
+        # auto: probe for a model of several modalities, none for one (see training/balance.py).
         "balance": (str, "auto"),
-        "keep_best_of": (str, "fusion"),
+        # auto: "all" when the run has validation data and several modalities, else "fusion".
+        "keep_best_of": (str, "auto"),
         "ogm_alpha": (float, 0.5),
     },
     "task": {
@@ -102,6 +110,7 @@ def schema():
 RANGES = {
     ("data", "batch_size"): (1, None, True, None),
     ("data", "modality_dropout"): (0, 1, True, False),
+    ("data", "val_split"): (0, 1, True, False),
     ("model", "dropout"): (0, 1, True, False),
     ("train", "epochs"): (1, None, True, None),
     ("train", "learning_rate"): (0, None, False, None),

@@ -14,6 +14,7 @@ import numpy as np
 
 LABEL_NAMES = ("label", "labels", "target", "class", "category", "y")
 SPLIT_NAMES = ("split", "fold", "subset", "set")
+GROUP_NAMES = {"speaker", "subject", "patient", "user", "session", "source", "group", "author", "site", "device"}
 SPLIT_VALUES = {"train", "training", "val", "valid", "validation", "dev", "test", "testing"}
 ID_NAMES = re.compile(r"(^|_)(id|idx|index|key|uuid)$", re.IGNORECASE)
 MAX_CATEGORIES = 50  # more distinct values than this (and not sentences) is not a category
@@ -300,8 +301,14 @@ def init_config(data, out="run.yaml", label=None, sample=1000, overwrite=False):
         "",
         "data:",
         f"  train: {_yaml(rel(manifest.path))}",
-        (f"  val: {_yaml(rel(val))}                 # scored after every epoch; best.keras keeps the best"
-         if val else "  # val: val.csv                   # a validation manifest, checked after every epoch"),
+        (f"  val: {_yaml(rel(val))}                 # scored after every epoch; the run keeps the best epoch"
+         if val else "  # val: val.csv                   # without it, data.val_split (0.2) of the rows are held out"),
+    ]
+    groups = [g.column for g in guesses if g.kind == "left out" and g.column.lower() in GROUP_NAMES]
+    if not val:
+        lines.append(f"  # group: {_yaml(groups[0]) if groups else 'speaker'}".ljust(36)
+                     + "# a column whose values never sit on both sides of that split (test on new sources)")
+    lines += [
         "  columns:",
     ]
     for g in guesses:
@@ -349,8 +356,7 @@ def init_config(data, out="run.yaml", label=None, sample=1000, overwrite=False):
         "  epochs: 10",
         "  learning_rate: 0.001",
     ]
-    if val:
-        lines.append("  early_stopping_patience: 3         # stop when val loss stops improving")
+    lines.append("  # early_stopping_patience: 5       # the default whenever there is validation data")
     stem = os.path.splitext(os.path.basename(manifest.path))[0]
     lines += ["", f"output: runs/{_identifier(stem)}                  # the run folder", ""]
     text = "\n".join(lines)

@@ -59,8 +59,31 @@ def validation_scores(model, val_ds, supervised):
             "val": retrieval_metrics(queries, candidates, labels, labels)}
 
 
+def keep_better(summary, single_scores):
+    """The fusion's rule for a fused candidate: each candidate feature alone
+    (its own two-tower model, trained on the same rows) is compared with the
+    fused candidate on validation (mAP when examples of a class match, else
+    MRR); the best single feature is kept when it scores above the fused one.
+    Adds `singles`, `metric` and `kept` to `summary`; returns the kept feature or None."""
+    metric = "map" if "map" in summary["val"] else "mrr"
+    summary["metric"] = metric
+    summary["singles"] = {f: s["val"][metric] for f, s in single_scores.items()}
+    fused = summary["val"][metric]
+    best = max(summary["singles"], key=summary["singles"].get)
+    if summary["singles"][best] > fused:
+        summary["fused_val"] = summary["val"]
+        summary["val"] = single_scores[best]["val"]
+        summary["kept"] = (f"the candidate {best!r} alone: validation {metric} {summary['singles'][best]:.4f} "
+                           f"above the fused candidate's {fused:.4f}; the fused model is in fusion/")
+        return best
+    summary["kept"] = f"the fused candidate: validation {metric} {fused:.4f}, each feature alone " + ", ".join(
+        f"{f} {v:.4f}" for f, v in summary["singles"].items())
+    return None
+
+
 def format_scores(summary):
     if "val" not in summary:
         return [f"Retrieval: {summary.get('why', 'not measured')}"]
     scores = ", ".join(f"{k} {v:.3f}" for k, v in summary["val"].items())
-    return [f"Retrieval on {summary['rows']} validation rows (each query among all their candidates): {scores}"]
+    kept = [f"kept: {summary['kept']}"] if summary.get("kept") else []
+    return kept + [f"Retrieval on {summary['rows']} validation rows (each query among all their candidates): {scores}"]

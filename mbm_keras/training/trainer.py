@@ -36,11 +36,53 @@ from mbm_keras.training.config import ConfigError, load_config
 
 
 def _resume_stage(out):
-    """The stage ("stage1"/"stage2") whose BackupAndRestore backup is in `out`, or None."""
-    for stage in ("stage2", "stage1"):
+    """The stage ("probe"/"stage1"/"stage2") whose BackupAndRestore backup is in `out`, or None."""
+    for stage in ("stage2", "stage1", "probe"):
         if os.path.isfile(os.path.join(out, f"backup-{stage}", "training_metadata.json")):
             return stage
     return None
+
+
+DEFAULT_PATIENCE = 5  # early stopping's patience when the config sets none and there is validation data
+
+
+def _freeze_encoders(model, features):
+    """Freezes every `<feature>_encoder` of `model`; returns `(layer, trainable)`
+    of every layer inside them, to put back (a frozen backbone stays frozen)."""
+    before = []
+    for feature in features:
+        try:
+            encoder = model.get_layer(f"{feature}_encoder")
+        except ValueError:  # shares another feature's encoder
+            continue
+        before += [(layer, layer.trainable) for layer in encoder._flatten_layers(include_self=True, recursive=True)]
+        encoder.trainable = False
+    return before
+
+
+def _restore_best(model, out):
+    """Loads `out/best.keras`'s weights into `model` (same architecture), when it exists."""
+    best = os.path.join(out, "best.keras")
+    if os.path.isfile(best):
+        model.load_weights(best)
+
+
+def _kept_epoch(history, monitor, validated):
+    """What `summary.json` says of the epoch the run keeps: the best by
+    `monitor` when there was validation data, else the last."""
+    values = history.get(monitor) or []
+    total = len(next(iter(history.values()), []))
+    if not validated or not values:
+        return {"kept": total, "of": total, "why": "the last epoch (no validation data)"}
+    import math
+
+    finite = [(v, i) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
+    if not finite:
+        return {"kept": total, "of": total, "why": f"the last epoch ({monitor} was never finite)"}
+    pick = max if monitor.endswith(("accuracy", "auc", "precision", "recall", "map", "mrr")) else min
+    value, index = pick(finite)
+    return {"kept": index + 1, "of": total, "monitor": monitor, "value": float(value),
+            "why": f"the best validation epoch by {monitor}"}
 
 
 def pretrain(config, epochs=None, output=None, strategy=None, verbose="auto", restart=False, overwrite=False):
@@ -117,6 +159,7 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         StopOnNonFiniteLoss,
     )
     from mbm_keras.training import autoencoder_task, retrieval_task, transcription_task
+    from mbm_keras.training.holdout import hold_out
     from mbm_keras.training.run_folder import prepare_run_folder
     from mbm_keras.training.loop import distributed_fit, is_chief
     from mbm_keras.training.optimizer import make_optimizer
@@ -167,12 +210,17 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
     preprocessing = ({**data["preprocessing"], "label_type": "transcript", "audio_whole_clip": True} if transcription
                      else data["preprocessing"])
     columns = {k: v for k, v in data["columns"].items() if k != "label"} if autoencoder else data["columns"]
+    # Validation by default: without data.val, a share of the training rows (training/holdout.py).
+    held = hold_out(data, out, train_cfg["seed"], label=None if autoencoder else data["columns"].get("label"))
+    print(held.note, flush=True)
+    data = {**data, "train": held.train, "val": held.val}
     pre = fit_preprocessor(data["train"], columns, {k: f["modality"] for k, f in features.items()},
                            share=model_cfg["share_encoders"], **preprocessing)
-    plan = make_plan({**train_cfg, "balance": "none"} if retrieval or transcription or autoencoder else train_cfg, data,
-                     pre.feature_modalities, model_cfg["fusion"])
+    plan = make_plan({**train_cfg, "balance": "none", "keep_best_of": "fusion"} if retrieval or transcription or autoencoder
+                     else train_cfg, data, pre.feature_modalities, model_cfg["fusion"], validation=bool(data["val"]))
     if plan.keep == "all" and not data["val"]:
-        raise ConfigError("config: train.keep_best_of: all compares the models on data.val; set data.val")
+        raise ConfigError("config: train.keep_best_of: all compares the models on validation data; set data.val "
+                          "(or leave data.val_split above 0 with enough rows)")
     common = dict(
         preprocessor=pre,
         batch_size=data["batch_size"],
@@ -232,6 +280,8 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
                     "missing_modalities": plan.masks, "compile": False}
     head = None if transcription or autoencoder else get_head(pre.model_kwargs().get("head", "softmax"))
     monitor = train_cfg["monitor"] or ("val_loss" if val_ds is not None else "loss")
+    # Early stopping: the config's patience, else DEFAULT_PATIENCE epochs whenever there is validation data.
+    patience = train_cfg["early_stopping_patience"] or (DEFAULT_PATIENCE if val_ds is not None else None)
     steps_per_epoch = int(train_ds.cardinality())
     previous_policy = keras.mixed_precision.global_policy()
 
@@ -271,10 +321,9 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
             EpochLog(history_path),
             keras.callbacks.TensorBoard(os.path.join(folder, "logs")),
         ]
-        if train_cfg["early_stopping_patience"]:
+        if patience:
             cbs.append(ResumableEarlyStopping(
-                history_path, first_epoch=first_epoch, monitor=monitor,
-                patience=train_cfg["early_stopping_patience"], verbose=1,
+                history_path, first_epoch=first_epoch, monitor=monitor, patience=patience, verbose=1,
             ))
         # A single model's backup stays until the model is saved (see _train_single): a kill in between resumes.
         cbs.append(keras.callbacks.BackupAndRestore(os.path.join(out, f"backup-{stage}"), double_checkpoint=True,
@@ -313,6 +362,12 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
                 singles[modality] = _train_single(  # masks only for the data's own empty cells
                     modality, names, plan, {**model_kwargs, "missing_modalities": data["missing_modalities"]}, pre, strategy, out, single_ds, val_ds,
                     compile_model, callbacks, fit, train_cfg, model_cfg["fusion"])
+        plain = None  # transcription with a context: the model without it, trained first (and compared with)
+        if transcription and context_feature and val_ds is not None:
+            plain = _train_single(
+                audio_feature, [audio_feature], plan, model_kwargs, pre, strategy, out, train_ds, val_ds,
+                compile_model, callbacks, fit, train_cfg, None,
+                build=lambda: transcription_task.build_from_config(task, model_cfg, pre, with_context=False))
         # Each model's initial weights depend on the seed alone, not on what
         # was built before it (a resumed run loads finished single models).
         keras.utils.set_random_seed(train_cfg["seed"])
@@ -320,12 +375,12 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
             if retrieval:
                 model = retrieval_task.build_from_config(task, model_cfg, model_kwargs)
             elif transcription:
-                model = transcription_task.build_from_config(task, model_cfg, pre)
+                model = transcription_task.build_from_config(task, model_cfg, pre, audio_from=plain)
             elif autoencoder:
                 model = autoencoder_task.build_from_config(task, model_cfg, pre, train_cfg["seed"])
             else:
                 model = build_fusion_model(**model_kwargs)
-            if plan.balance == "unimodal":  # a resumed stage's backup overrides these
+            if plan.balance in ("unimodal", "probe"):  # a resumed stage's backup overrides these
                 for modality, names in plan.groups.items():
                     copy_encoders(singles[modality], model, names)
             trainee = GradientModulation(model, plan.groups, plan.alpha) if plan.balance == "ogm_ge" else None
@@ -340,9 +395,27 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         elif len(plan.groups) > 1:
             print(f"Training the fusion ({model_cfg['fusion']})", flush=True)
         history = {}
-        if resume_stage != "stage2":  # stage 1 finished before the crash otherwise
-            history = dict(fit(trainee, train_ds, epochs=train_cfg["epochs"],
-                               callbacks=callbacks("stage1", out, train_ds)).history)
+        probe = plan.probe_epochs(train_cfg["epochs"])  # train.balance probe: the frozen-encoder stage first
+        if probe and resume_stage not in ("stage1", "stage2"):
+            with strategy.scope():
+                frozen = _freeze_encoders(model, pre.features)
+                compile_model(model, train_cfg["learning_rate"], probe)
+            print(f"Linear probe: {probe} epoch(s) with the single models' encoders frozen", flush=True)
+            history = dict(fit(model, train_ds, epochs=probe, callbacks=callbacks("probe", out, train_ds)).history)
+            _restore_best(model, out)  # fine-tuning starts from the probe's best epoch
+            with strategy.scope():
+                for layer, trainable in frozen:
+                    layer.trainable = trainable
+        if probe and probe < train_cfg["epochs"]:
+            with strategy.scope():
+                compile_model(model, train_cfg["learning_rate"] / 10, train_cfg["epochs"] - probe)
+            print(f"Fine-tuning the whole fusion at learning rate {train_cfg['learning_rate'] / 10:g}: "
+                  f"{train_cfg['epochs'] - probe} epoch(s)", flush=True)
+        if resume_stage != "stage2" and probe < train_cfg["epochs"]:  # stage 1 finished before the crash otherwise
+            stage1 = fit(trainee, train_ds, epochs=train_cfg["epochs"], initial_epoch=probe,
+                         callbacks=callbacks("stage1", out, train_ds, first_epoch=probe))
+            for k, v in stage1.history.items():
+                history.setdefault(k, []).extend(v)
         fine_tune = train_cfg["fine_tune"]
         if fine_tune:
             with strategy.scope():
@@ -359,14 +432,44 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
+    epoch = _kept_epoch(history, monitor, val_ds is not None)
+    if val_ds is not None:
+        _restore_best(model, out)  # model.keras: the best validation epoch
     if retrieval:
-        summary = retrieval_task.validation_scores(model, val_ds, task["supervised"] is not False and pre.labels is not None)
+        supervised = task["supervised"] is not False and pre.labels is not None
+        summary = retrieval_task.validation_scores(model, val_ds, supervised)
+        if val_ds is not None and len(task["candidate"]) > 1:  # a fused candidate against each of its features
+            scores = {}
+            try:
+                if train_cfg["mixed_precision"]:
+                    keras.mixed_precision.set_global_policy(train_cfg["mixed_precision"])
+                for feature in task["candidate"]:
+                    singles[feature] = _train_single(
+                        feature, task["query"] + [feature], plan, model_kwargs, pre, strategy, out, train_ds, val_ds,
+                        compile_model, callbacks, fit, train_cfg, None,
+                        build=lambda f=feature: retrieval_task.build_from_config({**task, "candidate": [f]},
+                                                                                 model_cfg, model_kwargs))
+                    scores[feature] = retrieval_task.validation_scores(singles[feature], val_ds, supervised)
+            finally:
+                keras.mixed_precision.set_global_policy(previous_policy)
+            kept_feature = retrieval_task.keep_better(summary, scores)
+            if kept_feature:
+                plan.groups = {kept_feature: task["query"] + [kept_feature]}
+                summary["kept_modality"] = kept_feature
     elif transcription:
         summary = transcription_task.validation_scores(model, val_ds, pre.labels.vocabulary, task["beam"])
+        if plain is not None:
+            plain_scores = transcription_task.validation_scores(
+                plain, transcription_task.select_inputs(val_ds, [audio_feature]), pre.labels.vocabulary, task["beam"])
+            if transcription_task.keep_better(summary, plain_scores, audio_feature):
+                singles, plan.groups = {audio_feature: plain}, {audio_feature: [audio_feature]}
+                summary["kept_modality"] = audio_feature
     elif autoencoder:
         summary = autoencoder_task.validation_scores(model, val_ds, names)
     else:
         summary = validation_summary(out, model, singles, plan, val_ds, head, measure=used != "multi_worker")
+    summary["epoch"] = epoch
+    summary["validation"] = held.summary
     kept = summary.get("kept_modality")
     if kept:  # keep_best_of: all, and a single model won: the run folder holds it, fusion/ the fusion
         Run(os.path.join(out, FUSION)).save(model, pre, config)
@@ -393,10 +496,11 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
 
 
 def _train_single(modality, names, plan, model_kwargs, pre, strategy, out, dataset, val_ds, compile_model, callbacks,
-                  fit, train_cfg, fusion):
+                  fit, train_cfg, fusion, build=None):
     """Trains (or, when a resumed run finished it, loads) the model of one
     modality's features alone; writes it to `singles/<modality>/` as a run
-    folder (its best epoch by the monitor, else its last)."""
+    folder (its best epoch by the monitor, else its last). `build`: makes
+    that model (default: `build_single_model` of the fusion's arguments)."""
     import keras
 
     from mbm_keras.deploy.exporting import load_keras_file
@@ -408,7 +512,7 @@ def _train_single(modality, names, plan, model_kwargs, pre, strategy, out, datas
         return load_keras_file(done)
     keras.utils.set_random_seed(train_cfg["seed"])
     with strategy.scope():
-        single = build_single_model(model_kwargs, pre.feature_modalities, modality, fusion)
+        single = build() if build else build_single_model(model_kwargs, pre.feature_modalities, modality, fusion)
         compile_model(single, train_cfg["learning_rate"], train_cfg["epochs"])
     print(f"Training {modality} alone ({', '.join(names)}): {train_cfg['epochs']} epoch(s)", flush=True)
     inputs = list(single.input)

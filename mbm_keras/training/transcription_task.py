@@ -72,11 +72,16 @@ def frames(task, model_cfg, pre):
     return int(steps)
 
 
-def build_from_config(task, model_cfg, pre):
-    """The transcription model (uncompiled) of a config, its inputs named after the features."""
+def build_from_config(task, model_cfg, pre, with_context=True, audio_from=None):
+    """The transcription model (uncompiled) of a config, its inputs named after the features.
+
+    `with_context=False`: the model without the config's context (what a context model is compared with);
+    `audio_from`: a trained model whose audio path the new one copies and freezes (see `build_transcription_model`).
+    """
     from mbm_keras.transcription import build_transcription_model
 
     audio, context = roles(task, model_cfg)
+    context = context if with_context else None
     audio_options = pre.features[audio].model_options()
     audio_encoder, audio_kwargs = _encoder(model_cfg, audio)
     kwargs = {}
@@ -89,7 +94,29 @@ def build_from_config(task, model_cfg, pre):
     return build_transcription_model(
         pre.labels.vocabulary, audio=audio_encoder, audio_length=audio_options["audio_length"],
         sample_rate=audio_options["sample_rate"], audio_kwargs=audio_kwargs, audio_name=audio, compile=False,
-        **kwargs, **(model_cfg["fusion_kwargs"] or {}))
+        audio_from=audio_from, **kwargs, **(model_cfg["fusion_kwargs"] or {}))
+
+
+def keep_better(summary, plain_summary, audio):
+    """The same rule as a fusion's: a context model whose validation CER is
+    above the model without context (trained first, on the same rows) is not
+    kept. Adds `with_context`, `without_context` and `kept` to `summary`;
+    returns True when the model without context is kept."""
+    summary["with_context"] = summary.get("val")
+    summary["without_context"] = plain_summary.get("val")
+    if not summary["with_context"] or not summary["without_context"]:
+        summary["kept"] = "the context model (no validation data to compare with)"
+        return False
+    worse = summary["with_context"]["cer"] > summary["without_context"]["cer"]
+    if worse:
+        summary["val"] = summary["without_context"]
+        summary["kept"] = (f"the model without context ({audio!r} alone): its validation CER "
+                           f"{summary['without_context']['cer']:.4f} is below the context model's "
+                           f"{summary['with_context']['cer']:.4f}; the context model is in fusion/")
+    else:
+        summary["kept"] = (f"the context model: validation CER {summary['with_context']['cer']:.4f}, the model "
+                           f"without context {summary['without_context']['cer']:.4f}")
+    return worse
 
 
 def warn_long_contexts(manifest, pre, context):
@@ -163,7 +190,8 @@ def format_scores(summary):
     if "val" not in summary:
         return [f"Transcription: {summary.get('why', 'not measured')}"]
     v = summary["val"]
-    lines = [f"Transcription of {summary['rows']} validation rows ({summary['decoding']}): WER {v['wer']:.3f}, "
+    kept = [f"kept: {summary['kept']}"] if summary.get("kept") else []
+    lines = kept + [f"Transcription of {summary['rows']} validation rows ({summary['decoding']}): WER {v['wer']:.3f}, "
              f"CER {v['cer']:.3f}, exact {v['exact']:.3f}"]
     for w in v["worst"][:3]:
         lines.append(f"  CER {w['cer']:.2f}  ref: {w['reference']!r}  hyp: {w['hypothesis']!r}")
