@@ -151,7 +151,8 @@ def format_choice(choice):
         lines.append(f"the run kept: {choice['kept']}")
     epoch = choice.get("epoch")
     if epoch:
-        lines.append(f"its epoch: {epoch['kept']} of {epoch['of']}, {epoch['why']}")
+        lines.append(f"its epoch{' (' + epoch['model'] + ')' if epoch.get('model') else ''}: {epoch['kept']} of "
+                     f"{epoch['of']}, {epoch['why']}")
     if choice.get("validation"):
         lines.append(f"chosen on: {choice['validation']}")
     return lines

@@ -460,7 +460,8 @@ def format_summary(summary):
                      f"their row numbers: {validation['rows_file']}")
     epoch = summary.get("epoch")
     if epoch:
-        lines.append(f"epoch kept: {epoch['kept']} of {epoch['of']}, {epoch['why']}"
+        lines.append(f"epoch kept{' (' + epoch['model'] + ')' if epoch.get('model') else ''}: {epoch['kept']} of "
+                     f"{epoch['of']}, {epoch['why']}"
                      + (f" ({epoch['monitor']} {epoch['value']:.4f})" if "value" in epoch else ""))
     if len(summary["modalities"]) < 2:
         return lines

@@ -468,9 +468,15 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         summary = autoencoder_task.validation_scores(model, val_ds, names)
     else:
         summary = validation_summary(out, model, singles, plan, val_ds, head, measure=used != "multi_worker")
-    summary["epoch"] = epoch
+    summary["epoch"] = {**epoch, "model": "fusion"}
     summary["validation"] = held.summary
     kept = summary.get("kept_modality")
+    if kept:  # the epoch of the model the run holds: the single model's own
+        from mbm_keras.training.callbacks import read_history
+
+        rows = read_history(os.path.join(out, SINGLES, kept, "history.csv"), 0, 1 << 30)
+        single_history = {k: [r.get(k) for r in rows] for k in (rows[0] if rows else {})}
+        summary["epoch"] = {**_kept_epoch(single_history, monitor, val_ds is not None), "model": kept}
     if kept:  # keep_best_of: all, and a single model won: the run folder holds it, fusion/ the fusion
         Run(os.path.join(out, FUSION)).save(model, pre, config)
         if os.path.isfile(os.path.join(out, "best.keras")):
