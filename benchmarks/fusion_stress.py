@@ -194,6 +194,9 @@ def main(argv=None):
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--options", nargs="+", choices=OPTIONS, default=list(OPTIONS),
                         help="options to train besides the default (which always runs)")
+    parser.add_argument("--reuse", help="a previous run's .json: its results of the options not trained now "
+                        "(same variants, folds and epochs) join the table, e.g. --options default --reuse old.json "
+                        "after a change that touches only the default")
     parser.add_argument("--out", help="markdown file (default: benchmarks/results/fusion_stress.md)")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
@@ -210,15 +213,28 @@ def main(argv=None):
         table, info = av_digits.build_files(args.data, args.work)
     except (FileNotFoundError, ValueError) as e:
         parser.error(f"--data {args.data}: {e}")
+    previous = {}
+    if args.reuse:
+        with open(args.reuse, encoding="utf-8") as f:
+            old = json.load(f)
+        if old["settings"]["epochs"] != settings["epochs"]:
+            parser.error(f"--reuse {args.reuse}: trained {old['settings']['epochs']} epochs, not {settings['epochs']}")
+        previous = old["per_fold"]
     results, raw = {}, {}
     with tempfile.TemporaryDirectory(prefix="stress-runs-") as work:
         for variant in args.variants:
             per_fold = {s: run_fold(table, info["folder"], variant, s, settings, options, work)
                         for s in settings["folds"]}
+            for s, fold in per_fold.items():  # the options not trained now, from --reuse
+                for name, value in previous.get(variant, {}).get(s, {}).items():
+                    if name in OPTIONS and name not in options:
+                        fold[name] = value
             models = summarize(per_fold)
             results[variant] = {"models": models, "check": check(models)}
             raw[variant] = per_fold
     command = "python benchmarks/fusion_stress.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.reuse:
+        command += f"\n# {', '.join(o for o in OPTIONS if o not in options)}: from {os.path.basename(args.reuse)}"
     text = (f"Test accuracy (%) on held-out speakers, mean ± std over {len(settings['folds'])} fold(s) "
             f"({', '.join(settings['folds'])}); {settings['epochs']} epochs; no data.val (the default hold-out). "
             f"Images keep {info['pca_components']} PCA components, audio at {info['snr_db'][0]:+.0f} dB SNR.\n\n"

@@ -27,7 +27,8 @@ EPILOG_DEMO = """example:
 EPILOG_TRAIN = """example run.yaml:
   data:
     train: data/demo/train.csv     # paths relative to this file (here: a run.yaml in the repository root;
-    val: data/demo/val.csv         # configs/ holds commented examples that run as they are)
+    val: data/demo/val.csv         # configs/ holds commented examples that run as they are;
+                                   # without val, val_split: 0.2 of train is held out, grouped by group: COLUMN)
     columns: {image: image, text: text, label: label}
     preprocessing: {image_size: [224, 224], text_length: 64}
   model: {image: resnet50, text: bilstm, fusion: concat, weights: imagenet, freeze_backbone: true}

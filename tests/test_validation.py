@@ -106,12 +106,12 @@ def test_the_default_holds_out_validation_and_keeps_the_best_part(default_run, c
     assert summary["validation"]["source"] == "data.val_split" and (run / "split.json").is_file()
     assert summary["balance"] == "probe" and summary["keep_best_of"] == "all"
     assert set(summary["singles"]) == {"image", "text"} and summary["fusion"] is not None
-    # The probe (a third of the 3 epochs, encoders frozen) and the fine-tuning (2 epochs) are one history.
+    # The probe (3 epochs, encoders frozen) and the fine-tuning (half as many: 1) are one history.
     history = (run / "history.csv").read_text().strip().splitlines()
-    assert len(history) == 1 + 3 and len(result["history"]["loss"]) == 3
+    assert len(history) == 1 + 4 and len(result["history"]["loss"]) == 4
     # model.keras is the best validation epoch, and the epoch is said.
     epoch = summary["epoch"]
-    assert epoch["monitor"] == "val_loss" and 1 <= epoch["kept"] <= 3 and epoch["of"] == 3
+    assert epoch["monitor"] == "val_loss" and 1 <= epoch["kept"] <= 4 and epoch["of"] == 4
     assert epoch["value"] == pytest.approx(min(float(r.split(",")[list(history[0].split(",")).index("val_loss")])
                                                for r in history[1:]), rel=1e-5)
     kept = keras.saving.load_model(run / "model.keras", safe_mode=True)

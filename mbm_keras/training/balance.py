@@ -12,8 +12,9 @@ its strongest modality alone. Two cures, chosen in the run config:
 - `probe` (the default for several modalities): each modality's own model is
   trained first, as for `unimodal`; the fusion starts from their encoders,
   which stay frozen while the fusion layers and the head learn (a linear
-  probe, a third of `train.epochs`), then everything is fine-tuned at a tenth
-  of the learning rate for the other epochs (LP-FT, Kumar et al., ICLR 2022). No modality dropout. The
+  probe, `train.epochs` epochs at the learning rate), then everything is
+  fine-tuned at a tenth of the learning rate for half as many epochs (LP-FT,
+  Kumar et al., ICLR 2022). No modality dropout. The
   fusion starts from features that already work alone, and fine-tuning at a
   low rate cannot quickly undo them; the best validation epoch over both
   stages is the one kept.
@@ -70,15 +71,19 @@ class Plan:
         self.probe = balance == "probe"
 
     def probe_epochs(self, epochs):
-        """Of the fusion's `epochs`, those of the linear probe under `probe` (a third, at least 1), else 0;
-        the rest fine-tune."""
-        return max(1, epochs // 3) if self.probe else 0
+        """The linear probe's epochs: `train.epochs` under `probe`, else 0."""
+        return epochs if self.probe else 0
+
+    def tune_epochs(self, epochs):
+        """The epochs that train the whole model after the probe: half as many under `probe`, else `epochs`."""
+        return epochs // 2 if self.probe else epochs
 
     def describe(self):
         parts = [f"balance '{self.balance}'"]
         if self.balance == "probe":
             parts.append(f"single models of {', '.join(self.groups)} first, then the fusion from their encoders: "
-                         f"frozen (a linear probe), then fine-tuned at a tenth of the learning rate")
+                         f"frozen (a linear probe), then fine-tuned at a tenth of the learning rate for half as "
+                         f"many epochs")
         elif self.balance == "unimodal":
             parts.append(f"single models of {', '.join(self.groups)} first, then the fusion from their encoders "
                          f"with modality dropout {self.dropout:g}")
@@ -483,8 +488,9 @@ def format_summary(summary):
         if summary["gain"] < 0:
             lines.append(
                 f"WARNING: the fusion scores below its best modality alone ({summary['best_single']}). Try another "
-                f"train.balance ({', '.join(b for b in BALANCES if b not in ('auto', summary.get('balance')))}), "
-                f"or train.keep_best_of: all to keep the better model.")
+                f"train.balance ({', '.join(b for b in BALANCES if b not in ('auto', summary.get('balance')))})"
+                + (", or train.keep_best_of: all to keep the better model." if summary.get("keep_best_of") != "all"
+                   else "; the run keeps the better model (train.keep_best_of: all)."))
     elif not scores and not masked:
         lines.append("  per-modality scores: not measured (train.balance: none trains no single models and the "
                      "model has no modality masks; set train.keep_best_of: all or train.balance: unimodal)")

@@ -406,13 +406,14 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
             with strategy.scope():
                 for layer, trainable in frozen:
                     layer.trainable = trainable
-        if probe and probe < train_cfg["epochs"]:
+        end = probe + plan.tune_epochs(train_cfg["epochs"])  # the epoch after the fusion's own stages
+        if probe and end > probe:
             with strategy.scope():
-                compile_model(model, train_cfg["learning_rate"] / 10, train_cfg["epochs"] - probe)
+                compile_model(model, train_cfg["learning_rate"] / 10, end - probe)
             print(f"Fine-tuning the whole fusion at learning rate {train_cfg['learning_rate'] / 10:g}: "
-                  f"{train_cfg['epochs'] - probe} epoch(s)", flush=True)
-        if resume_stage != "stage2" and probe < train_cfg["epochs"]:  # stage 1 finished before the crash otherwise
-            stage1 = fit(trainee, train_ds, epochs=train_cfg["epochs"], initial_epoch=probe,
+                  f"{end - probe} epoch(s)", flush=True)
+        if resume_stage != "stage2" and end > probe:  # stage 1 finished before the crash otherwise
+            stage1 = fit(trainee, train_ds, epochs=end, initial_epoch=probe,
                          callbacks=callbacks("stage1", out, train_ds, first_epoch=probe))
             for k, v in stage1.history.items():
                 history.setdefault(k, []).extend(v)
@@ -422,11 +423,11 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
                 unfreeze_backbone(model, fine_tune.get("num_layers"), recompile=False)
                 compile_model(model, fine_tune.get("learning_rate", train_cfg["learning_rate"] / 10),
                               fine_tune["epochs"], None if trainee is model else trainee)
-            total = train_cfg["epochs"] + fine_tune["epochs"]
+            total = end + fine_tune["epochs"]
             print(f"Fine-tuning: {fine_tune['epochs']} epoch(s), top {fine_tune.get('num_layers') or 'all'} backbone layers",
                   flush=True)
-            stage2 = fit(trainee, train_ds, epochs=total, initial_epoch=train_cfg["epochs"],
-                         callbacks=callbacks("stage2", out, train_ds, first_epoch=train_cfg["epochs"]))
+            stage2 = fit(trainee, train_ds, epochs=total, initial_epoch=end,
+                         callbacks=callbacks("stage2", out, train_ds, first_epoch=end))
             for k, v in stage2.history.items():
                 history.setdefault(k, []).extend(v)
     finally:
