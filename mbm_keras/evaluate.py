@@ -162,7 +162,10 @@ def format_choice(choice):
     if not choice:
         return []
     lines = []
-    if choice.get("kept"):
+    if choice.get("kept") == "fusion" and choice.get("gain") is not None and choice.get("margin") is not None:
+        lines.append(f"the run kept: the fusion ({choice['gain']:+.4f} over the best single model on validation, "
+                     f"beyond the noise of {choice['margin']:.4f})")
+    elif choice.get("kept"):
         lines.append(f"the run kept: {choice['kept']}")
     epoch = choice.get("epoch")
     if epoch:

@@ -175,7 +175,8 @@ def test_evaluate_counts_each_row_once_when_rows_are_skipped(default_run, tmp_pa
     summary = json.loads((folder / "run" / "summary.json").read_text())
     assert results["run"]["kept"] == summary["kept"] and results["run"]["epoch"] == summary["epoch"]
     text = format_report(results)
-    assert f"the run kept: {summary['kept']}" in text and "its epoch (" in text and "chosen on: data.val_split" in text
+    kept = "the fusion (" if summary["kept"] == "fusion" else summary["kept"]
+    assert f"the run kept: {kept}" in text and "its epoch (" in text and "chosen on: data.val_split" in text
 
 
 def test_a_fused_retrieval_candidate_is_compared_with_each_of_its_features(tmp_path):

@@ -495,8 +495,13 @@ def format_summary(summary):
         lines.append("  per-modality scores: not measured (train.balance: none trains no single models and the "
                      "model has no modality masks; set train.keep_best_of: all or train.balance: unimodal)")
     if summary.get("keep_best_of") == "all":
-        why = ("the fusion (at least as good as every single model on validation)" if summary["kept"] == "fusion"
-               else summary["kept"])
+        why = summary["kept"]
+        if why == "fusion":
+            why = "the fusion (at least as good as every single model on validation"
+            if summary.get("gain") is not None and summary.get("margin") is not None:
+                why = (f"the fusion ({summary['gain']:+.4f} {metric} over {summary['best_single']} alone, beyond the "
+                       f"validation noise of {summary['margin']:.4f}")
+            why += ")"
         lines.append(f"kept (train.keep_best_of: all): {why}")
     return lines
 
