@@ -67,6 +67,11 @@ def test_nothing_is_held_out_without_enough_rows_and_the_run_says_why(tmp_path):
     assert held.val == "val.csv" and held.summary["source"] == "data.val"
     with pytest.raises(ConfigError, match=r"data.group 'speakers' is not a column of .*train.csv \(its columns: "):
         hold_out(data_section(path, group="speakers"), str(tmp_path / "run"), seed=0, label="label")
+    # Grouped by the label itself: every held-out class is missing from training, and the run says that.
+    three = write_csv(tmp_path / "three.csv", [dict(r, label=("red", "blue", "green")[i % 3])
+                                                for i, r in enumerate(make_files(tmp_path, n=60))])
+    held = hold_out(data_section(three, group="label"), str(tmp_path / "run"), seed=0, label="label")
+    assert held.val is None and "every held-out row's class is absent from the training side (20 rows)" in held.note
     with pytest.raises(ConfigError, match=r"data.group 'label' holds one value only"):
         write_csv(tmp_path / "one.csv", [dict(r, label="red") for r in make_files(tmp_path, n=60)])
         hold_out(data_section(tmp_path / "one.csv", group="label"), str(tmp_path / "run"), seed=0, label="label")

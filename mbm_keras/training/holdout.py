@@ -107,6 +107,10 @@ def hold_out(data, out, seed, label=None):
         keep = [i for i, v in enumerate(splits["val"].column(label)) if str(v) in known]
         dropped = len(splits["val"]) - len(keep)
         splits["val"] = splits["val"].subset(keep)
+    if len(splits["val"]) == 0 and dropped:
+        return none(f"no validation data: grouped by data.group {group!r}, every held-out row's class is absent "
+                    f"from the training side ({dropped} rows), so none can be scored; group by a column that cuts "
+                    f"across the classes (a speaker, a patient), or set data.val")
     if len(splits["val"]) == 0 or len(splits["train"]) == 0:
         return none(f"no validation data: a {share:g} share of {path}'s rows left one side empty; set data.val")
     numbers = {name: [int(n) + 1 for n in splits[name].numbers] for name in ("train", "val")}
