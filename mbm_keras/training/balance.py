@@ -387,8 +387,6 @@ def validation_summary(out, model, singles, plan, val_ds, head, measure=True):
         the dict `summary.json` holds; `kept_modality` names a single model
         that won under `keep_best_of: all`.
     """
-    from mbm_keras.deploy.exporting import load_keras_file
-
     metric, direction = score_metric(head)
     summary = {"where": "validation", "metric": metric, "better": direction, "balance": plan.balance,
                "keep_best_of": plan.keep, "modalities": list(plan.groups), "fusion": None, "singles": {},
@@ -402,8 +400,7 @@ def validation_summary(out, model, singles, plan, val_ds, head, measure=True):
     if not measure:
         summary["why"] = "not measured under multi_worker; run mbm-keras evaluate on the validation data"
         return summary
-    best = os.path.join(out, "best.keras")
-    fusion = load_keras_file(best) if os.path.isfile(best) else model
+    fusion = model  # train() has loaded its best validation epoch (best.keras) into it
     summary["fusion"] = _score(fusion, val_ds, metric)
     for modality, single in singles.items():
         summary["singles"][modality] = _score(single, select_inputs(val_ds, list(single.input)), metric)

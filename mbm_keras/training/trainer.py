@@ -478,7 +478,7 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         rows = read_history(os.path.join(out, SINGLES, kept, "history.csv"), 0, 1 << 30)
         single_history = {k: [r.get(k) for r in rows] for k in (rows[0] if rows else {})}
         summary["epoch"] = {**_kept_epoch(single_history, monitor, val_ds is not None), "model": kept}
-    if kept:  # keep_best_of: all, and a single model won: the run folder holds it, fusion/ the fusion
+        # keep_best_of: all, and a single model won: the run folder holds it, fusion/ the fusion
         Run(os.path.join(out, FUSION)).save(model, pre, config)
         if os.path.isfile(os.path.join(out, "best.keras")):
             os.replace(os.path.join(out, "best.keras"), os.path.join(out, FUSION, "best.keras"))
