@@ -67,6 +67,33 @@ EPILOG_ZOO = """example:
 """
 
 
+def _at_least(convert, low, strict=False):
+    """An argparse type: a finite number >= `low` (> `low` when `strict`); `--k -3` would otherwise slice off
+    the last 3 results, `--beam 0` silently decode greedily."""
+    what = f"{'a whole number' if convert is int else 'a number'} {'>' if strict else '>='} {low}"
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}. Received: {text!r}") from None
+        if not (value > low if strict else value >= low) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be {what}. Received: {text}")
+        return value
+
+    return parse
+
+
+positive_int, non_negative_int, positive_float = _at_least(int, 1), _at_least(int, 0), _at_least(float, 0, True)
+
+
+def printable(text, newlines=False):
+    """Cells and names from the user's files, safe for the terminal (`mbm_keras.io.printable`)."""
+    from mbm_keras.io import printable as escape
+
+    return escape(text, newlines)
+
+
 def _quiet_tensorflow():
     # TensorFlow's C++ start-up lines (CUDA probing on CPU machines) are noise here.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -128,10 +155,10 @@ def cmd_init(args):
         kind = f"{c['kind']} ({c['tabular']})" if c["tabular"] else c["kind"]
         flag = "  <- ambiguous, left out" if c["ambiguous"] and c["kind"] == "left out" else (
             "  <- ambiguous" if c["ambiguous"] else "")
-        print(f"{c['column']:<{width}}{kind:<24}{c['why']}{flag}")
+        print(printable(f"{c['column']:<{width}}{kind:<24}{c['why']}{flag}"))
     print(f"\nWrote {report['config']}. Check it, then: mbm-keras train --config {report['config']}")
     if report["ambiguous"]:
-        print(f"Decide about: {', '.join(report['ambiguous'])} (see the comments in {report['config']})")
+        print(printable(f"Decide about: {', '.join(report['ambiguous'])} (see the comments in {report['config']})"))
     return 0
 
 
@@ -224,23 +251,23 @@ def cmd_search(args):
     for rank, score, row in search(args.index, values, run=args.model, k=args.k):
         folder = row.get("_folder")
         cells = "  ".join(f"{c}={v}" for c, v in row.items() if c not in ("row", "_folder") and v is not None)
-        print(f"{rank:>3}  {score:.4f}  row {row['row']}  {cells}" + (f"  (in {folder})" if folder else ""))
+        print(printable(f"{rank:>3}  {score:.4f}  row {row['row']}  {cells}" + (f"  (in {folder})" if folder else "")))
     return 0
 
 
 def cmd_evaluate(args):
     from mbm_keras.evaluate import evaluate, format_report
 
-    print(format_report(evaluate(args.model, args.data, batch_size=args.batch_size, out=args.out,
+    print(printable(format_report(evaluate(args.model, args.data, batch_size=args.batch_size, out=args.out,
                                  robustness=args.robustness, allow_outside_root=args.allow_outside_root,
-                                 beam=args.beam)))
+                                 beam=args.beam)), newlines=True))
     return 0
 
 
 def cmd_transcribe(args):
     from mbm_keras.deploy.transcription_export import transcribe
 
-    print(transcribe(args.model, args.audio, context=args.context, beam=args.beam, candidates=args.candidates))
+    print(printable(transcribe(args.model, args.audio, context=args.context, beam=args.beam, candidates=args.candidates)))
     return 0
 
 
@@ -260,7 +287,7 @@ def cmd_predict(args):
     results = predict(args.model, image=args.image, text=args.text, audio=args.audio, tabular=tabular, top=args.top,
                       features=features)
     for name, value in results:
-        print(f"{name:<30}{value:.4f}" if isinstance(value, float) else f"{name:<30}{value}")
+        print(printable(f"{name:<30}{value:.4f}" if isinstance(value, float) else f"{name:<30}{value}"))
     return 0
 
 
@@ -385,9 +412,9 @@ def make_parser():
     demo.add_argument("--data-only", action="store_true",
                       help="write the dataset and stop (no training), e.g. --data-only --data-dir data/demo "
                            "(the folder the example configs in configs/ read)")
-    demo.add_argument("--seed", type=int, default=0, help="dataset and training seed, e.g. --seed 1 (default: %(default)s)")
-    demo.add_argument("--epochs", type=int, default=12, help="epochs per model, e.g. --epochs 20 (default: %(default)s)")
-    demo.add_argument("--batch-size", type=int, default=32, help="batch size, e.g. --batch-size 64 (default: %(default)s)")
+    demo.add_argument("--seed", type=non_negative_int, default=0, help="dataset and training seed, e.g. --seed 1 (default: %(default)s)")
+    demo.add_argument("--epochs", type=positive_int, default=12, help="epochs per model, e.g. --epochs 20 (default: %(default)s)")
+    demo.add_argument("--batch-size", type=positive_int, default=32, help="batch size, e.g. --batch-size 64 (default: %(default)s)")
     demo.add_argument("--quiet", action="store_true", help="print nothing but errors, e.g. --quiet in scripts and cron jobs")
     demo.set_defaults(func=cmd_demo)
 
@@ -407,7 +434,7 @@ def make_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("--config", required=True, help="YAML or JSON run config, e.g. --config configs/classification.yaml (see below)")
-    train.add_argument("--epochs", type=int, default=None, help="override train.epochs, e.g. --epochs 3")
+    train.add_argument("--epochs", type=positive_int, default=None, help="override train.epochs, e.g. --epochs 3")
     train.add_argument("--out", default=None, help="override output (the run folder), e.g. --out runs/second")
     train.add_argument(
         "--strategy", default=None, choices=STRATEGIES,
@@ -438,7 +465,7 @@ def make_parser():
     )
     pretrain.add_argument("--config", required=True,
                           help="YAML or JSON config (task.kind: autoencoder, or no task), e.g. --config configs/pretrain.yaml")
-    pretrain.add_argument("--epochs", type=int, default=None, help="override train.epochs, e.g. --epochs 3")
+    pretrain.add_argument("--epochs", type=positive_int, default=None, help="override train.epochs, e.g. --epochs 3")
     pretrain.add_argument("--out", default=None, help="override output (the run folder), e.g. --out runs/pretrain")
     pretrain.add_argument("--strategy", default=None, choices=STRATEGIES,
                           help="override train.strategy, as for train, e.g. --strategy mirrored")
@@ -467,7 +494,7 @@ def make_parser():
                                                        "(default: %(default)s; refused if it exists)")
     init.add_argument("--label", default=None, help="the column to predict, when none is named label, target, "
                                                     "class, category or y, e.g. --label keyword")
-    init.add_argument("--sample", type=int, default=1000, help="rows read for the guesses, e.g. --sample 5000 "
+    init.add_argument("--sample", type=positive_int, default=1000, help="rows read for the guesses, e.g. --sample 5000 "
                                                                "(default: %(default)s)")
     init.add_argument("--overwrite", action="store_true", help="replace an existing --out file, e.g. --overwrite")
     init.set_defaults(func=cmd_init)
@@ -514,8 +541,8 @@ def make_parser():
     )
     pack.add_argument("--data", required=True, help="manifest to pack, e.g. --data data/demo/train.csv")
     pack.add_argument("--out", required=True, help="shard folder to write, e.g. --out shards/train")
-    pack.add_argument("--shard-mb", type=float, default=200, help="shard size in MB, e.g. --shard-mb 100 (default: %(default)s)")
-    pack.add_argument("--shard-rows", type=int, default=None,
+    pack.add_argument("--shard-mb", type=positive_float, default=200, help="shard size in MB, e.g. --shard-mb 100 (default: %(default)s)")
+    pack.add_argument("--shard-rows", type=positive_int, default=None,
                       help="also close a shard at this many rows, e.g. --shard-rows 4096 (equal shards for multi_worker)")
     pack.add_argument("--file-columns", default=None,
                       help="comma-separated columns holding file paths (default: found from the cells), "
@@ -586,7 +613,7 @@ def make_parser():
     search.add_argument("--image", default=None, help="query image file, e.g. --image data/demo/images/0001.png")
     search.add_argument("--audio", default=None, help="query WAV file, e.g. --audio data/demo/audio/0001.wav")
     search.add_argument("--feature", action="append", help="a named query feature, e.g. --feature caption=\"red\"")
-    search.add_argument("--k", type=int, default=10, help="results to print, e.g. --k 5 (default: %(default)s)")
+    search.add_argument("--k", type=positive_int, default=10, help="results to print, e.g. --k 5 (default: %(default)s)")
     search.set_defaults(func=cmd_search)
 
     evaluate = sub.add_parser(
@@ -599,12 +626,12 @@ def make_parser():
     )
     evaluate.add_argument("--model", required=True, help="run folder (model.keras + preprocessor.json), e.g. --model runs/first")
     evaluate.add_argument("--data", required=True, help="manifest to evaluate on, e.g. --data data/demo/test.csv")
-    evaluate.add_argument("--batch-size", type=int, default=32, help="batch size, e.g. --batch-size 64 (default: %(default)s)")
+    evaluate.add_argument("--batch-size", type=positive_int, default=32, help="batch size, e.g. --batch-size 64 (default: %(default)s)")
     evaluate.add_argument("--out", default=None, help="JSON output, e.g. --out eval.json (default: <model>/eval-<data name>.json)")
     evaluate.add_argument("--robustness", action="store_true",
                           help="also: accuracy with each modality removed, under increasing noise per modality, and each "
                                "modality's reliance share, as <out>-robustness.json and a PNG plot, e.g. --robustness")
-    evaluate.add_argument("--beam", type=int, default=None,
+    evaluate.add_argument("--beam", type=positive_int, default=None,
                           help="transcription runs: beam-search width (default: greedy), e.g. --beam 8")
     evaluate.add_argument("--allow-outside-root", action="store_true",
                           help="accept file paths that resolve outside the manifest's folder, e.g. --allow-outside-root")
@@ -631,7 +658,7 @@ def make_parser():
     transcribe.add_argument("--audio", required=True, help="the clip (WAV, FLAC, OGG), "
                                                            "e.g. --audio data/demo/speech/0001.wav")
     transcribe.add_argument("--context", default=None, help='the text context, e.g. --context "do re mi , sol la"')
-    transcribe.add_argument("--beam", type=int, default=None, help="beam-search width (run folders; default: "
+    transcribe.add_argument("--beam", type=positive_int, default=None, help="beam-search width (run folders; default: "
                                                                    "greedy), e.g. --beam 8")
     transcribe.add_argument("--candidates", nargs="+", default=None,
                             help="what the clip may say (contacts, numbers on screen): prints the candidate the model "
@@ -660,7 +687,7 @@ def make_parser():
                         help="TFLite weights/activations: none (float32), float16, dynamic (int8 weights), "
                              "int8 (int8 weights and activations, calibrated on --data), e.g. --quantize int8 (default: %(default)s)")
     export.add_argument("--data", default=None, help="manifest for int8 calibration and the check, e.g. --data data/demo/val.csv (default: the run's val/train)")
-    export.add_argument("--examples", type=int, default=100, help="examples for calibration and the check, e.g. --examples 300 (default: %(default)s)")
+    export.add_argument("--examples", type=positive_int, default=100, help="examples for calibration and the check, e.g. --examples 300 (default: %(default)s)")
     export.add_argument("--allow-outside-root", action="store_true",
                         help="accept file paths in --data that resolve outside its folder, e.g. --allow-outside-root")
     export.set_defaults(func=cmd_export)
@@ -681,7 +708,7 @@ def make_parser():
                          help="a named feature's input (repeatable): a file path for image, audio and timeseries "
                               "features, the text for text features, comma-separated cells for tabular ones, e.g. "
                               "--feature image=data/demo/images/0001.png --feature 'text=a brown terrier'")
-    predict.add_argument("--top", type=int, default=3, help="classes to print, e.g. --top 5 (default: %(default)s)")
+    predict.add_argument("--top", type=positive_int, default=3, help="classes to print, e.g. --top 5 (default: %(default)s)")
     predict.set_defaults(func=cmd_predict)
 
     zoo = sub.add_parser(
@@ -702,8 +729,6 @@ def make_parser():
 def main(argv=None):
     _quiet_tensorflow()  # before make_parser, which imports TensorFlow (also for --help)
     args = make_parser().parse_args(argv)
-    if getattr(args, "epochs", None) is not None and args.epochs < 1:
-        make_parser().error(f"--epochs must be >= 1. Received: --epochs {args.epochs}")
     from mbm_keras.weights import PretrainedWeightsUnavailable
     from mbm_keras.deploy.onnx import OnnxExportError
     from mbm_keras.deploy.tflite import TFLiteExportError
@@ -711,12 +736,54 @@ def main(argv=None):
 
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotImplementedError, PretrainedWeightsUnavailable,
-            TFLiteExportError, OnnxExportError, TrainingDiverged) as e:
-        # DataError and ConfigError are ValueErrors: they name the row or the key.
-        print(f"mbm-keras {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, NotImplementedError, PretrainedWeightsUnavailable, TFLiteExportError,
+            OnnxExportError, TrainingDiverged) as e:
+        # What a user can cause, each a one-line message naming the file, row, key or option: DataError,
+        # ConfigError, IndexFileError are ValueErrors; a missing, unreadable or locked file an OSError.
+        # Anything else is a bug and keeps its traceback.
+        print(f"mbm-keras {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"mbm-keras {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def one_line(error):
+    from mbm_keras.deploy.onnx import OnnxExportError
+    from mbm_keras.deploy.tflite import TFLiteExportError
+
+    """An exception's message, control characters escaped (a file name or a cell may hold them); newlines are
+    kept only for the converters' logs that TFLite and ONNX export errors carry."""
+    from mbm_keras.io import printable
+
+    text = str(error)
+    if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in text:
+        text = f"{error.filename}: {text}"
+    return printable(text, newlines=isinstance(error, (TFLiteExportError, OnnxExportError)))
+
+
+def run():
+    """The `mbm-keras` console script: `main`, and after a failure a prompt exit.
+
+    A command that fails while a tf.data pipeline is running (a row that does not decode, in `train`) has printed
+    its error; the interpreter's shutdown would then wait on the pipeline's threads and destructors, which was
+    seen to hang the process (issue 36). So a failed command flushes its output and ends the process at once.
+    """
+    import traceback
+
+    try:
+        code = main()
+    except SystemExit as e:  # argparse: usage errors (2) and --help (0)
+        code = e.code
+    except BaseException:  # noqa: BLE001 -- a bug: its traceback, then the same prompt exit
+        traceback.print_exc()
+        code = 1
+    if code:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else 1)
+    return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -28,6 +28,25 @@ def write_json(path, value):
     os.replace(tmp, path)
 
 
+def printable(text, newlines=False):
+    r"""`text` safe for a terminal: control characters (an escape sequence in a
+    catalogue's cell or a file name, a carriage return) are shown escaped, as
+    Python writes them, instead of acting on the terminal.
+
+    Args:
+        text: any string.
+        newlines: keep newlines as line breaks (else they are escaped too).
+
+    Example:
+        >>> printable("red\x1b[2J")   # a cell that would clear the screen
+        'red\\x1b[2J'
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or (newlines and ch == "\n") else ascii(ch)[1:-1] for ch in text)
+
+
 # Written into every export folder; only folders holding it are ever replaced.
 EXPORT_MARKER = ".mbm_keras_export"
 # Written into the temporary folder of an export in progress, with its process id.

@@ -145,7 +145,7 @@ def test_demo_command_end_to_end(demo_data, tmp_path):
 
 def test_demo_rejects_bad_arguments(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "demo", "--epochs", "0"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "--epochs must be >= 1" in proc.stderr
+    assert proc.returncode == 2 and "argument --epochs: must be a whole number >= 1. Received: 0" in proc.stderr
     (tmp_path / "keep.txt").write_text("x")
     proc = subprocess.run(
         [sys.executable, "-m", "mbm_keras.cli", "demo", "--data-dir", str(tmp_path), "--quiet"],

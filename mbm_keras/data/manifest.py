@@ -207,12 +207,16 @@ def _read_rows(path, suffix):
     if suffix == ".csv":
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            columns = list(reader.fieldnames or [])
-            rows = []
-            for i, row in enumerate(reader):
-                if None in row:
-                    raise DataError(f"{path} row {i + 1}: more cells than the header's {len(columns)} columns")
-                rows.append(row)
+            try:
+                columns = list(reader.fieldnames or [])
+                rows = []
+                for i, row in enumerate(reader):
+                    if None in row:
+                        raise DataError(f"{path} row {i + 1}: more cells than the header's {len(columns)} columns")
+                    rows.append(row)
+            except csv.Error as e:  # e.g. a cell over the csv module's field limit: a file that is not a manifest
+                raise DataError(f"{path} line {reader.line_num + 1}: not a CSV manifest ({e}; a manifest's cells are "
+                                f"file paths, texts, numbers and labels)") from None
     elif suffix in (".jsonl", ".ndjson"):
         rows, columns = [], []
         with open(path, encoding="utf-8") as f:

@@ -1,4 +1,4 @@
-"""Resolving a manifest column of file paths at once (no per-row system calls)."""
+"""Resolving a manifest column of file paths at once (no per-row system calls: one listing per folder)."""
 
 import os
 
@@ -45,6 +45,10 @@ def resolve_paths(manifest, column, cells, present, allow_outside_root=False):
               if not _inside(os.path.realpath(folder), real_root)}
     if linked:
         suspect = pc.or_(suspect, pc.is_in(folders, value_set=pa.array(sorted(linked), type=pa.string())))
+    links = _symlinked_files(pc.unique(folders).to_pylist())
+    if links:  # a file that is itself a symlink (one listing per folder finds them): resolved like the rest
+        full = pc.if_else(absolute, texts, pc.binary_join_element_wise(root, texts, ""))
+        suspect = pc.or_(suspect, pc.is_in(full, value_set=pa.array(sorted(links), type=pa.string())))
     values[rows] = given
     errors = []
     for k in np.flatnonzero(suspect.to_numpy(zero_copy_only=False)):
@@ -67,6 +71,19 @@ def join_in_graph(root, values):
 
     prefix = tf.constant(root.rstrip(os.sep) + os.sep)
     return tf.where(tf.strings.substr(values, 0, 1) == os.sep, values, tf.strings.join([prefix, values]))
+
+
+def _symlinked_files(folders):
+    """The paths of the symlinks in `folders`: one directory listing each, no per-file system call
+    (`os.scandir` reads each entry's type from the listing)."""
+    links = set()
+    for folder in folders:
+        try:
+            with os.scandir(folder) as entries:
+                links.update(os.path.join(folder, e.name) for e in entries if e.is_symlink())
+        except OSError:  # a folder that does not exist: its files are reported missing when read
+            continue
+    return links
 
 
 def _inside(path, root):

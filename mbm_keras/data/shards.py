@@ -16,6 +16,7 @@ system plugins) and `ram://` folders work as local ones do.
 
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -77,9 +78,45 @@ def read_index(folder):
             index = json.load(f)
     except tf.errors.OpError as e:
         raise DataError(f"{path}: {' '.join(e.message.split())}") from None
-    if index.get("format") != FORMAT:
-        raise DataError(f"{path}: not an mbm_keras shard index (format {index.get('format')!r}, expected {FORMAT!r})")
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        found = index.get("format") if isinstance(index, dict) else type(index).__name__
+        raise DataError(f"{path}: not an mbm_keras shard index (format {found!r}, expected {FORMAT!r})")
+    _check_index(path, index)
     return index
+
+
+SHARD_NAME = re.compile(r"shard-\d{5,}\.tfrecord")
+
+
+def _check_index(path, index):
+    """index.json's fields, and shard names that stay inside the folder (`pack` writes shard-00000.tfrecord, ...):
+    a crafted index naming ../../etc/passwd or an absolute path is refused before anything is opened."""
+    columns, files, shards = index.get("columns"), index.get("file_columns"), index.get("shards")
+    if not (isinstance(columns, list) and all(isinstance(c, str) for c in columns) and isinstance(files, list)
+            and set(files) <= set(columns) and isinstance(shards, list) and isinstance(index.get("rows"), int)):
+        raise DataError(f"{path}: a damaged shard index (columns, file_columns, rows and shards are expected as "
+                        f"pack writes them); pack the manifest again")
+    for k, shard in enumerate(shards):
+        name = shard.get("file") if isinstance(shard, dict) else None
+        if not isinstance(name, str) or not SHARD_NAME.fullmatch(name):
+            raise DataError(f"{path}: shard {k + 1} is named {name!r}; a shard index names only the folder's own "
+                            f"shard-NNNNN.tfrecord files (a path that leaves the folder is refused)")
+        if not (isinstance(shard.get("rows"), int) and shard["rows"] >= 0):
+            raise DataError(f"{path}: shard {name} announces {shard.get('rows')!r} rows")
+    if sum(s["rows"] for s in shards) != index["rows"]:
+        raise DataError(f"{path}: its shards announce {sum(s['rows'] for s in shards)} rows in all, the index "
+                        f"{index['rows']}; pack the manifest again")
+
+
+def _remove_leftovers(out, gfile, progress):
+    """Shards and temporaries a killed `pack` left in `out` (only names pack writes), so a new pack is clean."""
+    names = [n.rstrip("/") for n in gfile.listdir(out)]
+    stale = [n for n in names if SHARD_NAME.fullmatch(n) or (n.startswith(".") and n.endswith(".tmp") and (
+        SHARD_NAME.fullmatch(n[1:-4]) or n == f".{INDEX}.tmp"))]
+    for name in stale:
+        gfile.remove(_join(out, name))
+    if stale and progress:
+        print(f"Removed {len(stale)} file(s) an interrupted pack left in {out}", file=sys.stderr)
 
 
 def _file_columns(manifest):
@@ -136,6 +173,7 @@ def pack(manifest, out, shard_mb=200, file_columns=None, progress=True, allow_ou
     gfile.makedirs(out)
     if gfile.exists(_join(out, INDEX)):
         raise FileExistsError(f"{out} already holds a pack ({INDEX}); remove it or choose another --out")
+    _remove_leftovers(out, gfile, progress)
     columns = {c: manifest.column(c) for c in manifest.columns}
     limit = shard_mb * 1e6
     shards, writer, written, count, name = [], None, 0, 0, None
@@ -255,6 +293,7 @@ def shard_records(folder, index, seen, shuffle_seed=None, cycle_length=8, worker
     import tensorflow as tf
 
     files = [_join(folder, s["file"]) for s in index["shards"]]
+    present = tf.constant([_gfile().exists(f) for f in files], tf.bool)
     order = tf.range(len(files), dtype=tf.int64)
     if shuffle_seed is not None:  # stateless: Dataset.shuffle takes no tensor seed once a global seed is set
         order = tf.argsort(tf.random.stateless_uniform([len(files)], tf.stack([shuffle_seed, 17])))
@@ -268,6 +307,8 @@ def shard_records(folder, index, seen, shuffle_seed=None, cycle_length=8, worker
                 return tf.identity(record), k, False
 
         start = tf.data.Dataset.from_tensors(path).map(lambda p: (seen.scatter_nd_update([[k]], [0]), p)[1])
+        # A missing shard is not opened (ignore_errors would retry opening it forever): its marker says it is short.
+        start = start.filter(lambda p: tf.gather(present, k))
         records = start.flat_map(lambda p: tf.data.TFRecordDataset(p).ignore_errors()).map(count)
         return records.concatenate(tf.data.Dataset.from_tensors((tf.constant(b""), k, True)))
 
@@ -350,6 +391,12 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
     folder = os.fspath(folder).rstrip("/")
     index = read_index(folder)
     check_shard_columns(folder, index, pre)
+    if on_error == "raise":
+        missing = [s for s in index["shards"] if not _gfile().exists(_join(folder, s["file"]))]
+        if missing:
+            raise DataError(f"{_join(folder, missing[0]['file'])}: missing (index.json lists it with "
+                            f"{missing[0]['rows']} rows){f' and {len(missing) - 1} more shard(s)' if len(missing) > 1 else ''}; "
+                            f"on_error='skip' reads the others")
     features = pre.features
     spec = parse_spec(index, pre)
     steps = None
@@ -387,6 +434,8 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
                 return f"{folder}: a record could not be read"
             shard = index["shards"][k]
             count = int(seen[k].numpy()) if seen_count is None else int(seen_count)
+            if decode and not _gfile().exists(_join(folder, shard["file"])):
+                return f"{_join(folder, shard['file'])}: missing (index.json lists it with {shard['rows']} rows)"
             return (f"{_join(folder, shard['file'])}: truncated or damaged: {count} of its "
                     f"{shard['rows']} records could be read")
         k = int(np.searchsorted(starts, row, side="right") - 1)
@@ -422,8 +471,7 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
 
     def message(row, seen_count):
         row = int(row.numpy())
-        if row >= 0:
-            failures.append(row)
+        failures.append(row)  # a row, or -1 - k: shard k ended early
         report.failed_at = row
         return f"make_dataset: {diagnose(row, seen_count.numpy(), decode=False)} ({hint})"
 
@@ -522,6 +570,8 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
                                                                    - tf.gather(seen, tf.maximum(-1 - r, 0)),
                                                                    tf.constant(1, tf.int64)), rows))
                 with tf.control_dependencies([failed.assign_add(lost)]):
+                    if not verbose:  # the caller reports `dataset.report["errors"]` itself (check_data)
+                        return tf.reduce_all(tf.strings.length(notes) >= 0)
                     return tf.print(tf.strings.reduce_join(notes, separator="\n"), output_stream=sys.stderr) or \
                         tf.constant(True)
             said = tf.cond(missing, say, lambda: tf.constant(False))

@@ -198,6 +198,8 @@ class Index:
     def search(self, queries, k=10, exact=None):
         """`(ids, scores)`, each `(n_queries, k)`, best first; scores are
         cosine similarities. `exact` overrides the index's kind."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k (the number of results) must be a positive int. Received: k={k!r}")
         queries = _unit(queries, self.dim)
         if not len(self.vectors):
             raise ValueError("the index is empty")
@@ -234,28 +236,36 @@ class Index:
 
     @classmethod
     def load(cls, path, model=None):
-        """Reads an index; `model`: refuse it unless it was built by this model."""
+        """Reads an index; `model`: refuse it unless it was built by this model.
+
+        Nothing is decompressed: `save` stores each part uncompressed, and a
+        file whose parts are compressed, or whose `meta.json` announces
+        another size than its vectors hold, is refused before they are read.
+        So loading takes no more memory than the file's own size.
+        """
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Index not found: {path}")
         try:
             with zipfile.ZipFile(path) as z:
-                meta = json.loads(z.read("meta.json"))
-                if meta.get("format") != FORMAT:
-                    raise IndexFileError(f"{path}: not an mbm_keras index (format {meta.get('format')!r})")
+                members = _check_members(path, z)
+                meta = _check_meta(path, _read_json(path, z, "meta.json"))
+                _check_vectors_size(path, z, members["vectors.npy"], meta)
                 vectors = np.load(io.BytesIO(z.read("vectors.npy")), allow_pickle=False)
-                rows = json.loads(z.read("rows.json"))
-                graph = z.read("graph.faiss") if "graph.faiss" in z.namelist() else b""
+                rows = _read_json(path, z, "rows.json")
+                graph = z.read("graph.faiss") if "graph.faiss" in members else b""
         except IndexFileError:
             raise
         except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError) as e:
             raise IndexFileError(f"{path}: corrupt or truncated index file ({type(e).__name__}: {e})") from None
-        if vectors.shape != (meta["count"], meta["dim"]) or len(rows) != meta["count"]:
-            raise IndexFileError(f"{path}: corrupt index file: {meta['count']} rows of {meta['dim']} announced, "
-                              f"{vectors.shape} vectors and {len(rows)} rows found")
+        if vectors.shape != (meta["count"], meta["dim"]) or vectors.dtype != np.float32:
+            raise IndexFileError(f"{path}: corrupt index file: {meta['count']} rows of {meta['dim']} float32 announced, "
+                                 f"{vectors.shape} {vectors.dtype} vectors found")
+        _check_rows(path, rows, meta["count"])
+        _check_unit(path, vectors)
         if model is not None and meta["model"] not in (None, model):
             raise IndexFileError(f"{path} was built by another model ({meta['model']}); this one is {model}: "
-                              f"index the catalogue again with this model")
+                                 f"index the catalogue again with this model")
         index = cls(meta["dim"], kind=meta["kind"], model=meta["model"], **meta["settings"])
         index.vectors, index.rows, index.info = vectors, rows, meta.get("info", {})
         if graph:
@@ -263,6 +273,97 @@ class Index:
                 index._graph = _faiss().deserialize_index(np.frombuffer(graph, dtype=np.uint8))
             except RuntimeError as e:
                 raise IndexFileError(f"{path}: corrupt index file: its search graph does not load ({e})") from None
-            if index._graph.ntotal != len(vectors):
+            if index._graph.ntotal != len(vectors) or index._graph.d != index.dim:
                 raise IndexFileError(f"{path}: corrupt index file: its search graph does not hold the {len(vectors)} rows")
         return index
+
+
+# What an index file holds: each part stored uncompressed (`Index.save`), meta.json's keys and their types.
+MEMBERS = ("meta.json", "vectors.npy", "rows.json", "graph.faiss")
+META = {"format": str, "dim": int, "kind": str, "model": (str, type(None)), "count": int, "settings": dict,
+        "info": dict}
+MAX_DIM = 65_536
+UNIT_TOLERANCE = 1e-3  # |norm - 1| of a stored vector (float32 rounding is ~1e-7)
+
+
+def _check_members(path, z):
+    members = {info.filename: info for info in z.infolist()}
+    unknown = sorted(set(members) - set(MEMBERS))
+    if unknown or not {"meta.json", "vectors.npy", "rows.json"} <= set(members):
+        raise IndexFileError(f"{path}: not an mbm_keras index (it holds {', '.join(sorted(members)) or 'nothing'}; "
+                             f"an index holds {', '.join(MEMBERS[:3])} and maybe graph.faiss)")
+    for name, info in members.items():
+        if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+            raise IndexFileError(f"{path}: {name} is compressed inside the file; mbm_keras writes indexes "
+                                 f"uncompressed and does not inflate them (index the catalogue again)")
+    return members
+
+
+def _read_json(path, z, name):
+    try:
+        return json.loads(z.read(name))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IndexFileError(f"{path}: corrupt index file: {name} is not JSON ({e})") from None
+
+
+def _check_meta(path, meta):
+    if not isinstance(meta, dict):
+        raise IndexFileError(f"{path}: corrupt index file: meta.json is not an object")
+    if meta.get("format") != FORMAT:
+        raise IndexFileError(f"{path}: not an mbm_keras index (format {meta.get('format')!r})")
+    missing, unknown = sorted(set(META) - set(meta) - {"info"}), sorted(set(meta) - set(META))
+    if missing or unknown:
+        what = f"lacks {', '.join(missing)}" if missing else f"has unknown key(s) {', '.join(unknown)}"
+        raise IndexFileError(f"{path}: corrupt index file: meta.json {what} (its keys: {', '.join(META)})")
+    for key, kind in META.items():
+        value = meta.get(key, {})
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise IndexFileError(f"{path}: corrupt index file: meta.json's {key} is {value!r}")
+    if not 1 <= meta["dim"] <= MAX_DIM or meta["count"] < 0 or meta["kind"] not in KINDS:
+        raise IndexFileError(f"{path}: corrupt index file: meta.json announces dim {meta['dim']}, count "
+                             f"{meta['count']}, kind {meta['kind']!r} (dim 1 to {MAX_DIM:,}, kind one of {KINDS})")
+    settings = meta["settings"]
+    if set(settings) != set({**HNSW, **PQ}) or not all(isinstance(v, int) and v >= 1 for v in settings.values()):
+        raise IndexFileError(f"{path}: corrupt index file: meta.json's settings are {settings!r} (positive "
+                             f"{', '.join({**HNSW, **PQ})})")
+    return meta
+
+
+def _check_vectors_size(path, z, info, meta):
+    """vectors.npy's own header (read alone) and size must be those of the `(count, dim)` float32 array
+    meta.json announces: checked before the vectors are read."""
+    with z.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+        except ValueError as e:
+            raise IndexFileError(f"{path}: corrupt index file: vectors.npy is not a NumPy array ({e})") from None
+        offset = f.tell()
+    expected = (meta["count"], meta["dim"])
+    payload = meta["count"] * meta["dim"] * 4
+    if shape != expected or dtype != np.float32 or fortran or info.file_size != offset + payload:
+        raise IndexFileError(f"{path}: corrupt index file: meta.json announces {meta['count']:,} rows of "
+                             f"{meta['dim']} float32 ({payload:,} bytes); vectors.npy holds a {shape} {dtype} array "
+                             f"in {info.file_size - offset:,} bytes")
+
+
+def _check_rows(path, rows, count):
+    if not isinstance(rows, list) or len(rows) != count:
+        found = f"{len(rows)} rows" if isinstance(rows, list) else type(rows).__name__
+        raise IndexFileError(f"{path}: corrupt index file: {count} rows announced, rows.json holds {found}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise IndexFileError(f"{path}: corrupt index file: rows.json's entry {i} is {type(row).__name__} "
+                                 f"{str(row)[:40]!r}, not an object of the row's cells")
+
+
+def _check_unit(path, vectors):
+    """Stored vectors are unit length (`add` normalizes them): others would make scores that are not cosines."""
+    norms = np.linalg.norm(vectors, axis=1)
+    bad = np.flatnonzero(~(np.abs(norms - 1) <= UNIT_TOLERANCE))  # NaN norms are bad too
+    if len(bad):
+        raise IndexFileError(f"{path}: corrupt index file: {len(bad):,} of its vectors are not unit length "
+                             f"(entry {int(bad[0])}: norm {norms[bad[0]]:.4g}); its scores would not be cosine "
+                             f"similarities. Index the catalogue again")

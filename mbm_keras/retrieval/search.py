@@ -5,6 +5,7 @@ preprocessing (`make_dataset`), a query through the same raw-input path as
 `predict`, so the catalogue and the query are encoded as in training.
 """
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -102,24 +103,56 @@ def embed(run, data, tower="candidate", batch_size=64, on_error="raise", progres
     return np.asarray(vectors, np.float32), rows
 
 
-def build_index(run, data, out, kind="auto", add=False, on_error="raise", progress=True):
+def build_index(run, data, out, kind="auto", add=False, on_error="raise", progress=True, lock_timeout=600):
     """Embeds a catalogue with the candidate tower and writes (or, with
-    `add`, extends) the index at `out`. Returns the `Index`."""
+    `add`, extends) the index at `out`. Returns the `Index`.
+
+    Writers of one index take turns: the rows are embedded first, then the
+    index is read, extended and written under a lock file (`OUT.lock`), so
+    two `add`s at once both keep their rows. A writer that waits more than
+    `lock_timeout` seconds for another gives up naming the lock.
+    """
+    out = os.fspath(out)
+    if os.path.isdir(out):
+        raise IsADirectoryError(f"--out {out} is a folder; an index is one file (e.g. {os.path.join(out, 'catalogue.index')})")
     identity = model_id(run)
-    index = None
     if add:
-        index = Index.load(out, model=identity)
+        Index.load(out, model=identity)  # refused now, before embedding, if it is another model's or damaged
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     vectors, rows = embed(run, data, "candidate", on_error=on_error, progress=progress)
     folder = os.path.dirname(os.path.abspath(read_manifest(data).path))
     for row in rows:
         row["_folder"] = folder  # relative paths in rows resolve against their manifest's folder
-    if index is None:
-        index = Index.build(vectors, rows, kind=kind, model=identity)
-        index.info = {"run": os.path.abspath(run)}
-    else:
-        index.add(vectors, rows)
-    index.save(out)
+    with index_lock(out, lock_timeout):
+        if add:
+            index = Index.load(out, model=identity)  # again: another writer may have added rows meanwhile
+            index.add(vectors, rows)
+        else:
+            index = Index.build(vectors, rows, kind=kind, model=identity)
+            index.info = {"run": os.path.abspath(run)}
+        index.save(out)
     return index
+
+
+@contextlib.contextmanager
+def index_lock(path, timeout=600):
+    """Holds `PATH.lock` (filelock: an OS lock, released when the process dies) while an index is rewritten."""
+    import filelock
+
+    lock = filelock.FileLock(f"{path}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        print(f"Waiting for another writer of {path} (it holds {path}.lock) ...", file=sys.stderr, flush=True)
+        try:
+            lock.acquire(timeout=timeout)
+        except filelock.Timeout:
+            raise TimeoutError(f"{path}: another process has held {path}.lock for over {timeout} s; "
+                               f"nothing was written (run again when it has finished)") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def embed_query(run, values):
@@ -143,7 +176,12 @@ def embed_query(run, values):
         raise ValueError(f"The query needs {missing[0]!r} (the model was trained without missing_modalities)")
     raw = {name: tf.constant([feature.raw_example(given.get(name), name, feature.raw_spec().shape, feature.columns())])
            for name, feature in pre.features.items()}
-    x = {k: v.numpy() for k, v in raw_to_inputs(raw, pre, inputs).items()}
+    from mbm_keras.deploy.predicting import _run
+
+    try:
+        x = {k: v.numpy() for k, v in _run(lambda **r: raw_to_inputs(r, pre, inputs), raw).items()}
+    except ValueError as e:  # TensorFlow's check of an input, as one line
+        raise ValueError(f"the query: {e}") from None
     return np.asarray(tower_model.predict(x, verbose=0), np.float32)
 
 

@@ -274,6 +274,12 @@ def init_config(data, out="run.yaml", label=None, sample=1000, overwrite=False):
     if len(labels) > 1:
         raise ValueError(f"{manifest.path}: several columns look like the label ({', '.join(g.column for g in labels)});"
                          f" name the one to predict with --label COLUMN")
+    values = {v for v in manifest.column(labels[0].column) if v is not None}
+    if len(values) < 2:
+        shown = f"one value ({next(iter(values))!r})" if values else "no value"
+        raise ValueError(f"{manifest.path}: the label column {labels[0].column!r} holds {shown} in its "
+                         f"{len(manifest):,} row(s); a model needs at least two classes (or two target values) to "
+                         f"learn from: pass the whole training manifest")
     used = [g for g in guesses if g.kind not in ("label", "left out")]
     if not used:
         raise ValueError(f"{manifest.path}: no column could be used as an input; "

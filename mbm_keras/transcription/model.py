@@ -151,6 +151,9 @@ def decode(log_probs, vocabulary, beam=None):
     Example:
         >>> texts = decode(model.predict(x), vocab, beam=8)
     """
+    if beam is not None and (isinstance(beam, bool) or int(beam) != beam or beam < 1):
+        raise ValueError(f"beam must be a positive int (the beam width) or None for greedy decoding. Received: "
+                         f"beam={beam!r}")
     log_probs = np.asarray(log_probs, np.float32)
     lengths = np.full((log_probs.shape[0],), log_probs.shape[1], np.int32)
     if beam:
