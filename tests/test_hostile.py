@@ -477,3 +477,15 @@ def test_train_on_an_8_bit_wav_names_the_row_and_exits(tmp_path):
                           text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "train.csv row 6, column 'wav'" in proc.stderr and "a 8-bit WAV file" in proc.stderr
+
+
+def test_an_index_from_before_a_setting_existed_still_loads(runs, tmp_path):
+    parts = _index_parts(runs / "catalogue.index")
+    meta = json.loads(parts["meta.json"])
+    old = {k: v for k, v in meta["settings"].items() if k != "rerank"}  # written before kind "pq" existed
+    path = _write_index(tmp_path / "old.index", {**parts, "meta.json": json.dumps({**meta, "settings": old})})
+    assert Index.load(path).settings["rerank"] == 48
+    path = _write_index(tmp_path / "odd.index", {**parts, "meta.json": json.dumps(
+        {**meta, "settings": {**old, "depth": 3}})})
+    with pytest.raises(IndexFileError, match="meta.json's settings are"):
+        Index.load(path)

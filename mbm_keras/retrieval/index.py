@@ -322,9 +322,10 @@ def _check_meta(path, meta):
     if not 1 <= meta["dim"] <= MAX_DIM or meta["count"] < 0 or meta["kind"] not in KINDS:
         raise IndexFileError(f"{path}: corrupt index file: meta.json announces dim {meta['dim']}, count "
                              f"{meta['count']}, kind {meta['kind']!r} (dim 1 to {MAX_DIM:,}, kind one of {KINDS})")
-    settings = meta["settings"]
-    if set(settings) != set({**HNSW, **PQ}) or not all(isinstance(v, int) and v >= 1 for v in settings.values()):
-        raise IndexFileError(f"{path}: corrupt index file: meta.json's settings are {settings!r} (positive "
+    settings = meta["settings"]  # an index from an earlier version may lack a setting: its default then
+    if not set(settings) <= set({**HNSW, **PQ}) or not all(
+            v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1) for v in settings.values()):
+        raise IndexFileError(f"{path}: corrupt index file: meta.json's settings are {settings!r} (positive ints: "
                              f"{', '.join({**HNSW, **PQ})})")
     return meta
 
