@@ -314,6 +314,7 @@ def test_search_and_index_options_and_query_cells(retrieval_cli):
     assert_user_error(results["k0"], "argument --k: must be a whole number >= 1. Received: 0")
     assert_user_error(results["out_folder"], "is a folder; an index is one file")
     assert results["out_missing_folder"]["code"] == 0, results["out_missing_folder"]
+    assert "softmax" not in results["out_missing_folder"]["stderr"]  # a one-feature tower's gate: no Keras warning
     assert (runs / "bad" / "new" / "sub" / "c.index").is_file()
     assert_user_error(results["nan_cell"], "the query: tabular column 'age': a cell is not a number")
     assert_user_error(results["huge_cell"], "the query: tabular column 'age': a cell is not a finite float32 number")

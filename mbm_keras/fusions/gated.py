@@ -33,7 +33,9 @@ class GatedFusion(Fusion):
         n = len(features)
         hidden = ops.tanh(ops.stack(self.project(features, self.kernels, self.biases), axis=1))
         # hidden: (batch, n_modalities, units)
-        x = features[0] if n == 1 else ops.concatenate(features, axis=-1)
+        if n == 1:  # one feature (a retrieval tower's): its gate is softmax over one value, exactly 1
+            return hidden[:, 0]
+        x = ops.concatenate(features, axis=-1)
         gates = ops.matmul(x, self.gate_kernel) + self.gate_bias
         gates = ops.softmax(ops.reshape(gates, (-1, n, self.units)), axis=1)
         return ops.sum(gates * hidden, axis=1)
