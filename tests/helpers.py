@@ -69,3 +69,23 @@ def assert_one_step_lowers_loss(model, inputs, labels):
     restore()
     after = loss()
     assert after < before, f"loss went from {before} to {after}"
+
+
+def write_pcm_wav(path, sampwidth, seconds=0.1, rate=8000):
+    """A mono sine WAV of `sampwidth` bytes per sample (1: unsigned 8-bit, 2, 3, 4: signed PCM), as recorders
+    write them; only 16-bit is one mbm_keras reads, the others are refused naming the bit depth."""
+    import wave
+
+    samples = np.sin(np.arange(int(seconds * rate)) / 5) * 0.5
+    if sampwidth == 1:
+        data = (samples * 127 + 128).astype(np.uint8).tobytes()
+    elif sampwidth == 3:  # no numpy dtype: little-endian 3-byte ints
+        data = b"".join(int(v * 8388607).to_bytes(3, "little", signed=True) for v in samples)
+    else:
+        data = (samples * (2 ** (8 * sampwidth - 1) - 1)).astype(f"<i{sampwidth}").tobytes()
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(sampwidth)
+        f.setframerate(rate)
+        f.writeframes(data)
+    return str(path)

@@ -10,6 +10,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import write_pcm_wav
 from test_training import run_config
 
 from mbm_keras.training import ConfigError, load_config, train
@@ -343,34 +344,18 @@ def test_images_above_the_pixel_limit_are_refused_before_decoding(run, tmp_path)
     assert explain(info.value).startswith("image of 40x30 pixels is above the limit max_image_pixels=1,000")
 
 
-def _wav(path, sampwidth, seconds=0.1, rate=8000):
-    import wave
-
-    samples = (np.sin(np.arange(int(seconds * rate)) / 5) * 0.5)
-    if sampwidth == 1:
-        data = (samples * 127 + 128).astype(np.uint8).tobytes()
-    else:
-        data = (samples * (2 ** (8 * sampwidth - 1) - 1)).astype(f"<i{sampwidth}").tobytes()
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(sampwidth)
-        f.setframerate(rate)
-        f.writeframes(data)
-    return str(path)
-
-
 def test_wav_bit_depths_long_audio_and_garbage_audio_give_the_reason(run, tmp_path):
     root, rows, exports = run
     example = _example(root, rows[24])
     for width in (1, 4):
-        wav = _wav(tmp_path / f"{8 * width}.wav", width)
+        wav = write_pcm_wav(tmp_path / f"{8 * width}.wav", width)
         for artifact in (str(root / "run"), exports["saved_model"]):
             with pytest.raises(ValueError, match=fr"a {8 * width}-bit WAV file \(format tag 1, 1 = PCM, 3 = float\): "
                                                  "only 16-bit PCM WAV is read"):
                 predict(artifact, **dict(example, audio=wav))
     from mbm_keras.data.audio import wav_info
 
-    assert wav_info(_wav(tmp_path / "16.wav", 2)) == (1, 16, 0.1)
+    assert wav_info(write_pcm_wav(tmp_path / "16.wav", 2)) == (1, 16, 0.1)
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"OggS" + bytes(range(256)) * 4)
     with pytest.raises(ValueError, match="input audio must hold WAV file bytes"):

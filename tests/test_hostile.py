@@ -14,13 +14,13 @@ import shutil
 import subprocess
 import sys
 import tracemalloc
-import wave
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_pcm_wav
 from test_data import make_files, write_csv, write_wav
 from test_training import run_config
 
@@ -58,22 +58,6 @@ def assert_user_error(result, *fragments, code=2):
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
-
-
-def _wav(path, width, seconds=0.5, rate=8000):
-    samples = np.sin(np.arange(int(seconds * rate)) / 5) * 0.5
-    if width == 1:
-        data = (samples * 127 + 128).astype(np.uint8).tobytes()
-    elif width == 3:
-        data = b"".join(int(v * 8388607).to_bytes(3, "little", signed=True) for v in samples)
-    else:
-        data = (samples * 32767).astype("<i2").tobytes()
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(width)
-        f.setframerate(rate)
-        f.writeframes(data)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -367,9 +351,11 @@ def transcribe_cli(runs):
     speech = runs / "speech"
     bad = speech / "bad"
     bad.mkdir()
-    clips = {"8bit": _wav(bad / "8bit.wav", 1), "24bit": _wav(bad / "24bit.wav", 3),
-             "1hz": _wav(bad / "1hz.wav", 2, seconds=3, rate=1), "long": _wav(bad / "long.wav", 2, seconds=2),
-             "empty": _wav(bad / "empty.wav", 2, seconds=0)}
+    clips = {"8bit": write_pcm_wav(bad / "8bit.wav", 1, seconds=0.5),
+             "24bit": write_pcm_wav(bad / "24bit.wav", 3, seconds=0.5),
+             "1hz": write_pcm_wav(bad / "1hz.wav", 2, seconds=3, rate=1),
+             "long": write_pcm_wav(bad / "long.wav", 2, seconds=2),
+             "empty": write_pcm_wav(bad / "empty.wav", 2, seconds=0)}
     (bad / "garbage.wav").write_bytes(b"RIFF\xff\xff\xff\xffWAVE" + bytes(range(128, 256)) * 4)
     clips["garbage"] = str(bad / "garbage.wav")
     shutil.copy(runs / "retrieval" / "img" / "0.png", bad / "image.png")
@@ -474,7 +460,7 @@ def test_train_on_an_8_bit_wav_names_the_row_and_exits(tmp_path):
                       model__audio="logmel_cnn",
                       data__preprocessing={"image_size": [16, 16], "text_length": 6, "sample_rate": 8000,
                                            "audio_length": 800})
-    _wav(tmp_path / "wav" / "5.wav", 1, seconds=0.1)
+    write_pcm_wav(tmp_path / "wav" / "5.wav", 1, seconds=0.1)
     proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "train", "--config", str(path)], capture_output=True,
                           text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 2, proc.stderr[-2000:]

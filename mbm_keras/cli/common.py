@@ -1,4 +1,5 @@
-"""What the subcommands share: argparse types for counts, `--feature name=value` items, terminal-safe text."""
+"""What the subcommands share: argparse types for counts and `--feature name=value` items (terminal-safe text
+is `mbm_keras.io.printable`)."""
 
 import argparse
 
@@ -21,13 +22,6 @@ def _at_least(convert, low, strict=False):
 
 
 positive_int, non_negative_int, positive_float = _at_least(int, 1), _at_least(int, 0), _at_least(float, 0, True)
-
-
-def printable(text, newlines=False):
-    """Cells and names from the user's files, safe for the terminal (`mbm_keras.io.printable`)."""
-    from mbm_keras.io import printable as escape
-
-    return escape(text, newlines)
 
 
 def feature_values(items):

@@ -2,7 +2,8 @@
 
 import argparse
 
-from mbm_keras.cli.common import positive_int, printable
+from mbm_keras.cli.common import positive_int
+from mbm_keras.io import printable
 
 
 def add_parser(sub):

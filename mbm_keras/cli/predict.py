@@ -2,7 +2,8 @@
 
 import argparse
 
-from mbm_keras.cli.common import feature_values, positive_int, printable
+from mbm_keras.cli.common import feature_values, positive_int
+from mbm_keras.io import printable
 
 EPILOG_PREDICT = """examples:
   mbm-keras predict --model saved_models/demo --image data/demo/images/0001.png --text "a brown terrier" \

@@ -90,5 +90,4 @@ def _check_shards(folder, pre, missing_modalities, progress):
         bar.update(seen, finalize=True)
     errors = ds.report["errors"]
     return {"rows": index["rows"], "usable": seen, "problems": len(errors), "errors": errors,
-            "bad_rows": sorted(int(e.split(" row ")[1].split(" ")[0]) - 1 for e in errors
-                               if e.startswith(f"{folder.rstrip('/')} row "))}, folder
+            "bad_rows": ds.report.failed_rows()}, folder

@@ -593,6 +593,7 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
             ds = ds.apply(tf.data.experimental.assert_cardinality(index["rows"]))
         ds = _attach_epoch(batch_examples(ds, features, batch_size, drop_remainder), epoch)
     ds.report = _ShardReport(report, failed, lambda: [diagnose(row) for row in failures])
+    ds.report.failed_rows = lambda: sorted(row for row in failures if row >= 0)  # manifest rows, 0-based
     ds.report.explain_failure = report.explain_failure
     return ds
 
