@@ -52,6 +52,10 @@ class Registry:
         self.get(name)
         return dict(self._meta[name])
 
+    def in_order(self):
+        """The names in the order they were registered."""
+        return list(self._entries)
+
     def list(self, pattern="*", **filters):
         """Sorted names matching a wildcard `pattern` and metadata filters."""
         return sorted(

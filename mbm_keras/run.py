@@ -63,6 +63,41 @@ def artifact_kind(path):
         f"folder, or a .tflite file (or its export folder)")
 
 
+class ArtifactError(ValueError):
+    """A model file that exists but cannot be loaded; the message names the file and the cause."""
+
+
+def load_keras_file(path):
+    """`keras.models.load_model(path, safe_mode=True)` with one-line errors that
+    name the file: not a .keras archive (empty, truncated, another format),
+    unreadable weights, or a refused unsafe layer.
+
+    Example:
+        >>> model = load_keras_file("runs/first/model.keras")
+    """
+    import zipfile
+
+    import keras
+
+    import mbm_keras  # noqa: F401  (registers the custom layers)
+    import mbm_keras.retrieval.model  # noqa: F401  (a retrieval run's SimilarityLogits, before its model loads)
+
+    if os.path.getsize(path) == 0:
+        raise ArtifactError(f"{path}: the file is empty, not a .keras model")
+    if not zipfile.is_zipfile(path):
+        raise ArtifactError(f"{path}: not a .keras model (a .keras file is a zip archive; this one is truncated or "
+                            f"another format)")
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except Exception as e:  # noqa: BLE001 -- Keras raises many types; all mean "cannot load"
+        reason = " ".join(str(e).split())
+        if "safe_mode" in reason or "Lambda" in reason:
+            raise ArtifactError(
+                f"{path}: refused to load: it holds code (a Lambda layer or unsafe deserialization), which "
+                f"mbm_keras never runs from a file; rebuild the model without Lambda layers") from None
+        raise ArtifactError(f"{path}: cannot load the .keras model ({type(e).__name__}: {reason[:300]})") from None
+
+
 class Run:
     """A run folder: save a trained model with its preprocessing, load it back.
 
@@ -110,12 +145,7 @@ class Run:
             ArtifactError: a model file that is damaged or unsafe.
         """
         from mbm_keras.data import Preprocessor
-        from mbm_keras.deploy.exporting import load_keras_file
 
-        if ((self.config() or {}).get("task") or {}).get("kind") == "autoencoder":
-            raise ValueError(f"{self.folder} is a pretraining run (mbm-keras pretrain): it holds autoencoders, not a "
-                             f"model to evaluate, export or predict with. Its encoders are in "
-                             f"{self.file('encoders')}/: give one to a classifier as model.<modality>_kwargs.weights")
         model_file = self.existing_model_file()
         pre = Preprocessor.load(self.folder)
         return load_keras_file(model_file), pre

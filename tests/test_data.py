@@ -429,7 +429,7 @@ def test_bad_rows_raise_naming_row_column_and_file(files):
     ds = make_dataset(path, preprocessor=pre, batch_size=4)
     with pytest.raises(tf.errors.InvalidArgumentError) as info:
         list(ds)
-    from mbm_keras.deploy.raw_inputs import explain
+    from mbm_keras.codecs.asserts import explain
 
     assert re.match(r"make_dataset: .*bad.csv row 3, column 'img' \(.*missing.png\): file not found "
                     r"\(on_error='skip' drops such rows", explain(info.value)), explain(info.value)

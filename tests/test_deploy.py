@@ -439,7 +439,7 @@ def test_int8_groups_cover_every_encoder():
 
 @pytest.mark.parametrize("kind", ["word", "character", "wordpiece"])
 def test_reference_tokenizer_reproduces_each_training_tokenizer(kind):
-    from mbm_keras.data.text import TextTokenizer
+    from mbm_keras.codecs.text import TextTokenizer
 
     train_texts = ["A red CAT, sits!", "一只猫在睡觉。", "Ünïcode café naïve", "tabs\tand\nnewlines", "ไทย ภาษา",
                    "カタカナ ひらがな", "x-ray e-mail 3.14", "running runners run quickly", "the cats were sitting"] * 3

@@ -246,7 +246,7 @@ def test_non_finite_or_non_numeric_cells_are_refused_on_every_path(run, cell, re
 
 
 def test_values_that_overflow_only_after_scaling_are_refused():
-    from mbm_keras.data.tabular import CellError, TabularEncoder
+    from mbm_keras.codecs.tabular import CellError, TabularEncoder
 
     encoder = TabularEncoder(["x"], stats={"x": (0.0, 1e-3)})
     assert encoder.encode({"x": "3e30"}) == [pytest.approx(3e33)]
@@ -258,7 +258,7 @@ def test_reference_tabular_encoder_matches_the_serving_graph(run):
     import tensorflow as tf
 
     from mbm_keras.data import Preprocessor
-    from mbm_keras.data.tabular import NUMBER_PATTERN
+    from mbm_keras.codecs.tabular import NUMBER_PATTERN
     from mbm_keras.deploy.raw_inputs import raw_to_inputs
     from mbm_keras.deploy.reference_tokenizer import NUMBER, TabularEncoder
 
@@ -286,7 +286,7 @@ def test_tabular_cell_count_and_batch_sizes_are_checked(run):
     serve = tf.saved_model.load(exports["saved_model"]).signatures["serving_default"]
     raw = {"image": tf.constant([open(example["image"], "rb").read()] * 2), "text": tf.constant(["a", "b"]),
            "audio": tf.constant([open(example["audio"], "rb").read()] * 2), "tabular": tf.constant([["1", "paris"]])}
-    from mbm_keras.deploy.raw_inputs import explain
+    from mbm_keras.codecs.asserts import explain
 
     with pytest.raises(tf.errors.InvalidArgumentError) as info:
         serve(**raw)
@@ -327,7 +327,7 @@ def test_images_above_the_pixel_limit_are_refused_before_decoding(run, tmp_path)
     ds = make_dataset(path, preprocessor=pre, missing_modalities=True, verify="none")
     with pytest.raises(Exception) as info:
         list(ds)
-    from mbm_keras.deploy.raw_inputs import explain
+    from mbm_keras.codecs.asserts import explain
 
     assert re.search(r"bomb.csv row 2, column 'img' \(.*bomb.png\): image of 16000x16000 pixels", explain(info.value))
     # The limit is an option: a JPEG over a small limit, found in-graph from its frame header.
@@ -353,7 +353,7 @@ def test_wav_bit_depths_long_audio_and_garbage_audio_give_the_reason(run, tmp_pa
             with pytest.raises(ValueError, match=fr"a {8 * width}-bit WAV file \(format tag 1, 1 = PCM, 3 = float\): "
                                                  "only 16-bit PCM WAV is read"):
                 predict(artifact, **dict(example, audio=wav))
-    from mbm_keras.data.audio import wav_info
+    from mbm_keras.codecs.audio import wav_info
 
     assert wav_info(write_pcm_wav(tmp_path / "16.wav", 2)) == (1, 16, 0.1)
     garbage = tmp_path / "garbage.wav"
@@ -466,7 +466,7 @@ def test_an_export_removes_the_temporaries_of_killed_exports(run, tmp_path):
 
 
 def test_rows_that_fail_while_streaming_are_named_or_skipped(tmp_path, capfd):
-    from mbm_keras.deploy.raw_inputs import explain
+    from mbm_keras.codecs.asserts import explain
 
     rows = make_files(tmp_path, n=12)
     (tmp_path / "img" / "4.png").write_bytes((tmp_path / "img" / "4.png").read_bytes()[:60])  # truncated PNG

@@ -412,7 +412,7 @@ def test_transcribe_and_predict_agree_on_a_tflite_export(transcribe_cli):
 
 
 def test_transcribe_python_api_refuses_empty_candidates_and_beam_zero(runs):
-    from mbm_keras.deploy.transcription_export import transcribe
+    from mbm_keras.deploy.transcribing import transcribe
     from mbm_keras.transcription import Vocabulary, decode
 
     clip = runs / "speech" / "wav" / "0.wav"

@@ -16,7 +16,7 @@ from test_data import make_files, write_csv
 from test_training import run_config
 
 from mbm_keras import build_fusion_model
-from mbm_keras.data.text import TextTokenizer
+from mbm_keras.codecs.text import TextTokenizer
 from mbm_keras.deploy.reference_tokenizer import Tokenizer
 from mbm_keras.hub import PresetError, resolve_preset
 from mbm_keras.modalities import get_modality

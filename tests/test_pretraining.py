@@ -106,7 +106,7 @@ def test_a_classifier_config_starts_from_the_pretrained_encoders(pretrained):
 
 def test_pretrain_config_errors(tmp_path):
     path = run_config(tmp_path, task__kind="retrieval", task__query=["text"], task__candidate=["image"])
-    with pytest.raises(ConfigError, match=r"pretrain trains autoencoders; this config's task.kind is 'retrieval'"):
+    with pytest.raises(ConfigError, match=r"this config's task.kind is 'retrieval'; autoencoder runs need task.kind autoencoder"):
         pretrain(path)
     path = run_config(tmp_path, task__kind="autoencoder", task__noise=2.0)
     with pytest.raises(ConfigError, match=r"task.noise must be >= 0 and <= 1. Received: task.noise=2.0"):

@@ -12,7 +12,7 @@ from mbm_keras.cli import main
 from mbm_keras.data import DataError, fit_preprocessor, make_dataset, read_manifest, write_manifest
 from mbm_keras.data.shards import INDEX, pack, read_index
 from mbm_keras.demo import write_demo_dataset
-from mbm_keras.deploy.raw_inputs import explain
+from mbm_keras.codecs.asserts import explain
 
 COLUMNS = {"image": "image", "text": "text", "audio": "audio", "label": "label"}
 OPTIONS = dict(image_size=(16, 16), text_length=6, sample_rate=8000, audio_length=800)

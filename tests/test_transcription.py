@@ -331,7 +331,7 @@ def test_evaluate_and_transcribe_a_run(speech_run, capsys):
 @pytest.mark.slow
 def test_transcription_exports_agree_with_keras(speech_run, tmp_path):
     from mbm_keras.deploy import export_model
-    from mbm_keras.deploy.transcription_export import transcribe
+    from mbm_keras.deploy.transcribing import transcribe
 
     root, _ = speech_run
     data = str(root / "demo" / "speech_test.csv")

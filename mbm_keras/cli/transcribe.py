@@ -38,7 +38,7 @@ def add_parser(sub):
 
 
 def command(args):
-    from mbm_keras.deploy.transcription_export import transcribe
+    from mbm_keras.deploy.transcribing import transcribe
 
     print(printable(transcribe(args.model, args.audio, context=args.context, beam=args.beam, candidates=args.candidates)))
     return 0

@@ -13,8 +13,8 @@ from mbm_keras.data.pipeline import make_dataset
 from mbm_keras.data.preprocessor import Preprocessor, fit_preprocessor
 from mbm_keras.data.shards import pack
 from mbm_keras.data.split import split_manifest, write_manifest
-from mbm_keras.data.tabular import TabularEncoder
-from mbm_keras.data.text import TextTokenizer
+from mbm_keras.codecs.tabular import TabularEncoder
+from mbm_keras.codecs.text import TextTokenizer
 
 __all__ = [
     "DataError",

@@ -53,7 +53,7 @@ class LabelEncoder:
     @property
     def vocabulary(self):
         """The transcript labels' `Vocabulary` (characters in `classes`)."""
-        from mbm_keras.transcription.vocabulary import Vocabulary
+        from mbm_keras.codecs.vocabulary import Vocabulary
 
         return Vocabulary(self.classes)
 
@@ -62,7 +62,7 @@ class LabelEncoder:
             self.classes = None
             return self
         if self.label_type == "transcript":
-            from mbm_keras.transcription.vocabulary import Vocabulary
+            from mbm_keras.codecs.vocabulary import Vocabulary
 
             texts = [v for v in values if v is not None and Vocabulary.normalize(v)]
             if not texts:
@@ -120,7 +120,7 @@ class LabelEncoder:
         return vocab.unknown_count if vocab is not None else 0
 
     def _encode_transcript(self, value):
-        from mbm_keras.transcription.vocabulary import min_frames
+        from mbm_keras.codecs.vocabulary import min_frames
 
         vocab = self._vocab if getattr(self, "_vocab", None) is not None else self.vocabulary
         self._vocab = vocab

@@ -4,17 +4,8 @@ import csv
 import json
 import os
 
-
-class DataError(ValueError):
-    """A manifest row that cannot be used; the message names file, row, column and value.
-
-    Example:
-        >>> try:
-        ...     make_dataset("train.csv", preprocessor=pre)
-        ... except DataError as e:
-        ...     print(e)   # train.csv row 7, column 'image' (cat.jpg): file not found ...
-    """
-
+from mbm_keras.codecs.paths import resolve_path  # noqa: F401  (public here since the first release)
+from mbm_keras.errors import DataError
 
 SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
@@ -245,20 +236,3 @@ def _read_rows(path, suffix):
     return columns, rows
 
 
-def resolve_path(manifest, row, column, value, allow_outside_root=False):
-    """The absolute path of a file named in a manifest cell.
-
-    Relative paths resolve against the manifest's folder. A path that resolves
-    outside that folder (`../..`, an absolute path elsewhere, a symlink out) is
-    refused unless `allow_outside_root=True`.
-    """
-    value = os.fspath(value)
-    path = os.path.realpath(os.path.join(manifest.root, value))
-    root = os.path.realpath(manifest.root)
-    if not allow_outside_root and os.path.commonpath([path, root]) != root:
-        reason = (f"path resolves to {path}, outside the data root {root}. To allow it: allow_outside_root=True (Python), "
-                  f"data.allow_outside_root: true (run config), or --allow-outside-root (mbm-keras evaluate/export).")
-        error = DataError(f"{manifest.where(row)}, column {column!r} ({value}): {reason}")
-        error.reason = reason
-        raise error
-    return path

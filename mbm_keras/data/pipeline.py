@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from mbm_keras.data.asserts import check
+from mbm_keras.codecs.asserts import check
 from mbm_keras.data.manifest import DataError, read_manifest
-from mbm_keras.data.paths import absolute_path, join_in_graph
+from mbm_keras.codecs.paths import absolute_path, join_in_graph
 from mbm_keras.data.preprocessor import column_names, normalize_columns
 
 ON_ERROR = ("raise", "skip")
@@ -113,7 +113,7 @@ def file_problem(path, feature, decode=True):
     with `decode` the decoder's own message), or None. The one diagnosis of
     verify="header"/"decode", `mbm-keras check-data` and a row that failed
     while streaming."""
-    from mbm_keras.deploy.raw_inputs import explain
+    from mbm_keras.codecs.asserts import explain
 
     reason = _check_file(path, feature)
     if reason is None and decode:
@@ -267,7 +267,8 @@ def make_dataset(
         raise DataError("make_dataset needs a fitted preprocessor: pre = fit_preprocessor(train_manifest, columns)")
     if columns is not None and normalize_columns(columns, pre.feature_modalities)[0] != pre.columns:
         raise ValueError(f"columns={columns!r} differ from the preprocessor's columns {pre.columns!r}")
-    from mbm_keras.data.shards import is_shard_folder, make_shard_dataset
+    from mbm_keras.data.shard_reader import make_shard_dataset
+    from mbm_keras.data.shards import is_shard_folder
 
     if is_shard_folder(manifest):  # written by `pack`: streamed from its TFRecord shards
         return make_shard_dataset(manifest, pre, training=training, batch_size=batch_size, seed=seed, augment=augment,

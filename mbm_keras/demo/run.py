@@ -63,21 +63,50 @@ def run_demo(out="saved_models/demo", data_dir=None, seed=0, epochs=12, batch_si
     Example:
         >>> results = run_demo(out="/tmp/demo_export")
     """
-    import keras
-
-    from mbm_keras import build_fusion_model
-    from mbm_keras.data import fit_preprocessor, make_dataset, read_manifest
-    from mbm_keras.deploy import export_serving_model
-    from mbm_keras.deploy.parity import check_parity
-    from mbm_keras.io import atomic_output_dir
-    from mbm_keras.run import Run
-
     def say(msg):
         if verbose:
             print(msg, flush=True)
 
     start = time.time()
-    data_dir = data_dir or default_data_dir(seed)
+    pre, train, val, test = _demo_data(data_dir or default_data_dir(seed), seed, batch_size, verbose, say)
+    runs = {"fusion (image+text+audio)": FUSION_ENCODERS}
+    runs.update({f"{m} only": {m: enc} for m, enc in FUSION_ENCODERS.items()})
+    trained = {label: _train_one(label, i, len(runs), encoders, pre, train, val, test, seed, epochs, verbose, say)
+               for i, (label, encoders) in enumerate(runs.items())}
+    accuracy = {k: t["accuracy"] for k, t in trained.items()}
+    fusion_label = next(iter(runs))
+    best_single = max((k for k in accuracy if k != fusion_label), key=accuracy.get)
+    margin = accuracy[fusion_label] - accuracy[best_single]
+    passed = margin >= REQUIRED_MARGIN
+    say("[3/4] Test accuracy (chance = 1/8 = 12.5%)")
+    say(f"      {'model':<28}{'accuracy':>10}{'params':>10}{'train s':>9}")
+    for k, t in trained.items():
+        say(f"      {k:<28}{t['accuracy']:>9.1%}{t['params']:>10,}{t['seconds']:>9.1f}")
+    say(
+        f"      fusion - best single ({best_single}) = {margin * 100:+.1f} points "
+        f"({'OK' if passed else 'FAILED'}: needs >= {REQUIRED_MARGIN * 100:.0f})"
+    )
+    results = {
+        "accuracy": accuracy,
+        "params": {k: t["params"] for k, t in trained.items()},
+        "train_seconds": {k: t["seconds"] for k, t in trained.items()},
+        "best_single": best_single,
+        "margin": margin,
+        "passed": passed,
+        "out": os.path.abspath(out),
+    }
+    say(f"[4/4] Exporting the fusion model to {os.path.abspath(out)}")
+    _export(trained[fusion_label]["model"], pre, test, out, results, start)
+    for name, diff in results["export_diffs"].items():
+        say(f"      {name:<12} reloaded, max |diff| vs Keras = {diff:.2e}")
+    say(f"Done in {results['seconds']:.0f} s.")
+    return results
+
+
+def _demo_data(data_dir, seed, batch_size, verbose, say):
+    """The demo dataset written (once) and split; the preprocessor fitted on its training rows; the three datasets."""
+    from mbm_keras.data import fit_preprocessor, make_dataset, read_manifest
+
     say(f"[1/4] Demo dataset: {data_dir}")
     manifest = read_manifest(write_demo_dataset(data_dir, seed=seed))
     split = {
@@ -97,61 +126,42 @@ def run_demo(out="saved_models/demo", data_dir=None, seed=0, epochs=12, batch_si
         audio_length=DEMO_SPEC["audio_length"],
     )
     data = dict(preprocessor=pre, batch_size=batch_size, seed=seed, cache="memory", verbose=bool(verbose))
-    train = make_dataset(split["train"], training=True, **data)
-    val = make_dataset(split["val"], **data)
-    test = make_dataset(split["test"], **data)
+    return pre, make_dataset(split["train"], training=True, **data), make_dataset(split["val"], **data), \
+        make_dataset(split["test"], **data)
 
-    shapes = dict(
-        **pre.model_kwargs(),
-        fusion="concat",
-        fusion_kwargs={"units": 64},
-        dropout=0.2,
+
+def _train_one(label, i, count, encoders, pre, train, val, test, seed, epochs, verbose, say):
+    """One model of the comparison, trained from the seed; its test accuracy, size and training time."""
+    import keras
+
+    from mbm_keras import build_fusion_model
+
+    say(f"[2/4] Training {label} ({i + 1}/{count}), {epochs} epochs")
+    keras.utils.set_random_seed(seed)
+    model = build_fusion_model(**encoders, **pre.model_kwargs(), fusion="concat", fusion_kwargs={"units": 64},
+                               dropout=0.2)
+    t = time.time()
+    model.fit(
+        _select(train, encoders),
+        validation_data=_select(val, encoders),
+        epochs=epochs,
+        shuffle=False,  # the dataset reshuffles itself each epoch
+        verbose=verbose,
     )
-    runs = {"fusion (image+text+audio)": FUSION_ENCODERS}
-    runs.update({f"{m} only": {m: enc} for m, enc in FUSION_ENCODERS.items()})
+    seconds = time.time() - t
+    _, acc = model.evaluate(_select(test, encoders), verbose=0)
+    return {"accuracy": float(acc), "params": model.count_params(), "seconds": seconds, "model": model}
 
-    accuracy, params, seconds, models = {}, {}, {}, {}
-    for i, (label, encoders) in enumerate(runs.items()):
-        say(f"[2/4] Training {label} ({i + 1}/{len(runs)}), {epochs} epochs")
-        keras.utils.set_random_seed(seed)
-        model = build_fusion_model(**encoders, **shapes)
-        t = time.time()
-        model.fit(
-            _select(train, encoders),
-            validation_data=_select(val, encoders),
-            epochs=epochs,
-            shuffle=False,  # the dataset reshuffles itself each epoch
-            verbose=verbose,
-        )
-        seconds[label] = time.time() - t
-        _, acc = model.evaluate(_select(test, encoders), verbose=0)
-        accuracy[label], params[label], models[label] = float(acc), model.count_params(), model
 
-    fusion_label = next(iter(runs))
-    best_single = max((k for k in accuracy if k != fusion_label), key=accuracy.get)
-    margin = accuracy[fusion_label] - accuracy[best_single]
-    say("[3/4] Test accuracy (chance = 1/8 = 12.5%)")
-    say(f"      {'model':<28}{'accuracy':>10}{'params':>10}{'train s':>9}")
-    for k in runs:
-        say(f"      {k:<28}{accuracy[k]:>9.1%}{params[k]:>10,}{seconds[k]:>9.1f}")
-    passed = margin >= REQUIRED_MARGIN
-    say(
-        f"      fusion - best single ({best_single}) = {margin * 100:+.1f} points "
-        f"({'OK' if passed else 'FAILED'}: needs >= {REQUIRED_MARGIN * 100:.0f})"
-    )
+def _export(model, pre, test, out, results, start):
+    """The fusion model's run folder and raw-input SavedModel in `out`, both reloaded and checked against Keras
+    (`results["export_diffs"]`), and `metrics.json`."""
+    from mbm_keras.deploy import export_serving_model
+    from mbm_keras.deploy.parity import check_parity
+    from mbm_keras.io import atomic_output_dir
+    from mbm_keras.run import Run
 
-    model = models[fusion_label]
-    say(f"[4/4] Exporting the fusion model to {os.path.abspath(out)}")
     sample = _numpy_batch(test)
-    results = {
-        "accuracy": accuracy,
-        "params": params,
-        "train_seconds": seconds,
-        "best_single": best_single,
-        "margin": margin,
-        "passed": passed,
-        "out": os.path.abspath(out),
-    }
     with atomic_output_dir(out) as tmp:
         run = Run(tmp)
         run.save(model, pre)  # model.keras, preprocessor.json + vocabulary.txt, labels.json
@@ -162,7 +172,3 @@ def run_demo(out="saved_models/demo", data_dir=None, seed=0, epochs=12, batch_si
         results["seconds"] = time.time() - start
         with open(os.path.join(tmp, "metrics.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
-    for name, diff in results["export_diffs"].items():
-        say(f"      {name:<12} reloaded, max |diff| vs Keras = {diff:.2e}")
-    say(f"Done in {results['seconds']:.0f} s.")
-    return results

@@ -135,7 +135,7 @@ def onnx_session(path, providers=None, num_threads=None):
     """
     import onnxruntime
 
-    from mbm_keras.deploy.exporting import ArtifactError
+    from mbm_keras.run import ArtifactError
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No ONNX model at {path}")

@@ -19,7 +19,7 @@ def artifact_predictions(kind, path, inputs):
         >>> artifact_predictions("tflite", "saved_models/first-tflite/model.tflite", examples)
     """
     if kind == "keras":
-        from mbm_keras.deploy.exporting import load_keras_file
+        from mbm_keras.run import load_keras_file
 
         return np.asarray(load_keras_file(path).predict(inputs, verbose=0))
     if kind == "saved_model":

@@ -3,8 +3,6 @@
 import json
 import os
 
-import numpy as np
-
 from mbm_keras.modalities import get_modality
 from mbm_keras.run import artifact_kind
 
@@ -53,64 +51,69 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3, *, fea
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     if kind == "saved_model":
         signature, feature_modalities = _load_signature(path)
+        task = _export_task(folder)
+        task.check_predictable(path, kind)
         specs = signature.structured_input_signature[1]
         _check_given(list(specs), given)
         raw = {}
         for name, spec in specs.items():
             modality = get_modality(feature_modalities.get(name, name))
             raw[name] = tf.constant([modality.raw_example(given.get(name), name, spec.shape[1:])])
-        out = _run(signature, raw)
-        if "transcript" in out:  # a transcription SavedModel
-            return [("transcript", out["transcript"].numpy()[0].decode("utf-8"))]
-        probabilities = out.get("probabilities", out.get("predictions")).numpy()[0]
-        classes = [c.decode("utf-8") for c in out["classes"].numpy()] if "classes" in out else None
+        return task.answer(_run(signature, raw), None, top, path)
+    if kind == "keras":
+        from mbm_keras.tasks import load_run
+
+        model, pre, task = load_run(path)
+        names = [t.name for t in model.inputs]
     else:
-        if kind == "keras":
-            from mbm_keras.deploy.exporting import load_run_model
+        from mbm_keras.data import Preprocessor
 
-            model, pre = load_run_model(path)
-            names = [t.name for t in model.inputs]
-        elif kind == "onnx":
-            from mbm_keras.data import Preprocessor
-            from mbm_keras.deploy.onnx import onnx_session, run_onnx
+        pre = Preprocessor.load(folder)
+        task = _export_task(folder, pre)
+    task.check_predictable(path, kind)
+    if kind == "onnx":
+        from mbm_keras.deploy.onnx import onnx_session, run_onnx
 
-            pre = Preprocessor.load(folder)
-            session = onnx_session(path if path.endswith(".onnx") else os.path.join(path, "model.onnx"))
-            names = [i.name for i in session.get_inputs()]
-        else:
-            from mbm_keras.data import Preprocessor
-            from mbm_keras.deploy.tflite import run_tflite, tflite_interpreter
+        session = onnx_session(path if path.endswith(".onnx") else os.path.join(path, "model.onnx"))
+        names = [i.name for i in session.get_inputs()]
+    elif kind == "tflite":
+        from mbm_keras.deploy.tflite import run_tflite, tflite_interpreter
 
-            pre = Preprocessor.load(folder)
-            tflite_file = path if path.endswith(".tflite") else os.path.join(path, "model.tflite")
-            interpreter = tflite_interpreter(tflite_file)
-            names = list(interpreter.get_signature_runner().get_input_details())
-        if pre.labels is not None and pre.labels.label_type == "transcript":
-            raise ValueError(f"{path} is a transcription model: its output is per-frame log-probabilities, not "
-                             f"classes; use mbm-keras transcribe --model {path} --audio CLIP [--context TEXT]")
-        _check_given(pre.modalities, given, names)
-        raw = {name: tf.constant([feature.raw_example(given.get(name), name, feature.raw_spec().shape,
-                                                      feature.columns())])
-               for name, feature in pre.features.items()}
-        inputs = _run(lambda **r: raw_to_inputs(r, pre, names), raw)
-        inputs = {k: v.numpy() for k, v in inputs.items()}
-        if kind == "keras":
-            probabilities = model.predict(inputs, verbose=0)[0]
-        elif kind == "onnx":
-            probabilities = run_onnx(session, inputs)[0]
-        else:
-            probabilities = run_tflite(interpreter, inputs)[0]
-        classes = [str(c) for c in pre.labels.classes] if pre.labels is not None and pre.labels.classes else None
-    if classes is None:
-        return [("prediction", probabilities.tolist())]
-    order = np.argsort(-probabilities)[:top]
-    return [(classes[i], float(probabilities[i])) for i in order]
+        interpreter = tflite_interpreter(path if path.endswith(".tflite") else os.path.join(path, "model.tflite"))
+        names = list(interpreter.get_signature_runner().get_input_details())
+    _check_given(pre.modalities, given, names)
+    raw = {name: tf.constant([feature.raw_example(given.get(name), name, feature.raw_spec().shape, feature.columns())])
+           for name, feature in pre.features.items()}
+    inputs = {k: v.numpy() for k, v in _run(lambda **r: raw_to_inputs(r, pre, names), raw).items()}
+    if kind == "keras":
+        outputs = model.predict(inputs, verbose=0)[0]
+    elif kind == "onnx":
+        outputs = run_onnx(session, inputs)[0]
+    else:
+        outputs = run_tflite(interpreter, inputs)[0]
+    classes = [str(c) for c in pre.labels.classes] if pre.labels is not None and pre.labels.classes else None
+    return task.answer(outputs, classes, top, path)
+
+
+def _export_task(folder, pre=None):
+    """The task of an export folder: its task.json (written by export_model), else the one that
+    recognizes its preprocessor (an export of an earlier release)."""
+    from mbm_keras.data import Preprocessor
+    from mbm_keras.deploy.formats import TASK_FILE
+    from mbm_keras.tasks import get_task, task_of
+
+    if os.path.isfile(os.path.join(folder, TASK_FILE)):
+        with open(os.path.join(folder, TASK_FILE), encoding="utf-8") as f:
+            return get_task(json.load(f)["task"])
+    if pre is None and os.path.isfile(os.path.join(folder, "preprocessor.json")):
+        pre = Preprocessor.load(folder)
+    return task_of(None, None, pre)
 
 
 def _load_signature(path):
     import tensorflow as tf
 
-    from mbm_keras.deploy.exporting import ArtifactError
+    from mbm_keras.run import ArtifactError
 
     try:
         served = tf.saved_model.load(path)
@@ -130,7 +133,7 @@ def _run(function, raw):
     with the reason (TF's text may hold raw input bytes that are not UTF-8)."""
     import tensorflow as tf
 
-    from mbm_keras.deploy.raw_inputs import explain
+    from mbm_keras.codecs.asserts import explain
 
     try:
         return function(**raw)

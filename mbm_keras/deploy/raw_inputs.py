@@ -14,12 +14,10 @@ An empty string marks a missing input (all cells empty, for tabular); that is
 accepted only by models built with `missing_modalities=True`.
 """
 
-import ast
-import re
 
 import tensorflow as tf
 
-from mbm_keras.data.asserts import check
+from mbm_keras.codecs.asserts import check, explain  # noqa: F401  (explain: public here since the first release)
 
 
 def raw_signature(pre):
@@ -104,46 +102,3 @@ def raw_to_inputs(raw, pre, input_names, tables=None):
             _assert(tf.reduce_all(present), f"input {name} is empty for some example, but the model was built without "
                                             "missing_modalities=True and needs every input")
     return out
-
-
-def _clean(line):
-    line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line).strip()
-    return re.sub(r"\s*\[Op:[^]]*\].*$|\s*\[\[.*$", "", line).strip()
-
-
-def explain(error):
-    """The reason in a TensorFlow error raised by the ops above, as one line:
-    the message of a failed assertion, else TensorFlow's own reason, without
-    the traceback, graph-node and function-name decorations around it.
-
-    Example:
-        >>> explain(e)   # "Unknown image file format. One of JPEG, PNG, GIF, BMP required."
-    """
-    text = getattr(error, "message", None) or str(error)
-    found = re.search(r"assertion failed: (\[.*)$", text, flags=re.M)
-    if found:  # "[piece] [7] [piece]", maybe followed by " [Op:Assert]" or " name: "
-        line = re.sub(r"(\s*\[Op:[^]]*\])?(\s*name:.*)?\s*$", "", found.group(1))
-        pieces = re.findall(r"\[(.*?)\](?: |$)", line)
-        return "".join(pieces).replace("\\'", "'").replace("\\n", " ")
-    found = re.search(r"Summarized data: (.*?)(?:\n\n|$)", text, flags=re.S)
-    if found:  # eager mode: one piece a line, strings as b'...'
-        pieces = []
-        for piece in found.group(1).strip().splitlines():
-            try:
-                value = ast.literal_eval(piece)
-            except (ValueError, SyntaxError):
-                value = piece
-            pieces.append(value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value))
-        return "".join(pieces)
-    lines = text.splitlines()
-    for line in reversed(lines):  # "in user code" blocks end with "    SomeError: reason"
-        found = re.match(r"\s+\w+Error: (.+)$", line)
-        if found:
-            return _clean(found.group(1))
-    for i, line in enumerate(lines):  # graph errors: the reason comes right before "[[{{node ...}}]]"
-        if line.strip().startswith("[[") and i > 0 and _clean(lines[i - 1]):
-            return _clean(lines[i - 1])
-    for line in lines:
-        if _clean(line) and not re.match(r"(Graph execution error|Detected at node|<stack traces)", line.strip()):
-            return _clean(line)
-    return type(error).__name__

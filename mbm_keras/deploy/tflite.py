@@ -243,7 +243,7 @@ def tflite_interpreter(path, num_threads=None):
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    from mbm_keras.deploy.exporting import ArtifactError
+    from mbm_keras.run import ArtifactError
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No TFLite model at {path}")

@@ -46,7 +46,7 @@ class Audio(Modality):
         return {"sample_rate": options["sample_rate"]}
 
     def check_file(self, f):
-        from mbm_keras.data.audio import HOST_DECODED, WAV_FORMAT_NOTE, WAV_MAGIC, wav_info
+        from mbm_keras.codecs.audio import HOST_DECODED, WAV_FORMAT_NOTE, WAV_MAGIC, wav_info
 
         head = f.read(12)
         limit = self.options["max_audio_seconds"]
@@ -90,7 +90,7 @@ class Audio(Modality):
         """Full-length mono samples at the model's rate (`finish` cuts them).
         Serving reads 16-bit PCM WAV only (decode_wav, which a SavedModel can
         carry); the pipeline also reads FLAC/OGG on the host."""
-        from mbm_keras.data.audio import check_duration, check_length, decode_audio, decode_wav, resample
+        from mbm_keras.codecs.audio import check_duration, check_length, decode_audio, decode_wav, resample
 
         if serving:
             samples, rate = decode_wav(raw)
@@ -111,7 +111,7 @@ class Audio(Modality):
     def finish(self, x, seed=None, augment=None):
         """Pads or cuts to `audio_length`: the start, or a random window in
         training (never under audio_whole_clip)."""
-        from mbm_keras.data.audio import fix_length
+        from mbm_keras.codecs.audio import fix_length
 
         return fix_length(x, self.options["audio_length"], None if self.options["audio_whole_clip"] else seed)
 

@@ -28,6 +28,7 @@ methods that use no TensorFlow (`model_options` defaults, `input_spec`,
 import math
 import numbers
 
+from mbm_keras.errors import CellError  # noqa: F401  (raised by the modalities; public here since the first release)
 from mbm_keras.registry import Registry
 
 MODALITIES = Registry("modality")
@@ -84,23 +85,6 @@ def shape_of(value, rank):
     if not isinstance(value, (tuple, list)) or len(value) != rank or not all(positive_int(d) for d in value):
         return None
     return tuple(int(d) for d in value)
-
-
-class CellError(ValueError):
-    """A manifest cell that cannot be used; `column` names it, `file` the file it names.
-
-    Args:
-        column: the manifest column.
-        message: what is wrong with the cell.
-        file: the file the cell names, if any.
-
-    Example:
-        >>> raise CellError("age", "value 'abc' is not a number")
-    """
-
-    def __init__(self, column, message, file=None):
-        super().__init__(f"column {column!r}: {message}")
-        self.column, self.message, self.file = column, message, file
 
 
 class Modality:
@@ -240,7 +224,8 @@ class Modality:
             return str(cell)
         import os
 
-        from mbm_keras.data.manifest import DataError, resolve_path
+        from mbm_keras.codecs.paths import resolve_path
+        from mbm_keras.errors import DataError
 
         try:
             path = resolve_path(manifest, row, self.column, cell, allow_outside_root)
@@ -271,7 +256,7 @@ class Modality:
         if not self.file_based:
             values[present] = [c if isinstance(c, str) else str(c) for c in cells[present]]
             return values, present, []
-        from mbm_keras.data.paths import resolve_paths
+        from mbm_keras.codecs.paths import resolve_paths
 
         paths, errors = resolve_paths(manifest, self.column, cells, present, allow_outside_root)
         for row, _ in errors:

@@ -57,7 +57,7 @@ class Image(Modality):
         return {"preset": options["image_preset"]} if options.get("image_preset") else {}
 
     def check_file(self, f):
-        from mbm_keras.data.image import IMAGE_MAGIC, file_header_size
+        from mbm_keras.codecs.image import IMAGE_MAGIC, file_header_size
 
         if not f.read(8).startswith(IMAGE_MAGIC):
             return "not a JPEG, PNG, BMP or GIF file"
@@ -74,7 +74,7 @@ class Image(Modality):
         return tf.TensorSpec((*self.options["image_size"], 3), tf.float32)
 
     def decode(self, raw, header_checked=False, serving=False):
-        from mbm_keras.data.image import decode_image
+        from mbm_keras.codecs.image import decode_image
 
         return decode_image(raw, self.options["image_size"], self.options["resize"],
                             max_pixels=self.options["max_image_pixels"])
@@ -82,7 +82,7 @@ class Image(Modality):
     def finish(self, x, seed=None, augment=None):
         if seed is None or not augment:
             return x
-        from mbm_keras.data.image import augment_image
+        from mbm_keras.codecs.image import augment_image
 
         return augment_image(x, seed, **(augment if isinstance(augment, dict) else {}))
 

@@ -45,7 +45,7 @@ class Tabular(Modality):
         return self.column["numeric"] + self.column["categorical"]
 
     def fit(self, manifest, rows):
-        from mbm_keras.data.tabular import TabularEncoder
+        from mbm_keras.codecs.tabular import TabularEncoder
 
         self.encoder = TabularEncoder(self.column["numeric"], self.column["categorical"]).fit(manifest, rows)
         return self
@@ -54,7 +54,7 @@ class Tabular(Modality):
         return self.encoder.get_config()
 
     def set_config(self, config):
-        from mbm_keras.data.tabular import TabularEncoder
+        from mbm_keras.codecs.tabular import TabularEncoder
 
         self.encoder = TabularEncoder.from_config(config)
 
@@ -90,7 +90,7 @@ class Tabular(Modality):
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from mbm_keras.data.tabular import FLOAT32_MAX, NUMBER_PATTERN
+        from mbm_keras.codecs.tabular import FLOAT32_MAX, NUMBER_PATTERN
 
         names = self.columns()
         cells = np.stack([manifest.column(c) for c in names], axis=1)
@@ -176,8 +176,8 @@ class Tabular(Modality):
         mean, an empty or unseen category the unknown slot."""
         import tensorflow as tf
 
-        from mbm_keras.data.asserts import check
-        from mbm_keras.data.tabular import FLOAT32_MAX, NUMBER_PATTERN
+        from mbm_keras.codecs.asserts import check
+        from mbm_keras.codecs.tabular import FLOAT32_MAX, NUMBER_PATTERN
 
         enc = self.encoder
         n_num = len(enc.numeric)
@@ -217,7 +217,7 @@ class Tabular(Modality):
     def serving_checks(self, raw):
         import tensorflow as tf
 
-        from mbm_keras.data.asserts import check
+        from mbm_keras.codecs.asserts import check
 
         names = self.columns()
         return [check(tf.equal(tf.shape(raw)[-1], len(names)),

@@ -42,7 +42,7 @@ class Text(Modality):
         return "vocabulary.txt" if self.feature == "text" else f"vocabulary-{self.feature}.txt"
 
     def _new_tokenizer(self, vocabulary=None):
-        from mbm_keras.data.text import TextTokenizer
+        from mbm_keras.codecs.text import TextTokenizer
 
         return TextTokenizer(self.options["text_tokenizer"], self.options["text_length"], self.options["max_tokens"],
                              vocabulary=vocabulary, preset=self.options["text_preset"])
@@ -59,7 +59,7 @@ class Text(Modality):
         self.tokenizer.save(folder, self.vocabulary_file)
 
     def load_files(self, folder, config):
-        from mbm_keras.data.text import TextTokenizer
+        from mbm_keras.codecs.text import TextTokenizer
 
         self.tokenizer = TextTokenizer.load(folder, self.tokenizer_config(), self.vocabulary_file)
 

@@ -51,7 +51,7 @@ class Timeseries(Modality):
         mean and standard deviation, read with the same decoder as training."""
         import tensorflow as tf
 
-        from mbm_keras.data.manifest import DataError
+        from mbm_keras.errors import DataError
 
         paths = []
         for i in rows:
@@ -121,7 +121,7 @@ class Timeseries(Modality):
 
         values = tf.cond(tf.equal(tf.strings.substr(contents, 0, 6), NPY_MAGIC),
                          lambda: _parse_npy(contents), lambda: _parse_csv(contents))
-        from mbm_keras.data.asserts import check
+        from mbm_keras.codecs.asserts import check
 
         steps = tf.shape(values)[0]
         limit = self.options["max_timeseries_steps"]
@@ -143,7 +143,7 @@ class Timeseries(Modality):
         """File bytes -> standardized float32 `(timeseries_length, channels)`."""
         import tensorflow as tf
 
-        from mbm_keras.data.asserts import check
+        from mbm_keras.codecs.asserts import check
 
         values = self.parse(raw)
         channels = tf.shape(values)[1]
@@ -182,7 +182,7 @@ class Timeseries(Modality):
 def _parse_npy(contents):
     import tensorflow as tf
 
-    from mbm_keras.data.asserts import check
+    from mbm_keras.codecs.asserts import check
 
     b = tf.cast(tf.io.decode_raw(tf.strings.substr(contents, 6, 6), tf.uint8, fixed_length=6), tf.int32)
     version_one = tf.equal(b[0], 1)
@@ -215,8 +215,8 @@ def _parse_npy(contents):
 def _parse_csv(contents):
     import tensorflow as tf
 
-    from mbm_keras.data.asserts import check
-    from mbm_keras.data.tabular import NUMBER_PATTERN
+    from mbm_keras.codecs.asserts import check
+    from mbm_keras.codecs.tabular import NUMBER_PATTERN
 
     lines = tf.strings.split(tf.strings.regex_replace(contents, "\r", ""), "\n")
     lines = tf.boolean_mask(lines, tf.strings.strip(lines) != "")

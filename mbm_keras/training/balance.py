@@ -114,7 +114,7 @@ def make_plan(train_cfg, data_cfg, feature_modalities, fusion="concat", source="
             or single models asked of a fusion that cannot take one modality alone.
     """
     from mbm_keras.fusions import FUSIONS
-    from mbm_keras.training.config import ConfigError
+    from mbm_keras.errors import ConfigError
 
     groups = modality_groups(feature_modalities)
     balance, keep = train_cfg["balance"], train_cfg["keep_best_of"]

@@ -5,6 +5,8 @@ import json
 import math
 import os
 
+from mbm_keras.errors import ConfigError  # noqa: F401  (raised here; public as mbm_keras.training.ConfigError)
+
 SCHEMA = {
     "data": {
         "train": (str, None),
@@ -61,30 +63,10 @@ SCHEMA = {
         "keep_best_of": (str, "auto"),
         "ogm_alpha": (float, 0.5),
     },
-    "task": {
-        # classification: the model's features -> fusion -> softmax/sigmoid/linear head (as the labels say).
-        # retrieval: two towers of the model's features (task.query, task.candidate), trained contrastively.
-        "kind": (str, "classification"),
-        "query": (list, None),
-        "candidate": (list, None),
-        "embedding_dim": (int, 128),
-        # None: by label when data.columns has one (examples of a class match), else each row's own pair.
-        "supervised": (bool, None),
-        "hard_negatives": (int, None),
-        "temperature": (float, 0.07),
-        "share_towers": (bool, False),
-        # transcription: the audio feature, and a text feature fused into every frame (None: no context).
-        "audio": (str, None),
-        "context": (str, None),
-        "beam": (int, None),
-        # autoencoder (mbm-keras pretrain): each feature's encoder pretrained on unlabelled rows; the noise of
-        # image/audio/other inputs and the share of text tokens masked (None: 0.1 and 0.15).
-        "noise": (float, None),
-        "mask_rate": (float, None),
-    },
+    # task.kind, then each registered task's own keys (mbm_keras/tasks/*.py: Task.options), see _task_keys.
+    "task": {"kind": (str, "classification")},
     "output": (str, "runs/latest"),
 }
-TASKS = ("classification", "retrieval", "transcription", "autoencoder")
 REQUIRED = {("data", "train"), ("data", "columns")}
 
 
@@ -99,10 +81,24 @@ def _modality_keys():
     return keys
 
 
+def _task_keys():
+    """task.<key> of every registered task: `{key: (type, default)}` (a key two tasks share must agree)."""
+    from mbm_keras.tasks.base import TASKS, get_task
+
+    keys = {}
+    for kind in TASKS.in_order():
+        for key, spec in get_task(kind).options.items():
+            if keys.setdefault(key, spec) != spec:
+                raise ValueError(f"task.{key} is declared twice with different types or defaults (task {kind!r})")
+    return keys
+
+
 def schema():
-    """The config schema: sections -> {key: (type, default)}, with the registered modalities' model keys."""
+    """The config schema: sections -> {key: (type, default)}, with the registered modalities' model keys
+    and the registered tasks' task keys."""
     out = dict(SCHEMA)
     out["model"] = {**_modality_keys(), **SCHEMA["model"]}
+    out["task"] = {**SCHEMA["task"], **_task_keys()}
     return out
 
 # The valid range of every numeric key: (low, high, low inclusive?, high inclusive?);
@@ -123,12 +119,6 @@ RANGES = {
     ("train.fine_tune", "epochs"): (1, None, True, None),
     ("train.fine_tune", "num_layers"): (1, None, True, None),
     ("train.fine_tune", "learning_rate"): (0, None, False, None),
-    ("task", "embedding_dim"): (1, None, True, None),
-    ("task", "hard_negatives"): (1, None, True, None),
-    ("task", "temperature"): (0.01, None, True, None),
-    ("task", "beam"): (1, None, True, None),
-    ("task", "noise"): (0, 1, True, True),
-    ("task", "mask_rate"): (0, 1, True, False),
 }
 
 
@@ -141,8 +131,8 @@ def _describe_range(low, high, low_in, high_in):
     return " and ".join(parts)
 
 
-def _check_range(section, key, value, source):
-    spec = RANGES.get((section, key))
+def _check_range(section, key, value, source, ranges=None):
+    spec = (ranges or RANGES).get((section, key))
     if value is None or spec is None:
         return
     name = f"{section}.{key}"
@@ -155,18 +145,6 @@ def _check_range(section, key, value, source):
         raise ConfigError(f"{source}: {name} must be {_describe_range(*spec)}. Received: {name}={value!r}")
 
 
-class ConfigError(ValueError):
-    """A config key or value that cannot be used; the message names the key, the
-    value received and what is expected.
-
-    Example:
-        >>> try:
-        ...     load_config({"data": {"train": "train.csv"}, "train": {"epoch": 3}})
-        ... except ConfigError as e:
-        ...     print(e)   # unknown key train.epoch (did you mean train.epochs?) ...
-    """
-
-
 def _check(section, key, value, expected, source):
     name = f"{section}.{key}" if section else key
     ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
@@ -177,6 +155,9 @@ def _check(section, key, value, expected, source):
 
 
 FINE_TUNE_KEYS = {"epochs": int, "num_layers": int, "learning_rate": float}
+
+
+from mbm_keras.tasks.base import model_features  # noqa: E402,F401  (public here since the first release)
 
 
 def _check_choices(out, source):
@@ -213,66 +194,31 @@ def _check_choices(out, source):
         if data[key] not in valid:
             raise ConfigError(f"{source}: data.{key} must be one of {valid}. Received: data.{key}={data[key]!r}")
     _check_preprocessing(data["preprocessing"], source)
-    # A transcription model's fusion is its context's cross-attention (transcription_task checks its kwargs).
-    _check_model(out["model"], source, fusion_kwargs=out["task"]["kind"] != "transcription")
+    from mbm_keras.tasks import get_task, list_tasks
+
+    # A task whose model has no fusion (transcription: its context's cross-attention) checks the kwargs itself.
+    kind = out["task"]["kind"]
+    _check_model(out["model"], source, fusion_kwargs=kind not in list_tasks() or get_task(kind).checks_fusion_kwargs)
     _check_task(out, source)
 
 
-def model_features(model):
-    """`{feature: {"modality", "encoder", "kwargs", "options"}}` the model
-    section names: model.features, else one feature per modality key."""
-    from mbm_keras.fusion_model import normalize_features
-    from mbm_keras.modalities import list_modalities
-
-    if model["features"] is not None:
-        return normalize_features(model["features"])
-    return {m: {"modality": m, "encoder": model[m], "kwargs": dict(model.get(f"{m}_kwargs") or {}), "options": {}}
-            for m in list_modalities() if model.get(m) is not None}
-
-
 def _check_task(out, source):
-    """task.kind is known; a retrieval task splits the model's features into its two towers."""
+    """task.kind is registered; no key of another task is set; the task checks the rest."""
+    from mbm_keras.tasks import get_task, list_tasks
+
     task = out["task"]
-    if task["kind"] not in TASKS:
-        raise ConfigError(f"{source}: task.kind must be one of {TASKS}. Received: task.kind={task['kind']!r}")
-    for keys, kind in ((("query", "candidate"), "retrieval"), (("audio", "context", "beam"), "transcription"),
-                       (("noise", "mask_rate"), "autoencoder")):
-        given = [k for k in keys if task[k] is not None]
-        if given and task["kind"] != kind:
-            raise ConfigError(f"{source}: task.{given[0]} is for task.kind: {kind}")
-    if task["kind"] == "transcription":
-        from mbm_keras.training.transcription_task import check_config
-
-        check_config(out, source)
-        return
-    if task["kind"] == "autoencoder":
-        from mbm_keras.training import autoencoder_task
-
-        autoencoder_task.check_config(out, source)
-        task["noise"] = 0.1 if task["noise"] is None else task["noise"]
-        task["mask_rate"] = 0.15 if task["mask_rate"] is None else task["mask_rate"]
-        return
-    if task["kind"] != "retrieval":
-        return
-    features = list(model_features(out["model"]))
-    for key in ("query", "candidate"):
-        names = task[key]
-        if not names:
-            raise ConfigError(f"{source}: task.kind retrieval needs task.{key}: the features of its {key} tower, "
-                              f"e.g. task.{key}: [{features[0] if features else 'text'}] (features: "
-                              f"{', '.join(features) or 'none'})")
-        unknown = [n for n in names if n not in features]
-        if unknown:
-            raise ConfigError(f"{source}: task.{key} names {unknown}, which the model has not (its features: "
-                              f"{', '.join(features)})")
-    both = sorted(set(task["query"]) & set(task["candidate"]))
-    if both:
-        raise ConfigError(f"{source}: {both} are in both task.query and task.candidate; each feature feeds one "
-                          f"tower (for same-modality search name two features, e.g. question and answer, and set "
-                          f"task.share_towers: true for one set of weights)")
-    if out["train"]["balance"] not in ("auto", "none"):
-        raise ConfigError(f"{source}: train.balance {out['train']['balance']!r} balances a classifier's modalities; "
-                          f"a retrieval task trains its towers together (balance: none)")
+    if task["kind"] not in list_tasks():
+        raise ConfigError(f"{source}: task.kind must be one of {tuple(list_tasks())}. Received: "
+                          f"task.kind={task['kind']!r}")
+    mine = get_task(task["kind"])
+    for kind in list_tasks():
+        for key, (_, default) in get_task(kind).options.items():
+            if key not in mine.options and task.get(key) is not None and task[key] != default:
+                raise ConfigError(f"{source}: task.{key} is for task.kind: {kind}")
+    ranges = {("task", k): v for k, v in mine.ranges.items()}
+    for key in mine.options:
+        _check_range("task", key, task[key], source, ranges)
+    mine.check_config(out, source)
 
 
 def _check_model(model, source, fusion_kwargs=True):

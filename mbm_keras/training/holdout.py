@@ -63,7 +63,7 @@ def hold_out(data, out, seed, label=None):
     from mbm_keras.data.shards import is_remote, is_shard_folder
     from mbm_keras.data.split import split_manifest
     from mbm_keras.io import write_json
-    from mbm_keras.training.config import ConfigError
+    from mbm_keras.errors import ConfigError
 
     share, group = data["val_split"], data["group"]
     summary = {"source": "data.val" if data["val"] else None, "val_split": share, "group": group}

@@ -251,10 +251,6 @@ def init_config(data, out="run.yaml", label=None, sample=1000, overwrite=False):
         >>> report["ambiguous"]   # columns left out for the user to decide
     """
     from mbm_keras.data import read_manifest
-    from mbm_keras.modalities import get_modality, list_modalities
-    from mbm_keras.encoders.base import list_encoders
-    from mbm_keras.fusions import list_fusions
-    from mbm_keras.training.config import ConfigError, load_config
 
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite to replace it")
@@ -265,6 +261,32 @@ def init_config(data, out="run.yaml", label=None, sample=1000, overwrite=False):
     rows = min(len(manifest), sample)
     sample_rows = manifest.subset(range(rows))
     guesses = [guess_column(c, list(sample_rows.column(c)), label) for c in manifest.columns]
+    label_guess = _the_label(manifest, guesses)
+    used = [g for g in guesses if g.kind not in ("label", "left out")]
+    if not used:
+        raise ValueError(f"{manifest.path}: no column could be used as an input; "
+                         + "; ".join(f"{g.column}: {g.why}" for g in guesses if g.kind != "label"))
+    base = os.path.dirname(os.path.abspath(out))
+    lines = [
+        f"# A first run config for {os.path.basename(manifest.path)}, written by mbm-keras init.",
+        f"# Column guesses from its first {rows:,} rows; check them, then: mbm-keras train --config "
+        f"{os.path.basename(out)}",
+        "# Paths are relative to this file. mbm-keras train --help lists every key.",
+        "",
+    ]
+    lines += _data_lines(manifest, guesses, used, label_guess, sample_rows, base)
+    lines += _model_lines(used)
+    stem = os.path.splitext(os.path.basename(manifest.path))[0]
+    lines += ["", "train:", "  epochs: 10", "  learning_rate: 0.001",
+              "  # early_stopping_patience: 5       # the default whenever there is validation data",
+              "", f"output: runs/{_identifier(stem)}                  # the run folder", ""]
+    _write_checked("\n".join(lines), out, base)
+    ambiguous = [g.column for g in guesses if g.ambiguous]
+    return {"config": out, "columns": [g.as_dict() for g in guesses], "ambiguous": ambiguous}
+
+
+def _the_label(manifest, guesses):
+    """The one guess that is the label, holding at least two values; ValueError saying what to pass otherwise."""
     labels = [g for g in guesses if g.kind == "label"]
     if not labels:
         candidates = [g.column for g in guesses if g.tabular == "categorical"]
@@ -280,19 +302,17 @@ def init_config(data, out="run.yaml", label=None, sample=1000, overwrite=False):
         raise ValueError(f"{manifest.path}: the label column {labels[0].column!r} holds {shown} in its "
                          f"{len(manifest):,} row(s); a model needs at least two classes (or two target values) to "
                          f"learn from: pass the whole training manifest")
-    used = [g for g in guesses if g.kind not in ("label", "left out")]
-    if not used:
-        raise ValueError(f"{manifest.path}: no column could be used as an input; "
-                         + "; ".join(f"{g.column}: {g.why}" for g in guesses if g.kind != "label"))
-    files = {g.column: g.kind for g in used if g.kind != "tabular"}
-    counts = {}
-    for modality in files.values():
-        counts[modality] = counts.get(modality, 0) + 1
-    named = any(n > 1 for n in counts.values())  # two columns of one modality: named features
-    numeric = [g.column for g in used if g.tabular == "numeric"]
-    categorical = [g.column for g in used if g.tabular == "categorical"]
+    return labels[0]
 
-    base = os.path.dirname(os.path.abspath(out))
+
+def _named(used):
+    """Whether two columns share a modality (then every column is a named feature)."""
+    kinds = [g.kind for g in used if g.kind != "tabular"]
+    return len(kinds) != len(set(kinds))
+
+
+def _data_lines(manifest, guesses, used, label_guess, sample_rows, base):
+    """The data section: paths, columns (with each guess's reason), preprocessing."""
 
     def rel(path):  # relative to the config when near it, else absolute
         path = os.path.relpath(os.path.abspath(path), base)
@@ -300,11 +320,6 @@ def init_config(data, out="run.yaml", label=None, sample=1000, overwrite=False):
 
     val = _sibling_val(manifest.path)
     lines = [
-        f"# A first run config for {os.path.basename(manifest.path)}, written by mbm-keras init.",
-        f"# Column guesses from its first {rows:,} rows; check them, then: mbm-keras train --config "
-        f"{os.path.basename(out)}",
-        "# Paths are relative to this file. mbm-keras train --help lists every key.",
-        "",
         "data:",
         f"  train: {_yaml(rel(manifest.path))}",
         (f"  val: {_yaml(rel(val))}                 # scored after every epoch; the run keeps the best epoch"
@@ -314,58 +329,62 @@ def init_config(data, out="run.yaml", label=None, sample=1000, overwrite=False):
     if not val:
         lines.append(f"  # group: {_yaml(groups[0]) if groups else 'speaker'}".ljust(36)
                      + "# a column whose values never sit on both sides of that split (test on new sources)")
-    lines += [
-        "  columns:",
-    ]
+    lines.append("  columns:")
+    named = _named(used)
     for g in guesses:
-        if g.kind in ("label", "left out", "tabular"):
-            continue
-        key = _identifier(g.column) if named else g.kind
-        lines.append(f"    {key}: {_yaml(g.column)}".ljust(36) + f"# {g.kind}: {g.why}")
+        if g.kind not in ("label", "left out", "tabular"):
+            lines.append(f"    {_identifier(g.column) if named else g.kind}: {_yaml(g.column)}".ljust(36)
+                         + f"# {g.kind}: {g.why}")
+    numeric = [g.column for g in used if g.tabular == "numeric"]
+    categorical = [g.column for g in used if g.tabular == "categorical"]
     if numeric or categorical:
         lines.append("    tabular:                        # numbers and categories, one feature")
         if numeric:
             lines.append(f"      numeric: {_yaml(numeric)}".ljust(36) + "# standardized")
         if categorical:
             lines.append(f"      categorical: {_yaml(categorical)}".ljust(36) + "# one-hot")
-        lines += [f"      # {g.column}: {g.why}" + (" <- check" if g.ambiguous else "")
-                  for g in used if g.tabular]
-    lines.append(f"    label: {_yaml(labels[0].column)}".ljust(36) + f"# the label: {labels[0].why}")
-    for g in guesses:
-        if g.kind == "left out":
-            lines.append(f"    # {g.column}: left out ({'ambiguous: ' if g.ambiguous else ''}{g.why})")
+        lines += [f"      # {g.column}: {g.why}" + (" <- check" if g.ambiguous else "") for g in used if g.tabular]
+    lines.append(f"    label: {_yaml(label_guess.column)}".ljust(36) + f"# the label: {label_guess.why}")
+    lines += [f"    # {g.column}: left out ({'ambiguous: ' if g.ambiguous else ''}{g.why})"
+              for g in guesses if g.kind == "left out"]
     prep = _preprocessing(manifest, {g.column: g.kind for g in used if g.kind != "tabular"}, sample_rows)
     if prep:
         lines.append("  preprocessing:")
         lines += [f"    {key}: {_yaml(value)}".ljust(36) + f"# {why}" for key, value, why in prep]
-    lines += ["  batch_size: 32", "", "model:"]
-    if named:
+    return lines + ["  batch_size: 32", ""]
+
+
+def _model_lines(used):
+    """The model section: a starter encoder per modality (or per named feature), the fusion, dropout."""
+    from mbm_keras.encoders.base import list_encoders
+    from mbm_keras.fusions import list_fusions
+    from mbm_keras.modalities import get_modality, list_modalities
+
+    files = {g.column: g.kind for g in used if g.kind != "tabular"}
+    tabular = any(g.tabular for g in used)
+    lines = ["model:"]
+    if _named(used):
         lines.append("  features:                         # one encoder per column (mbm-keras zoo lists them)")
-        for column, modality in files.items():
-            lines.append(f"    {_identifier(column)}: [{modality}, {_starter(modality)}]")
-        if numeric or categorical:
+        lines += [f"    {_identifier(column)}: [{modality}, {_starter(modality)}]" for column, modality in files.items()]
+        if tabular:
             lines.append(f"    tabular: [tabular, {_starter('tabular')}]")
     else:
         for modality in list_modalities():
-            if modality in counts or (modality == "tabular" and (numeric or categorical)):
+            if modality in files.values() or (modality == "tabular" and tabular):
                 others = [e for e in list_encoders(modality) if e != _starter(modality)]
                 lines.append(f"  {modality}: {_starter(modality)}".ljust(36)
                              + (f"# or {', '.join(others)}" if others else "# mbm-keras zoo lists the encoders"))
                 if get_modality(modality).WEIGHTS_ARGUMENT:
                     lines.append("  # weights: imagenet                # with a pretrained backbone (resnet50, ...)")
-    if len(files) + bool(numeric or categorical) > 1:
+    if len(files) + tabular > 1:
         lines.append("  fusion: concat".ljust(36) + f"# or {', '.join(f for f in list_fusions() if f != 'concat')}")
-    lines += [
-        "  dropout: 0.2",
-        "",
-        "train:",
-        "  epochs: 10",
-        "  learning_rate: 0.001",
-    ]
-    lines.append("  # early_stopping_patience: 5       # the default whenever there is validation data")
-    stem = os.path.splitext(os.path.basename(manifest.path))[0]
-    lines += ["", f"output: runs/{_identifier(stem)}                  # the run folder", ""]
-    text = "\n".join(lines)
+    return lines + ["  dropout: 0.2"]
+
+
+def _write_checked(text, out, base):
+    """Writes the config through a temporary file that must load first (a config that does not is a bug here)."""
+    from mbm_keras.training.config import ConfigError, load_config
+
     os.makedirs(base, exist_ok=True)
     tmp = os.path.join(base, f".{os.path.basename(out)}.tmp.yaml")  # checked before it replaces anything
     with open(tmp, "w", encoding="utf-8") as f:
@@ -376,8 +395,6 @@ def init_config(data, out="run.yaml", label=None, sample=1000, overwrite=False):
         os.remove(tmp)
         raise RuntimeError(f"mbm-keras init wrote a config that does not load ({e}); please report it") from e
     os.replace(tmp, out)
-    ambiguous = [g.column for g in guesses if g.ambiguous]
-    return {"config": out, "columns": [g.as_dict() for g in guesses], "ambiguous": ambiguous}
 
 
 def _starter(modality):

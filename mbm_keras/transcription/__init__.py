@@ -11,7 +11,7 @@ loss and decoder, WER/CER from jiwer.
 from mbm_keras.transcription.candidates import candidate_scores, choose_candidates
 from mbm_keras.transcription.metrics import error_rates
 from mbm_keras.transcription.model import build_transcription_model, decode, greedy_decode, pad_targets
-from mbm_keras.transcription.vocabulary import Vocabulary, min_frames
+from mbm_keras.codecs.vocabulary import Vocabulary, min_frames
 
 __all__ = ["Vocabulary", "build_transcription_model", "candidate_scores", "choose_candidates", "decode", "error_rates",
            "greedy_decode", "min_frames", "pad_targets"]

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from mbm_keras.transcription.model import pad_targets
-from mbm_keras.transcription.vocabulary import Vocabulary, min_frames
+from mbm_keras.codecs.vocabulary import Vocabulary, min_frames
 
 
 def candidate_scores(log_probs, candidates, vocabulary):

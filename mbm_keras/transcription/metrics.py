@@ -1,7 +1,7 @@
 """Word and character error rates, from jiwer (a maintained implementation of
 the edit-distance alignment ASR papers use)."""
 
-from mbm_keras.transcription.vocabulary import Vocabulary
+from mbm_keras.codecs.vocabulary import Vocabulary
 
 
 def error_rates(references, hypotheses):

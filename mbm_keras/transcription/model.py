@@ -10,7 +10,7 @@ import numpy as np
 from mbm_keras.encoders.base import create_encoder
 from mbm_keras.fusions.cross_attention import CrossAttentionFusion
 from mbm_keras.layers import TanhGate
-from mbm_keras.transcription.vocabulary import Vocabulary
+from mbm_keras.codecs.vocabulary import Vocabulary
 
 
 def build_transcription_model(
@@ -200,3 +200,19 @@ def pad_targets(texts, vocabulary, length=None):
     for n, i in enumerate(ids):
         out[n, : len(i)] = i
     return out
+
+
+def transcription_roles(model, pre):
+    """`(audio feature, context feature or None)` of a trained transcription model, by its inputs.
+
+    Args:
+        model: the transcription model.
+        pre: its preprocessor (each input's modality).
+
+    Example:
+        >>> transcription_roles(*load_run("runs/transcription"))   # ("audio", "text")
+    """
+    names = list(model.input) if isinstance(model.input, dict) else [t.name for t in model.inputs]
+    audio = next(n for n in names if pre.feature_modalities.get(n) == "audio")
+    context = next((n for n in names if pre.feature_modalities.get(n) == "text"), None)
+    return audio, context

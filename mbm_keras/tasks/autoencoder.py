@@ -1,4 +1,4 @@
-"""`task.kind: autoencoder` in `train()` (`mbm-keras pretrain`): every feature of
+"""`task.kind: autoencoder` (`pretrain()`, `mbm-keras pretrain`): every feature of
 the model section pretrained as the encoder half of an autoencoder on an
 unlabelled manifest (`mbm_keras/pretraining/autoencoder.py`). The run folder
 also holds each encoder's weights, `encoders/<feature>.weights.h5`, for
@@ -9,7 +9,8 @@ import os
 
 import numpy as np
 
-from mbm_keras.training.config import ConfigError, model_features
+from mbm_keras.errors import ConfigError
+from mbm_keras.tasks.base import Task, model_features, register_task
 
 ENCODERS_FOLDER = "encoders"
 PICTURE = "reconstruction.png"
@@ -143,3 +144,57 @@ def save_picture(model, dataset, pre, names, path, examples=6):
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+@register_task("autoencoder")
+class Autoencoder(Task):
+    options = {
+        # the noise of image/audio/other inputs and the share of text tokens masked (None: 0.1 and 0.15)
+        "noise": (float, None),
+        "mask_rate": (float, None),
+    }
+    ranges = {"noise": (0, 1, True, True), "mask_rate": (0, 1, True, False)}
+    predicts = False
+
+    def check_config(self, config, source):
+        check_config(config, source)
+        task = config["task"]
+        task["noise"] = 0.1 if task["noise"] is None else task["noise"]
+        task["mask_rate"] = 0.15 if task["mask_rate"] is None else task["mask_rate"]
+
+    def columns(self, data):  # no labels are read
+        return {k: v for k, v in data["columns"].items() if k != "label"}
+
+    def holdout_label(self, data):
+        return None
+
+    def batches(self, ctx, dataset):  # (the features, zeros): the model's output is each example's loss
+        return select_inputs(dataset, list(ctx.pre.features))
+
+    def build(self, ctx):
+        return build_from_config(ctx.task, ctx.model_cfg, ctx.pre, ctx.train_cfg["seed"])
+
+    def loss_and_metrics(self, ctx):
+        return loss_and_metrics()
+
+    def announce(self, ctx):
+        return f"Pretraining {', '.join(f'{n} ({m})' for n, m in ctx.pre.feature_modalities.items())} as autoencoders"
+
+    def validate(self, ctx, model):
+        return validation_scores(model, ctx.val_ds, list(ctx.pre.features))
+
+    def after_save(self, ctx, model, summary):
+        """What a classifier's config takes: each encoder's weights; and the reconstruction picture."""
+        names = list(ctx.pre.features)
+        summary["encoders"] = save_encoders(model, names, ctx.out)
+        summary["picture"] = save_picture(model, ctx.val_ds if ctx.val_ds is not None else ctx.train_ds, ctx.pre,
+                                          names, os.path.join(ctx.out, PICTURE))
+
+    def format_scores(self, summary):
+        return format_scores(summary, summary.get("encoders", {}))
+
+    def check_loadable(self, folder):
+        raise ValueError(f"{folder} is a pretraining run (mbm-keras pretrain): it holds autoencoders, not a "
+                         f"model to evaluate, export or predict with. Its encoders are in "
+                         f"{os.path.join(folder, ENCODERS_FOLDER)}/: give one to a classifier as "
+                         f"model.<modality>_kwargs.weights")

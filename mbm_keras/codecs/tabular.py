@@ -6,8 +6,7 @@ import re
 
 import numpy as np
 
-from mbm_keras.data.manifest import DataError
-from mbm_keras.modalities.base import CellError  # noqa: F401  (raised by encode)
+from mbm_keras.errors import CellError, DataError  # noqa: F401  (CellError: raised by encode)
 
 # A numeric cell: a decimal number, as `tf.strings.to_number` reads it in the
 # SavedModel (Python's float() also takes "nan", "inf" and "1_000"; they are refused).

@@ -6,7 +6,7 @@ import struct
 
 import tensorflow as tf
 
-from mbm_keras.data.asserts import check
+from mbm_keras.codecs.asserts import check
 
 RESIZE_MODES = ("stretch", "crop", "pad")
 # File signatures of the formats tf.io.decode_image reads.

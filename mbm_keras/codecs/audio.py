@@ -4,7 +4,7 @@ resampled to the model's rate, padded or cropped to a fixed length."""
 import numpy as np
 import tensorflow as tf
 
-from mbm_keras.data.asserts import check
+from mbm_keras.codecs.asserts import check
 
 WAV_MAGIC = b"RIFF"
 # Formats read on the host by soundfile (libsndfile).

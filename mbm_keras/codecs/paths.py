@@ -4,8 +4,7 @@ import os
 
 import numpy as np
 
-from mbm_keras.data.manifest import DataError, resolve_path
-from mbm_keras.modalities.base import CellError
+from mbm_keras.errors import CellError, DataError
 
 
 def resolve_paths(manifest, column, cells, present, allow_outside_root=False):
@@ -88,3 +87,22 @@ def _symlinked_files(folders):
 
 def _inside(path, root):
     return os.path.commonpath([path, root]) == root
+
+
+def resolve_path(manifest, row, column, value, allow_outside_root=False):
+    """The absolute path of a file named in a manifest cell.
+
+    Relative paths resolve against the manifest's folder. A path that resolves
+    outside that folder (`../..`, an absolute path elsewhere, a symlink out) is
+    refused unless `allow_outside_root=True`.
+    """
+    value = os.fspath(value)
+    path = os.path.realpath(os.path.join(manifest.root, value))
+    root = os.path.realpath(manifest.root)
+    if not allow_outside_root and os.path.commonpath([path, root]) != root:
+        reason = (f"path resolves to {path}, outside the data root {root}. To allow it: allow_outside_root=True (Python), "
+                  f"data.allow_outside_root: true (run config), or --allow-outside-root (mbm-keras evaluate/export).")
+        error = DataError(f"{manifest.where(row)}, column {column!r} ({value}): {reason}")
+        error.reason = reason
+        raise error
+    return path

@@ -1,10 +1,13 @@
-"""`task.kind: transcription` in `train()`: the CTC model a config describes
-(an audio feature, optionally a text context fused into every frame), its
-targets (the label column as a transcript) and its validation scores (WER/CER)."""
+"""`task.kind: transcription`: the CTC model a config describes (an audio
+feature, optionally a text context fused into every frame), its targets (the
+label column as a transcript), its validation scores (WER/CER), `evaluate`'s
+report and its exports (`deploy/transcription_export.py`: transcripts out). A
+context model is compared with the model without it, and the better is kept."""
 
 import numpy as np
 
-from mbm_keras.training.config import ConfigError, model_features
+from mbm_keras.errors import ConfigError
+from mbm_keras.tasks.base import Task, model_features, register_task
 
 # What a cross-attention context fusion takes from model.fusion_kwargs.
 FUSION_KEYS = ("units", "num_heads", "num_layers", "dropout")
@@ -196,3 +199,127 @@ def format_scores(summary):
     for w in v["worst"][:3]:
         lines.append(f"  CER {w['cer']:.2f}  ref: {w['reference']!r}  hyp: {w['hypothesis']!r}")
     return lines
+
+
+@register_task("transcription")
+class Transcription(Task):
+    options = {
+        # the audio feature, and a text feature fused into every frame (None: the model's text feature, if any)
+        "audio": (str, None),
+        "context": (str, None),
+        "beam": (int, None),
+    }
+    ranges = {"beam": (1, None, True, None)}
+    # model.fusion_kwargs are the context's cross-attention's (FUSION_KEYS), not a fusion's
+    checks_fusion_kwargs = False
+
+    def check_config(self, config, source):
+        check_config(config, source)
+
+    def preprocessing(self, data):
+        return {**data["preprocessing"], "label_type": "transcript", "audio_whole_clip": True}
+
+    def prepare(self, ctx):
+        """Rows whose transcript cannot fit the model's frames are row errors (named, or skipped); an empty
+        context is the context's mask."""
+        from mbm_keras.data.shards import is_shard_folder
+
+        ctx.pre.labels.max_frames = frames(ctx.task, ctx.model_cfg, ctx.pre)
+        ctx.audio, ctx.context = roles(ctx.task, ctx.model_cfg)
+        ctx.common["missing_modalities"] = [ctx.context] if ctx.context else False
+        for key in ("train", "val"):
+            if ctx.data[key] and not is_shard_folder(ctx.data[key]):
+                warn_long_contexts(ctx.data[key], ctx.pre, ctx.context)
+
+    def batches(self, ctx, dataset):  # ({audio, context}, padded character ids)
+        return select_inputs(dataset, [n for n in (ctx.audio, ctx.context) if n])
+
+    def before_fit(self, ctx):
+        """With a context and validation data: the model without the context, trained first (compared with,
+        and its audio path copied into the context model)."""
+        ctx.plain = None
+        if ctx.context and ctx.val_ds is not None:
+            ctx.plain = ctx.train_single(
+                ctx.audio, [ctx.audio], dataset=ctx.train_ds,
+                build=lambda: build_from_config(ctx.task, ctx.model_cfg, ctx.pre, with_context=False))
+
+    def build(self, ctx):
+        return build_from_config(ctx.task, ctx.model_cfg, ctx.pre, audio_from=ctx.plain)
+
+    def loss_and_metrics(self, ctx):
+        return loss_and_metrics()
+
+    def announce(self, ctx):
+        return (f"Training the CTC model ({len(ctx.pre.labels.classes)} characters, {ctx.pre.labels.max_frames} "
+                f"frames" + (f", context {ctx.context!r} by cross-attention)" if ctx.context else ")"))
+
+    def validate(self, ctx, model):
+        vocabulary, beam = ctx.pre.labels.vocabulary, ctx.task["beam"]
+        summary = validation_scores(model, ctx.val_ds, vocabulary, beam)
+        if ctx.plain is not None:
+            plain = validation_scores(ctx.plain, select_inputs(ctx.val_ds, [ctx.audio]), vocabulary, beam)
+            if keep_better(summary, plain, ctx.audio):
+                ctx.singles, ctx.plan.groups = {ctx.audio: ctx.plain}, {ctx.audio: [ctx.audio]}
+                summary["kept_modality"] = ctx.audio
+        return summary
+
+    def format_scores(self, summary):
+        return format_scores(summary)
+
+    def recognizes(self, model, pre):
+        return pre is not None and pre.labels is not None and pre.labels.label_type == "transcript"
+
+    def evaluate(self, run_dir, model, pre, manifest, out, batch_size=32, on_error="raise",
+                 allow_outside_root=False, robustness=False, beam=None):
+        """WER, CER, the share of exact transcripts, the worst examples
+        (reference and hypothesis), and how many transcript characters were
+        outside the training vocabulary (each scored as an error, never a crash)."""
+        from mbm_keras.data import make_dataset
+        from mbm_keras.transcription.model import transcription_roles
+
+        if robustness:
+            raise ValueError("robustness covers single-label classification runs; this is a transcription run")
+        audio, context = transcription_roles(model, pre)
+        pre.labels.max_frames = int(model.output.shape[1])
+        before = pre.labels.unknown_count
+        ds = make_dataset(manifest, preprocessor=pre, batch_size=batch_size,
+                          missing_modalities=[context] if context else False, on_error=on_error,
+                          allow_outside_root=allow_outside_root)
+        ds = select_inputs(ds, [n for n in (audio, context) if n])
+        long_contexts = warn_long_contexts(manifest, pre, context)
+        refs, hyps = transcribe_batches(model, ds, pre.labels.vocabulary, beam)
+        results = {"task": "transcription", "examples": ds.report["kept"], "skipped": ds.report["skipped"],
+                   "decoding": f"beam {beam}" if beam else "greedy",
+                   "unknown_characters": pre.labels.unknown_count - before, "long_contexts": long_contexts}
+        results.update(scores(refs, hyps, worst=10))
+        return results
+
+    def report_lines(self, results):
+        lines = [f"decoding: {results['decoding']}; characters outside the vocabulary: "
+                 f"{results['unknown_characters']} (each an error)"]
+        for w in results["worst"]:
+            lines.append(f"CER {w['cer']:.2f}  reference: {w['reference']!r}\n           hypothesis: {w['hypothesis']!r}")
+        return lines
+
+    def example_inputs(self, model, pre, manifest, count, allow_outside_root=False):
+        from mbm_keras.deploy import transcription_export
+
+        return transcription_export.example_inputs(model, pre, manifest, count, allow_outside_root)
+
+    def export(self, model, pre, format, folder, quantize, examples, say):
+        from mbm_keras.deploy import transcription_export
+
+        return transcription_export.export_transcription(model, pre, format, folder, quantize, examples, say)
+
+    def report_check(self, check, format, quantize, say):
+        if quantize == "none" and check["identical_transcripts"] < 1:
+            raise AssertionError(f"The {format} export's greedy transcripts differ from Keras' on "
+                                 f"{100 * (1 - check['identical_transcripts']):.1f}% of {check['examples']} examples")
+
+    def check_predictable(self, path, artifact):
+        if artifact != "saved_model":
+            raise ValueError(f"{path} is a transcription model: its output is per-frame log-probabilities, not "
+                             f"classes; use mbm-keras transcribe --model {path} --audio CLIP [--context TEXT]")
+
+    def answer(self, outputs, classes, top, path):
+        return [("transcript", outputs["transcript"].numpy()[0].decode("utf-8"))]

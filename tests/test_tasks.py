@@ -1,0 +1,130 @@
+"""Tasks as objects: a task defined in this file (not in mbm_keras) goes through
+`train`, `evaluate`, `export_model` and `predict` like the built-in ones, and the
+drivers hold no branch on a task kind."""
+
+import ast
+import json
+import os
+
+import numpy as np
+import pytest
+from test_data import make_files, write_csv
+
+from mbm_keras.tasks import Task, get_task, list_tasks, register_task, task_of
+from mbm_keras.training import ConfigError, load_config, train
+
+
+@register_task("class_index")
+class ClassIndex(Task):
+    """A toy task: regress the class's index (a float) from the fused features, with MSE."""
+
+    options = {"index_scale": (float, 1.0)}
+    ranges = {"index_scale": (0, None, False, None)}
+
+    def batches(self, ctx, dataset):
+        import tensorflow as tf
+
+        scale = ctx.task["index_scale"]
+        return dataset.map(lambda x, y: (x, tf.cast(tf.reshape(y, (-1, 1)), "float32") * scale))
+
+    def build(self, ctx):
+        from mbm_keras import build_fusion_model
+
+        return build_fusion_model(**{**ctx.model_kwargs, "head": "linear", "num_classes": 1})
+
+    def loss_and_metrics(self, ctx):
+        return "mse", ["mae"]
+
+    def answer(self, outputs, classes, top, path):
+        if isinstance(outputs, dict):  # a SavedModel's signature
+            outputs = outputs.get("predictions", outputs.get("probabilities")).numpy()[0]
+        return [("class_index", float(np.ravel(outputs)[0]))]
+
+
+def test_a_task_registered_outside_the_package_is_a_config_kind():
+    assert "class_index" in list_tasks()
+    config = {"data": {"train": "t.csv", "columns": {"image": "img", "label": "label"}},
+              "model": {"image": "small_cnn"}, "task": {"kind": "class_index", "index_scale": 2.0}}
+    assert load_config(config)["task"]["index_scale"] == 2.0
+    with pytest.raises(ConfigError, match=r"task.index_scale must be > 0. Received: task.index_scale=0"):
+        load_config({**config, "task": {"kind": "class_index", "index_scale": 0.0}})
+    with pytest.raises(ConfigError, match=r"task.index_scale is for task.kind: class_index"):
+        load_config({**config, "task": {"index_scale": 3.0}})
+    with pytest.raises(ConfigError, match=r"task.embedding_dim is for task.kind: retrieval"):
+        load_config({**config, "task": {"kind": "class_index", "embedding_dim": 64}})
+    with pytest.raises(ValueError, match=r"task 'class_index' is registered twice"):
+        register_task("class_index")(ClassIndex)
+
+
+def test_a_run_without_config_is_recognized_by_its_model():
+    assert task_of(None, None, None).name == "classification"
+    assert task_of({"task": {"kind": "retrieval"}}).name == "retrieval"
+    assert get_task("classification").balances and not get_task("retrieval").balances
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("toy")
+    rows = make_files(folder, n=60)
+    path = write_csv(folder / "train.csv", rows)
+    config = {"data": {"train": str(path), "columns": {"image": "img", "text": "caption", "label": "label"},
+                       "batch_size": 8, "preprocessing": {"image_size": [16, 16], "text_length": 6, "max_tokens": 100}},
+              "model": {"image": "small_cnn", "text": "cnn"},
+              "train": {"epochs": 2, "learning_rate": 0.01, "seed": 1},
+              "task": {"kind": "class_index", "index_scale": 2.0},
+              "output": str(folder / "run")}
+    return folder, path, rows, train(config, verbose=0)
+
+
+def test_the_toy_task_trains_evaluates_exports_and_predicts(toy_run, tmp_path):
+    from mbm_keras.deploy import export_model
+    from mbm_keras.deploy.predicting import predict
+    from mbm_keras.evaluate import evaluate, format_report
+
+    folder, path, rows, result = toy_run
+    run = result["output"]
+    summary = json.loads(open(os.path.join(run, "summary.json")).read())
+    assert summary["task"] == "class_index" and set(summary["val"]) >= {"loss", "mae"}
+    assert result["model"].output.shape[-1] == 1  # the task's own model, not the classifier
+    assert "val_mae" in result["history"]
+
+    results = evaluate(run, path)
+    assert results["task"] == "class_index" and results["examples"] == 60
+    assert results["mae"] >= 0 and "per_class" not in results
+    assert "mae:" in format_report(results)
+
+    export = export_model(run, "saved_model", str(tmp_path / "toy-sm"), verbose=False)
+    assert export["check"]["max_abs_diff"] <= 1e-4
+
+    image = os.path.join(folder, rows[0]["img"])
+    direct = result["model"]
+    keras_answer = predict(run, image=image, text=rows[0]["caption"])
+    served_answer = predict(export["out"], image=image, text=rows[0]["caption"])
+    assert keras_answer[0][0] == served_answer[0][0] == "class_index"
+    assert abs(keras_answer[0][1] - served_answer[0][1]) < 1e-4
+    assert direct is not None
+
+
+DRIVERS = ["mbm_keras/training/trainer.py", "mbm_keras/evaluate.py", "mbm_keras/deploy/exporting.py",
+           "mbm_keras/deploy/predicting.py", "mbm_keras/cli"]
+
+
+def test_no_driver_names_a_task_kind():
+    """A driver that compares against a task's name ("retrieval", ...) branches on the kind; the tasks decide."""
+    root = os.path.join(os.path.dirname(__file__), "..")
+    kinds = {"classification", "retrieval", "transcription", "autoencoder"}
+    files = []
+    for driver in DRIVERS:
+        path = os.path.join(root, driver)
+        files += ([os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith(".py")]
+                  if os.path.isdir(path) else [path])
+    found = []
+    for path in files:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                for part in [node.left, *node.comparators]:
+                    for leaf in ast.walk(part):
+                        if isinstance(leaf, ast.Constant) and leaf.value in kinds:
+                            found.append(f"{os.path.relpath(path, root)}:{node.lineno} compares with {leaf.value!r}")
+    assert not found, "\n".join(found)
