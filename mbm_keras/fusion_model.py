@@ -194,12 +194,43 @@ def build_fusion_model(
         ...               "speed": ("timeseries", "series_gru")},
         ...     share_encoders={"rear": "front"}, timeseries_channels=3, num_classes=4)
     """
-    modalities = list_modalities()
-    # The modality keywords: this signature's four, and any registered one in **more.
-    by_modality = dict(image=image, text=text, audio=audio, tabular=tabular)
-    kwargs_of = dict(image=image_kwargs, text=text_kwargs, audio=audio_kwargs, tabular=tabular_kwargs)
     options = dict(image_shape=image_shape, text_length=text_length, vocab_size=vocab_size,
                    audio_length=audio_length, sample_rate=sample_rate, tabular_dim=tabular_dim)
+    kwargs_of = dict(image=image_kwargs, text=text_kwargs, audio=audio_kwargs, tabular=tabular_kwargs)
+    chosen = _chosen_features(dict(image=image, text=text, audio=audio, tabular=tabular), kwargs_of, options,
+                              features, more)
+    _check_weights_and_dropout(chosen, weights, dropout)
+    head_spec = get_head(head)
+    head_spec.check_outputs(num_classes)
+    per_feature = {f: {**(feature_options or {}).get(f, {}), **spec["options"]} for f, spec in chosen.items()}
+    specs = input_specs({f: spec["modality"] for f, spec in chosen.items()}, options, per_feature)
+    share = _check_sharing(share_encoders, chosen, specs)
+    fusion_kwargs = _fusion_kwargs(fusion, fusion_kwargs, num_classes)
+    inputs, features_out = _encoded_features(chosen, specs, share, FUSIONS.get(fusion).needs_sequences, weights,
+                                             missing_modalities, dropout)
+    fusion_layer = create_fusion(fusion, **fusion_kwargs)
+    fused = fusion_layer(features_out)
+    outputs = head_spec.predictions(fused, num_classes, from_logits=fusion_layer.produces_logits)
+    model = keras.Model(inputs, outputs, name=name)
+    if freeze_backbone and not freeze_backbones(model):
+        raise ValueError(
+            f"freeze_backbone=True, but the encoders {sorted({s['encoder'] for s in chosen.values()})} have no "
+            f"pretrained backbone to freeze (those are: {', '.join(pretrained_encoders())})."
+        )
+    if compile:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss=head_spec.loss(),
+            metrics=head_spec.metrics(),
+        )
+    return model
+
+
+def _chosen_features(by_modality, kwargs_of, options, features, more):
+    """`{feature: {"modality", "encoder", "kwargs", "options"}}` from the modality keywords (this signature's
+    four and any registered one in `more`), their `<modality>_kwargs`, and `features=`; model options found in
+    `more` go into `options`."""
+    modalities = list_modalities()
     model_options = {k for m in modalities for k in get_modality(m).MODEL_OPTIONS}
     for key, value in more.items():
         if key in modalities:
@@ -222,10 +253,18 @@ def build_fusion_model(
         raise ValueError(f"build_fusion_model needs at least one of {', '.join(m + '=' for m in modalities)} "
                          f"or features=.")
     for feature, spec in chosen.items():
-        if feature not in named:  # features= kwargs are per feature; <modality>_kwargs apply to all of its features
-            continue
-        spec["kwargs"] = {**dict(kwargs_of.get(spec["modality"]) or {}), **spec["kwargs"]}
-    takes_weights = [m for m in modalities if get_modality(m).WEIGHTS_ARGUMENT]
+        if feature in named:  # features= kwargs are per feature; <modality>_kwargs apply to all of its features
+            spec["kwargs"] = {**dict(kwargs_of.get(spec["modality"]) or {}), **spec["kwargs"]}
+    return chosen
+
+
+def _takes_weights():
+    """The modalities whose encoders take `weights=` (image: keras.applications backbones)."""
+    return [m for m in list_modalities() if get_modality(m).WEIGHTS_ARGUMENT]
+
+
+def _check_weights_and_dropout(chosen, weights, dropout):
+    takes_weights = _takes_weights()
     if weights is not None and not any(f["modality"] in takes_weights for f in chosen.values()):
         raise ValueError(
             f"weights= sets the {'/'.join(takes_weights)} encoder's weights, but no {'/'.join(takes_weights)}= "
@@ -233,25 +272,26 @@ def build_fusion_model(
         )
     if not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
-    head_spec = get_head(head)
-    head_spec.check_outputs(num_classes)
-    per_feature = {f: {**(feature_options or {}).get(f, {}), **spec["options"]} for f, spec in chosen.items()}
-    specs = input_specs({f: spec["modality"] for f, spec in chosen.items()}, options, per_feature)
-    share = _check_sharing(share_encoders, chosen, specs)
 
-    # The fusion declares what it needs (class attributes, read before it is built).
-    fusion_cls = FUSIONS.get(fusion)
+
+def _fusion_kwargs(fusion, fusion_kwargs, num_classes):
+    """The fusion's arguments; a fusion that outputs logits (`late`) has the classes as its units."""
     fusion_kwargs = dict(fusion_kwargs or {})
-    if fusion_cls.produces_logits:
+    if FUSIONS.get(fusion).produces_logits:
         if "units" in fusion_kwargs and fusion_kwargs["units"] != num_classes:
             raise ValueError(
                 f"Fusion {fusion!r} outputs logits, so its units equal num_classes={num_classes}. "
                 f"Received: fusion_kwargs={fusion_kwargs}"
             )
         fusion_kwargs["units"] = num_classes
-    sequences = fusion_cls.needs_sequences
+    return fusion_kwargs
 
-    # === Encoders ===
+
+def _encoded_features(chosen, specs, share, sequences, weights, missing_modalities, dropout):
+    """`(inputs, features)`: one `keras.Input` per feature (and `<feature>_mask`), and what the fusion takes
+    of each: its encoder's vector (or, for a sequence fusion, its sequence and `<feature>_mask`), an absent
+    feature's replaced by a learned embedding (or masked out), then dropout."""
+    takes_weights = _takes_weights()
     inputs, features_out, encoders = {}, {}, {}
     for feature, spec in chosen.items():
         shape, dtype, encoder_kwargs = specs[feature]
@@ -279,25 +319,4 @@ def build_fusion_model(
         features_out[feature] = x
         if sequences:
             features_out[f"{feature}_mask"] = mask
-
-    # === Fusion ===
-    fusion_layer = create_fusion(fusion, **fusion_kwargs)
-    fused = fusion_layer(features_out)
-
-    # === Head ===
-    outputs = head_spec.predictions(fused, num_classes, from_logits=fusion_layer.produces_logits)
-    model = keras.Model(inputs, outputs, name=name)
-
-    if freeze_backbone:
-        if not freeze_backbones(model):
-            raise ValueError(
-                f"freeze_backbone=True, but the encoders {sorted({s['encoder'] for s in chosen.values()})} have no "
-                f"pretrained backbone to freeze (those are: {', '.join(pretrained_encoders())})."
-            )
-    if compile:
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
-            loss=head_spec.loss(),
-            metrics=head_spec.metrics(),
-        )
-    return model
+    return inputs, features_out

@@ -1,6 +1,6 @@
 """The package's layer order (setup.cfg [importlinter], docs/ARCHITECTURE.md) holds: no import cycle between
 layers and no import up the order, checked by import-linter on every import statement (function-level ones
-too); and no module in mbm_keras/ is longer than 600 lines."""
+too); no module in mbm_keras/ is longer than 600 lines and no function longer than 80."""
 
 import os
 
@@ -47,4 +47,29 @@ def test_no_module_is_longer_than_600_lines():
                     count = sum(1 for _ in f)
                 if count > 600:
                     long.append(f"{os.path.relpath(path, ROOT)}: {count} lines")
+    assert not long, long
+
+
+def test_no_function_is_longer_than_80_lines():
+    """Counted from `def` to its last line, its docstring left out (a long docstring is documentation, not
+    code to read through)."""
+    import ast
+
+    long = []
+    for folder, _, files in os.walk(os.path.join(ROOT, "mbm_keras")):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    lines = node.end_lineno - node.lineno + 1
+                    first = node.body[0]
+                    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and \
+                            isinstance(first.value.value, str):
+                        lines -= first.end_lineno - first.lineno + 1
+                    if lines > 80:
+                        long.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.name}: {lines} lines")
     assert not long, long

@@ -324,128 +324,168 @@ def _attach_epoch(ds, epoch):
 
 def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modalities, modality_dropout,
            cache, drop_remainder, deterministic, shuffle, report, initial_epoch, manifest, on_error, verify):
-    idx = np.asarray(keep, dtype=np.int64)
-    features = pre.features
-    cols = {"_row": idx}
-    for name in features:
-        cols[name] = arrays["values"][name][idx]
-        cols[f"{name}_mask"] = arrays["masks"][name][idx]
-    elements = (cols,)
-    if pre.labels is not None:
-        elements = (cols, arrays["labels"][idx])
+    stream = _ManifestStream(pre, arrays, keep, report, manifest, on_error, verify, initial_epoch,
+                             dict(training=training, seed=seed, augment=augment, missing_modalities=missing_modalities,
+                                  modality_dropout=modality_dropout))
+    # Every epoch's random draws, and without `cache` its order too, are a
+    # function of (seed, epoch): the counter advances once per pass over
+    # the dataset, so a run resumed at `initial_epoch` sees what an
+    # uninterrupted run saw from there on. (Dataset.shuffle cannot take a
+    # per-epoch tensor seed once a global TF seed is set, hence the explicit
+    # stateless permutation.) Rows that fail to decode while streaming
+    # (verify="header"/"none") are named, or skipped and replaced by the
+    # epoch's first rows (a second pass) so that every epoch keeps its length.
     parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    for feature in features.values():  # lookup tables made here, outside the traced functions
-        getattr(feature, "trackables", list)()
-    header_checked = verify != "none"
-    root = manifest.root
+    ds = (stream.cached(cache, shuffle, parallel) if cache else stream.streamed(shuffle, parallel))
+    if on_error == "skip":  # at the end of each epoch, the count so far (an element made to print, then dropped)
+        ds = ds.concatenate(tf.data.Dataset.range(1).map(lambda _: stream.say_count(ds.element_spec))
+                            .filter(lambda *e: False))
+    # The epoch counter hides the length from tf.data; Keras needs it to count steps. Without the second pass
+    # (evaluation with on_error="skip") a failed row shortens the pass, so its length stays unknown.
+    if stream.passes > 1 or on_error == "raise":
+        ds = ds.apply(tf.data.experimental.assert_cardinality(stream.n))
+    if pre.labels is None:  # no label column: batches of features alone
+        ds = ds.map(lambda x: x)
+    return _attach_epoch(batch_examples(ds, pre.features, batch_size, drop_remainder, deterministic), stream.epoch)
 
-    def present(x, name):
-        return tf.greater(x[f"{name}_mask"][0], 0)
 
-    def decode(x):
+class _ManifestStream:
+    """A manifest's kept rows as examples: each row's cells taken by position, decoded, finished by (seed,
+    epoch, row); a row that fails to decode leaves a gap in the positions (`check_gaps`), named or skipped."""
+
+    def __init__(self, pre, arrays, keep, report, manifest, on_error, verify, initial_epoch, options):
+        self.features, self.arrays, self.keep, self.report = pre.features, arrays, keep, report
+        self.manifest, self.root, self.on_error = manifest, manifest.root, on_error
+        self.header_checked = verify != "none"
+        self.__dict__.update(options)  # training, seed, augment, missing_modalities, modality_dropout
+        idx = np.asarray(keep, dtype=np.int64)
+        cols = {"_row": idx}
+        for name in self.features:
+            cols[name] = arrays["values"][name][idx]
+            cols[f"{name}_mask"] = arrays["masks"][name][idx]
+        elements = (cols, arrays["labels"][idx]) if pre.labels is not None else (cols,)
+        for feature in self.features.values():  # lookup tables made here, outside the traced functions
+            getattr(feature, "trackables", list)()
+        self.n = n = len(keep)
+        self.columns = tf.nest.map_structure(tf.constant, elements)
+        self.epoch = tf.Variable(initial_epoch - 1, dtype=tf.int64, trainable=False, name="epoch")
+        # found streaming
+        self.failed = report.failed = tf.Variable(tf.zeros([n], tf.bool), trainable=False, name="failed")
+        # Training keeps every epoch's length (failed rows replaced by a second pass's first rows); evaluation and
+        # prediction read each row once: a replacement row would be counted twice in the metrics.
+        self.passes = 2 if on_error == "skip" and self.training else 1
+        self.hint = "on_error='skip' drops such rows" if on_error == "raise" else "skipped"
+        report.diagnose = self.diagnose
+        report.explain_failure = lambda: (None if report.failed_at is None else
+                                          f"make_dataset: {self.diagnose(report.failed_at)} ({self.hint})")
+
+    # ---- the two halves of an example's processing ----
+    def decode(self, x):
         """The deterministic part: each feature's decode (cacheable)."""
         x = dict(x)
-        for name, feature in features.items():
-            x[name] = tf.cond(present(x, name),
-                              lambda f=feature, v=x[name]: f.decode(f.read(join_in_graph(root, v) if f.file_based
-                                                                            else v), header_checked=header_checked),
-                              features[name].empty)
+        for name, feature in self.features.items():
+            x[name] = tf.cond(tf.greater(x[f"{name}_mask"][0], 0),
+                              lambda f=feature, v=x[name]: f.decode(f.read(join_in_graph(self.root, v) if f.file_based
+                                                                            else v), header_checked=self.header_checked),
+                              feature.empty)
         return x
 
-    def finish(x, seeds):
+    def finish(self, x, seeds):
         """The random part: each feature's finish (audio crop, image
         augmentation in training), then modality dropout."""
-        x = dict(x)
+        x, features, training = dict(x), self.features, self.training
         feature_seeds = tf.random.experimental.stateless_split(seeds[0], len(features))
         for j, (name, feature) in enumerate(features.items()):
-            x[name] = feature.finish(x[name], feature_seeds[j] if training else None, augment if training else None)
-        if training and modality_dropout:
+            x[name] = feature.finish(x[name], feature_seeds[j] if training else None,
+                                     self.augment if training else None)
+        if training and self.modality_dropout:
             masks = tf.stack([x[f"{name}_mask"][0] for name in features])
-            drop = tf.random.stateless_uniform([len(features)], seeds[2]) < modality_dropout
+            drop = tf.random.stateless_uniform([len(features)], seeds[2]) < self.modality_dropout
             dropped = tf.where(drop, tf.zeros_like(masks), masks)
             # Never hide every modality of an example.
             masks = tf.cond(tf.reduce_sum(dropped) > 0, lambda: dropped, lambda: masks)
             for j, name in enumerate(features):
                 x[f"{name}_mask"] = tf.reshape(masks[j], [1])
-        if not missing_modalities:
+        if not self.missing_modalities:
             x = {k: v for k, v in x.items() if not k.endswith("_mask")}
         return x
 
-    n = len(keep)
-    columns = tf.nest.map_structure(tf.constant, elements)
-    def diagnose(k, decode=True):
+    def seeds_of(self, e, x):
+        return tf.random.experimental.stateless_split(tf.stack([self.seed * 1000003 + e, x["_row"]]), 4)
+
+    @staticmethod
+    def without_row(x):
+        return {k: v for k, v in x.items() if k != "_row"}
+
+    # ---- naming a failed row ----
+    def diagnose(self, k, decode=True):
         """The reason the k-th kept row failed while streaming, found on the
         host as verify="decode" would: a missing file, a bad header, or (with
         `decode`) the decoder's own message. Inside the pipeline it runs
         without `decode`: plain Python, no TensorFlow op (an eager op there
         can wait forever for the threads the pipeline holds); `train()` and
         `dataset.report` then ask again with it, from the main thread."""
-        row = int(keep[int(k)])
+        row = int(self.keep[int(k)])
         files = []
-        for name, feature in features.items():
-            if feature.file_based and arrays["masks"][name][row, 0] > 0:
-                path = absolute_path(root, arrays["values"][name][row])
+        for name, feature in self.features.items():
+            if feature.file_based and self.arrays["masks"][name][row, 0] > 0:
+                path = absolute_path(self.root, self.arrays["values"][name][row])
                 reason = file_problem(path, feature, decode=decode)
                 if reason:
-                    return RowError(manifest, row, feature.column, reason, file=path).text
+                    return RowError(self.manifest, row, feature.column, reason, file=path).text
                 files.append((feature, path))
         what = (f"the {files[0][0].name} file" if len(files) == 1 else "the file(s)") if files else "the row"
         named = "".join(f", column {feature.column!r} ({path})" for feature, path in files)
-        return (f"{manifest.where(row)}{named}: cannot decode {what} (corrupt or truncated data, or values the "
+        return (f"{self.manifest.where(row)}{named}: cannot decode {what} (corrupt or truncated data, or values the "
                 f"decoder refuses; the decoder's reason: dataset.report['errors'] or mbm-keras check-data)")
 
-    report.diagnose = diagnose
-    hint = "on_error='skip' drops such rows" if on_error == "raise" else "skipped"
-    report.explain_failure = lambda: (None if report.failed_at is None else
-                                      f"make_dataset: {diagnose(report.failed_at)} ({hint})")
-
-    def diagnose_tensor(k):
+    def diagnose_tensor(self, k):
         def message(k):
-            report.failed_at = int(k.numpy())
-            return f"make_dataset: {diagnose(report.failed_at, decode=False)} ({hint}; mbm-keras check-data lists every such row)"
+            self.report.failed_at = int(k.numpy())
+            return (f"make_dataset: {self.diagnose(self.report.failed_at, decode=False)} ({self.hint}; "
+                    f"mbm-keras check-data lists every such row)")
 
         return tf.reshape(tf.py_function(message, [k], tf.string), [])
 
-    def positioned(order):
+    # ---- positions ----
+    def positioned(self, order):
         """(position, kept index) of one pass in `order`, then a sentinel at
         position n whose modalities are all absent (it always decodes): a row
         whose decoding fails leaves a gap in the positions that `check_gaps` finds."""
         pairs = tf.data.Dataset.from_tensor_slices(order).enumerate()
-        return pairs.concatenate(tf.data.Dataset.from_tensors((tf.constant(n, tf.int64), tf.constant(0, tf.int64))))
+        return pairs.concatenate(tf.data.Dataset.from_tensors((tf.constant(self.n, tf.int64),
+                                                               tf.constant(0, tf.int64))))
 
-    def take(p, i):
-        x, *y = tf.nest.map_structure(lambda t: tf.gather(t, i), columns)
-        x = {k: (tf.where(p == n, tf.zeros_like(v), v) if k.endswith("_mask") else v) for k, v in x.items()}
+    def numbered(self, order):
+        """(q, kept index) for `passes` passes over `order`, each with its sentinel."""
+        one, n = self.positioned(order), self.n
+        if self.passes == 1:
+            return one
+        return tf.data.Dataset.range(self.passes).flat_map(lambda r: one.map(lambda p, i: (r * (n + 1) + p, i)))
+
+    def take(self, p, i):
+        x, *y = tf.nest.map_structure(lambda t: tf.gather(t, i), self.columns)
+        x = {k: (tf.where(p == self.n, tf.zeros_like(v), v) if k.endswith("_mask") else v) for k, v in x.items()}
         return (p, x, *y)
 
-    def check_gaps(ds, order_at):
+    def check_gaps(self, ds, order_at):
         """Positions q = pass * (n + 1) + position arrive in order, each pass
         ending with its sentinel; a missing q means a row that failed to
         decode: on_error="raise" fails naming it, "skip" prints the rows
         skipped in the first pass. Drops the sentinels and the positions."""
-        span = n + 1
+        n, span = self.n, self.n + 1
 
         def gap(expected, element):
             q = element[0]
-            if on_error == "raise":
+            if self.on_error == "raise":
                 bad = order_at(tf.minimum(expected % span, n - 1))
                 fine = tf.equal(q, expected)
-                reason = tf.cond(fine, lambda: tf.constant(""), lambda: diagnose_tensor(bad))
+                reason = tf.cond(fine, lambda: tf.constant(""), lambda: self.diagnose_tensor(bad))
                 with tf.control_dependencies([check(fine, [reason])]):
                     q = tf.identity(q)
             else:
-
-                def say():
-                    skipped = order_at(tf.range(expected, q))
-                    notes = tf.map_fn(diagnose_tensor, skipped, fn_output_signature=tf.string)
-                    with tf.control_dependencies([failed.scatter_nd_update(skipped[:, None],
-                                                                           tf.ones_like(skipped, tf.bool))]):
-                        note = tf.strings.reduce_join(notes, separator="\n")
-                    with tf.control_dependencies([tf.print(note,
-                                                           output_stream=sys.stderr)]):
-                        return tf.constant(True)
-
-                said = tf.cond((q > expected) & (q < span), say, lambda: tf.constant(False))
+                said = tf.cond((q > expected) & (q < span), lambda: self.say_skipped(order_at(tf.range(expected, q))),
+                               lambda: tf.constant(False))
                 with tf.control_dependencies([said]):
                     q = tf.identity(q)
             return q + 1, (q, *element[1:])
@@ -453,91 +493,67 @@ def _build(pre, arrays, keep, training, batch_size, seed, augment, missing_modal
         ds = ds.scan(tf.constant(0, tf.int64), gap).filter(lambda q, *rest: q % span < n)
         return ds.map(lambda q, *rest: tuple(rest))
 
-    # Every epoch's random draws, and without `cache` its order too, are a
-    # function of (seed, epoch): the counter below advances once per pass over
-    # the dataset, so a run resumed at `initial_epoch` sees what an
-    # uninterrupted run saw from there on. (Dataset.shuffle cannot take a
-    # per-epoch tensor seed once a global TF seed is set, hence the explicit
-    # stateless permutation.) Rows that fail to decode while streaming
-    # (verify="header"/"none") are named, or skipped and replaced by the
-    # epoch's first rows (a second pass) so that every epoch keeps its length.
-    epoch = tf.Variable(initial_epoch - 1, dtype=tf.int64, trainable=False, name="epoch")
-    failed = report.failed = tf.Variable(tf.zeros([n], tf.bool), trainable=False, name="failed")  # found streaming
-    # Training keeps every epoch's length (failed rows replaced by a second pass's first rows); evaluation and
-    # prediction read each row once: a replacement row would be counted twice in the metrics.
-    passes = 2 if on_error == "skip" and training else 1
+    def say_skipped(self, skipped):
+        notes = tf.map_fn(self.diagnose_tensor, skipped, fn_output_signature=tf.string)
+        with tf.control_dependencies([self.failed.scatter_nd_update(skipped[:, None], tf.ones_like(skipped, tf.bool))]):
+            note = tf.strings.reduce_join(notes, separator="\n")
+        with tf.control_dependencies([tf.print(note, output_stream=sys.stderr)]):
+            return tf.constant(True)
 
-    def seeds_of(e, x):
-        return tf.random.experimental.stateless_split(tf.stack([seed * 1000003 + e, x["_row"]]), 4)
-
-    def without_row(x):
-        return {k: v for k, v in x.items() if k != "_row"}
-
-    def numbered(order):
-        """(q, kept index) for `passes` passes over `order`, each with its sentinel."""
-        one = positioned(order)
-        if passes == 1:
-            return one
-        return tf.data.Dataset.range(passes).flat_map(lambda r: one.map(lambda p, i: (r * (n + 1) + p, i)))
-
-    if cache:
-        identity = tf.range(n, dtype=tf.int64)
-        base = positioned(identity).map(take).map(lambda p, x, *y: (p, decode(x), *y), **parallel).ignore_errors()
-        base = check_gaps(base, lambda k: k).cache("" if cache == "memory" else cache)
+    # ---- the two pipelines ----
+    def cached(self, cache, shuffle, parallel):
+        """Decoded once into `cache`; then each epoch finished by (seed, epoch)."""
+        base = self.positioned(tf.range(self.n, dtype=tf.int64)).map(self.take)
+        base = base.map(lambda p, x, *y: (p, self.decode(x), *y), **parallel).ignore_errors()
+        base = self.check_gaps(base, lambda k: k).cache("" if cache == "memory" else cache)
         if shuffle:  # order from the shuffle's own stream: exact resume needs cache=None
-            base = base.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        if passes > 1:
-            base = base.repeat(passes).take(n)
-        ds = tf.data.Dataset.range(1).map(lambda _: epoch.assign_add(1))
+            base = base.shuffle(self.n, seed=self.seed, reshuffle_each_iteration=True)
+        if self.passes > 1:
+            base = base.repeat(self.passes).take(self.n)
+        ds = tf.data.Dataset.range(1).map(lambda _: self.epoch.assign_add(1))
         ds = ds.flat_map(lambda e: base.map(lambda x, *y: (e, x, *y)))
-        ds = ds.map(lambda e, x, *y: (finish(without_row(x), seeds_of(e, x)), *y), **parallel)
-    else:
+        return ds.map(lambda e, x, *y: (self.finish(self.without_row(x), self.seeds_of(e, x)), *y), **parallel)
+
+    def streamed(self, shuffle, parallel):
+        """Each epoch in its (seed, epoch) order, decoded as it is read."""
         # The parallel decode sits outside flat_map (inside it, it costs about
         # 10% more CPU per example); the epoch's order waits in a variable for
         # the gap check to name a failed row.
+        n = self.n
         order_var = tf.Variable(tf.range(n, dtype=tf.int64), trainable=False, name="order")
 
         def one_epoch(e):
             order = tf.range(n, dtype=tf.int64)
             if shuffle:
-                order = tf.argsort(tf.random.stateless_uniform([n], tf.stack([tf.constant(seed, tf.int64), e])))
+                order = tf.argsort(tf.random.stateless_uniform([n], tf.stack([tf.constant(self.seed, tf.int64), e])))
                 order = tf.cast(order, tf.int64)
             with tf.control_dependencies([order_var.assign(order)]):
                 order = tf.identity(order)
-            return numbered(order).map(lambda q, i: (e, *take(q % (n + 1), i)[1:], q))
+            return self.numbered(order).map(lambda q, i: (e, *self.take(q % (n + 1), i)[1:], q))
 
-        ds = tf.data.Dataset.range(1).map(lambda _: epoch.assign_add(1)).flat_map(one_epoch)
-        ds = ds.map(lambda e, x, *rest: (rest[-1], finish(without_row(decode(x)), seeds_of(e, x)), *rest[:-1]),
-                    **parallel)
-        ds = check_gaps(ds.ignore_errors(), lambda k: tf.gather(order_var, k))  # reads only row k
-        if passes > 1:
-            ds = ds.take(n)
+        ds = tf.data.Dataset.range(1).map(lambda _: self.epoch.assign_add(1)).flat_map(one_epoch)
+        ds = ds.map(lambda e, x, *rest: (rest[-1], self.finish(self.without_row(self.decode(x)), self.seeds_of(e, x)),
+                                         *rest[:-1]), **parallel)
+        ds = self.check_gaps(ds.ignore_errors(), lambda k: tf.gather(order_var, k))  # reads only row k
+        return ds.take(n) if self.passes > 1 else ds
 
-    if on_error == "skip":  # at the end of each epoch, the count so far (an element made to print, then dropped)
-        def say_count(_):
-            streaming = tf.reduce_sum(tf.cast(failed, tf.int64))
-            total = report.skipped_before + streaming
-            text = tf.strings.format("make_dataset: {} of {} rows were skipped (see dataset.report)",
-                                     (total, report["rows"]))
-            printed = tf.cond(total > 0, lambda: tf.print(text, output_stream=sys.stderr) or tf.constant(True),
-                              lambda: tf.constant(False))
-            # An epoch keeps its length by reading its good rows again: with fewer than half of them good it
-            # cannot, and would end short with TensorFlow's own cardinality error.
-            enough = check(passes == 1 or (n - streaming) * passes >= n, [
-                f"make_dataset: too many rows failed while reading {manifest.path}: ", streaming, f" of {n} "
-                "(skipped; every epoch repeats good rows to keep its length, which needs at least half of them): "
-                "mbm-keras check-data lists every such row"])
-            with tf.control_dependencies([printed, enough]):
-                return tf.nest.map_structure(lambda spec: tf.zeros([d or 0 for d in spec.shape], spec.dtype),
-                                             ds.element_spec)
-        ds = ds.concatenate(tf.data.Dataset.range(1).map(say_count).filter(lambda *e: False))
-    # The epoch counter hides the length from tf.data; Keras needs it to count steps. Without the second pass
-    # (evaluation with on_error="skip") a failed row shortens the pass, so its length stays unknown.
-    if passes > 1 or on_error == "raise":
-        ds = ds.apply(tf.data.experimental.assert_cardinality(n))
-    if len(elements) == 1:  # no label column: batches of features alone
-        ds = ds.map(lambda x: x)
-    return _attach_epoch(batch_examples(ds, features, batch_size, drop_remainder, deterministic), epoch)
+    def say_count(self, element_spec):
+        """Prints the rows skipped so far; returns zeros shaped like an element (dropped right after)."""
+        n, report = self.n, self.report
+        streaming = tf.reduce_sum(tf.cast(self.failed, tf.int64))
+        total = report.skipped_before + streaming
+        text = tf.strings.format("make_dataset: {} of {} rows were skipped (see dataset.report)",
+                                 (total, report["rows"]))
+        printed = tf.cond(total > 0, lambda: tf.print(text, output_stream=sys.stderr) or tf.constant(True),
+                          lambda: tf.constant(False))
+        # An epoch keeps its length by reading its good rows again: with fewer than half of them good it
+        # cannot, and would end short with TensorFlow's own cardinality error.
+        enough = check(self.passes == 1 or (n - streaming) * self.passes >= n, [
+            f"make_dataset: too many rows failed while reading {self.manifest.path}: ", streaming, f" of {n} "
+            "(skipped; every epoch repeats good rows to keep its length, which needs at least half of them): "
+            "mbm-keras check-data lists every such row"])
+        with tf.control_dependencies([printed, enough]):
+            return tf.nest.map_structure(lambda spec: tf.zeros([d or 0 for d in spec.shape], spec.dtype), element_spec)
 
 
 def batch_examples(ds, features, batch_size, drop_remainder, deterministic=True):

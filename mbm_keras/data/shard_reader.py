@@ -91,44 +91,77 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
     With `workers`, see `worker_steps`."""
     import tensorflow as tf
 
-    from mbm_keras.codecs.asserts import check
-    from mbm_keras.data.pipeline import Report, _attach_epoch, batch_examples, may_be_empty
-    from mbm_keras.codecs.asserts import explain
+    from mbm_keras.data.pipeline import _attach_epoch, batch_examples
 
-    folder = os.fspath(folder).rstrip("/")
-    index = read_index(folder)
-    check_shard_columns(folder, index, pre)
-    if on_error == "raise":
-        missing = [s for s in index["shards"] if not _gfile().exists(_join(folder, s["file"]))]
-        if missing:
-            raise DataError(f"{_join(folder, missing[0]['file'])}: missing (index.json lists it with "
-                            f"{missing[0]['rows']} rows){f' and {len(missing) - 1} more shard(s)' if len(missing) > 1 else ''}; "
-                            f"on_error='skip' reads the others")
-    features = pre.features
-    spec = parse_spec(index, pre)
+    stream = _ShardStream(folder, pre, on_error, missing_modalities, initial_epoch)
     steps = None
     if workers is not None:
-        batch_size, steps = worker_steps(folder, index, workers, batch_size, on_error)
-        left = index["rows"] - steps * batch_size * workers[1]
+        batch_size, steps = worker_steps(stream.folder, stream.index, workers, batch_size, on_error)
         if verbose and workers[0] == 0:
-            print(f"{folder}: each of {workers[1]} workers reads its own shards, {steps} steps of {batch_size} rows "
-                  f"per epoch" + (f"; {left} of {index['rows']} rows are left out of each epoch"
-                                  f"{' (other ones each epoch)' if shuffle else ''}: equal shards read them all "
-                                  f"(mbm-keras pack --shard-rows)" if left else ""), file=sys.stderr)
-    for feature in features.values():
-        getattr(feature, "trackables", list)()
-    label_of = pre.labels.tensor_encoder() if pre.labels is not None else None
-    label_column = pre.columns["label"] if pre.labels is not None else None
-    epoch = tf.Variable(initial_epoch - 1, dtype=tf.int64, trainable=False, name="epoch")
-    ring = tf.Variable(tf.fill([RING], tf.constant(-1, tf.int64)), trainable=False, name="rows_in_flight")
-    seen = tf.Variable(tf.zeros([len(index["shards"])], tf.int64), trainable=False, name="records_read")
-    rows_per_shard = tf.constant([s["rows"] for s in index["shards"]], tf.int64)
-    failed = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="failed")
-    report = Report(rows=index["rows"], kept=index["rows"], skipped=0, errors=[])
-    report.failed = None
-    starts = np.cumsum([0] + [s["rows"] for s in index["shards"]])
+            stream.say_worker_split(workers, steps, batch_size, shuffle)
+    ds = stream.examples(seed, shuffle, shuffle_buffer, workers, training, augment, modality_dropout, verbose)
+    if steps is not None:  # this worker's part: the same number of whole batches on every worker
+        ds = batch_examples(ds, pre.features, batch_size, True).take(steps)
+        ds = _attach_epoch(ds.apply(tf.data.experimental.assert_cardinality(steps)), stream.epoch)
+        ds.per_worker, ds.workers = True, tuple(workers)  # one worker's batches: distributed_fit hands them to it
+    else:
+        if on_error == "raise":  # every record or an error: Keras counts the steps of an epoch
+            ds = ds.apply(tf.data.experimental.assert_cardinality(stream.index["rows"]))
+        ds = _attach_epoch(batch_examples(ds, pre.features, batch_size, drop_remainder), stream.epoch)
+    ds.report = _ShardReport(stream.report, stream.failed, lambda: [stream.diagnose(row) for row in stream.failures])
+    ds.report.failed_rows = lambda: sorted(row for row in stream.failures if row >= 0)  # manifest rows, 0-based
+    ds.report.explain_failure = stream.report.explain_failure
+    return ds
 
-    def diagnose(row, seen_count=None, decode=True):
+
+class _ShardStream:
+    """The records of a shard folder as examples: parsed, decoded, finished by (seed, epoch, row), every
+    record that fails found by the gap it leaves in the positions (`gap`) and named (`diagnose`)."""
+
+    def __init__(self, folder, pre, on_error, missing_modalities, initial_epoch):
+        import tensorflow as tf
+
+        from mbm_keras.data.pipeline import Report
+
+        self.folder = folder = os.fspath(folder).rstrip("/")
+        self.index = index = read_index(folder)
+        check_shard_columns(folder, index, pre)
+        if on_error == "raise":
+            missing = [s for s in index["shards"] if not _gfile().exists(_join(folder, s["file"]))]
+            if missing:
+                more = f" and {len(missing) - 1} more shard(s)" if len(missing) > 1 else ""
+                raise DataError(f"{_join(folder, missing[0]['file'])}: missing (index.json lists it with "
+                                f"{missing[0]['rows']} rows){more}; on_error='skip' reads the others")
+        self.pre, self.features, self.on_error = pre, pre.features, on_error
+        self.missing_modalities = missing_modalities
+        self.spec = parse_spec(index, pre)
+        for feature in self.features.values():
+            getattr(feature, "trackables", list)()
+        self.label_of = pre.labels.tensor_encoder() if pre.labels is not None else None
+        self.label_column = pre.columns["label"] if pre.labels is not None else None
+        self.epoch = tf.Variable(initial_epoch - 1, dtype=tf.int64, trainable=False, name="epoch")
+        self.ring = tf.Variable(tf.fill([RING], tf.constant(-1, tf.int64)), trainable=False, name="rows_in_flight")
+        self.seen = tf.Variable(tf.zeros([len(index["shards"])], tf.int64), trainable=False, name="records_read")
+        self.rows_per_shard = tf.constant([s["rows"] for s in index["shards"]], tf.int64)
+        self.failed = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="failed")
+        self.report = Report(rows=index["rows"], kept=index["rows"], skipped=0, errors=[])
+        self.report.failed, self.report.failed_at = None, None
+        self.starts = np.cumsum([0] + [s["rows"] for s in index["shards"]])
+        self.hint = "on_error='skip' drops such rows" if on_error == "raise" else "skipped"
+        self.failures = []
+        self.report.explain_failure = lambda: (None if self.report.failed_at is None else
+                                               f"make_dataset: {self.diagnose(self.report.failed_at)} ({self.hint})")
+
+    def say_worker_split(self, workers, steps, batch_size, shuffle):
+        index = self.index
+        left = index["rows"] - steps * batch_size * workers[1]
+        print(f"{self.folder}: each of {workers[1]} workers reads its own shards, {steps} steps of {batch_size} "
+              f"rows per epoch" + (f"; {left} of {index['rows']} rows are left out of each epoch"
+                                   f"{' (other ones each epoch)' if shuffle else ''}: equal shards read them all "
+                                   f"(mbm-keras pack --shard-rows)" if left else ""), file=sys.stderr)
+
+    # ---- naming a failed record ----
+    def diagnose(self, row, seen_count=None, decode=True):
         """Why record `row` failed. Without `decode` (inside the pipeline:
         plain Python, no TensorFlow op, which could wait forever for the
         threads the pipeline holds) it names the row and its shard; with it
@@ -136,113 +169,149 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
         again and each part decoded alone for the reason."""
         row = int(row)
         if row < 0:  # shard k's marker, -1 - k: the shard ended early
-            k = -1 - row
-            if k >= len(index["shards"]):
-                return f"{folder}: a record could not be read"
-            shard = index["shards"][k]
-            count = int(seen[k].numpy()) if seen_count is None else int(seen_count)
-            if decode and not _gfile().exists(_join(folder, shard["file"])):
-                return f"{_join(folder, shard['file'])}: missing (index.json lists it with {shard['rows']} rows)"
-            return (f"{_join(folder, shard['file'])}: truncated or damaged: {count} of its "
-                    f"{shard['rows']} records could be read")
-        k = int(np.searchsorted(starts, row, side="right") - 1)
-        shard = _join(folder, index["shards"][k]["file"])
-        where = f"{folder} row {row + 1} ({index['shards'][k]['file']})"
+            return self._diagnose_shard(-1 - row, seen_count, decode)
+        k = int(np.searchsorted(self.starts, row, side="right") - 1)
+        where = f"{self.folder} row {row + 1} ({self.index['shards'][k]['file']})"
         if not decode:
             return (f"{where}: the record cannot be used (a file that does not decode, an empty cell or a label "
                     f"outside the vocabulary; its reason: dataset.report['errors'] or mbm-keras check-data)")
+        return self._diagnose_record(row, k, where)
+
+    def _diagnose_shard(self, k, seen_count, decode):
+        if k >= len(self.index["shards"]):
+            return f"{self.folder}: a record could not be read"
+        shard = self.index["shards"][k]
+        count = int(self.seen[k].numpy()) if seen_count is None else int(seen_count)
+        path = _join(self.folder, shard["file"])
+        if decode and not _gfile().exists(path):
+            return f"{path}: missing (index.json lists it with {shard['rows']} rows)"
+        return f"{path}: truncated or damaged: {count} of its {shard['rows']} records could be read"
+
+    def _diagnose_record(self, row, k, where):
+        import tensorflow as tf
+
+        from mbm_keras.codecs.asserts import explain
+        from mbm_keras.data.pipeline import may_be_empty
+
         try:
-            record = next(iter(tf.data.TFRecordDataset(shard).skip(row - int(starts[k])).take(1)))
+            shard = _join(self.folder, self.index["shards"][k]["file"])
+            record = next(iter(tf.data.TFRecordDataset(shard).skip(row - int(self.starts[k])).take(1)))
         except (StopIteration, tf.errors.OpError) as e:
             return f"{where}: the shard is truncated or damaged ({explain(e) if isinstance(e, tf.errors.OpError) else e})"
-        parsed = tf.io.parse_single_example(record, spec)
-        for name, feature in features.items():
-            raw = _raw(parsed, feature)
+        parsed = tf.io.parse_single_example(record, self.spec)
+        for name, feature in self.features.items():
+            raw = self.raw(parsed, feature)
+            column = feature.columns()[0]
             if not bool(feature.present(raw)):
-                if not may_be_empty(missing_modalities, name):
-                    return f"{where}, column {feature.columns()[0]!r}: empty {feature.name} cell (pass missing_modalities=True to treat it as absent)"
+                if not may_be_empty(self.missing_modalities, name):
+                    return (f"{where}, column {column!r}: empty {feature.name} cell (pass missing_modalities=True "
+                            f"to treat it as absent)")
                 continue
             try:
                 feature.decode(raw)
             except tf.errors.OpError as e:
-                return f"{where}, column {feature.columns()[0]!r}: cannot decode the {feature.name} cell or file: {explain(e)}"
-        if label_of is not None:
-            value, present = cell(parsed, label_column)
-            if not bool(present) or not bool(label_of(value)[1]):
+                return f"{where}, column {column!r}: cannot decode the {feature.name} cell or file: {explain(e)}"
+        if self.label_of is not None:
+            value, present = cell(parsed, self.label_column)
+            if not bool(present) or not bool(self.label_of(value)[1]):
                 shown = value.numpy().decode("utf-8", "replace")
-                return f"{where}, column {label_column!r}: label {shown!r} is not usable (empty, not in the training vocabulary of {pre.labels.num_outputs} or not a number)"
+                return (f"{where}, column {self.label_column!r}: label {shown!r} is not usable (empty, not in the "
+                        f"training vocabulary of {self.pre.labels.num_outputs} or not a number)")
         return f"{where}: cannot decode the record"
 
-    hint = "on_error='skip' drops such rows" if on_error == "raise" else "skipped"
-    failures = []
-
-    def message(row, seen_count):
+    def message(self, row, seen_count):
         row = int(row.numpy())
-        failures.append(row)  # a row, or -1 - k: shard k ended early
-        report.failed_at = row
-        return f"make_dataset: {diagnose(row, seen_count.numpy(), decode=False)} ({hint})"
+        self.failures.append(row)  # a row, or -1 - k: shard k ended early
+        self.report.failed_at = row
+        return f"make_dataset: {self.diagnose(row, seen_count.numpy(), decode=False)} ({self.hint})"
 
-    def seen_of(row):
-        return tf.gather(seen, tf.maximum(-1 - row, 0))
+    def seen_of(self, row):
+        import tensorflow as tf
 
-    report.failed_at = None
-    report.explain_failure = lambda: (None if report.failed_at is None else
-                                      f"make_dataset: {diagnose(report.failed_at)} ({hint})")
+        return tf.gather(self.seen, tf.maximum(-1 - row, 0))
 
-    def _raw(parsed, feature):
+    # ---- the pipeline ----
+    @staticmethod
+    def raw(parsed, feature):
+        import tensorflow as tf
+
         if len(feature.columns()) == 1:
             return cell(parsed, feature.columns()[0])[0]
         return tf.stack([cell(parsed, c)[0] for c in feature.columns()])
 
-    def one_epoch(e):
-        seed_e = tf.cast(seed, tf.int64) * 1000003 + e
-        records = shard_records(folder, index, seen, seed_e if shuffle else None, workers=workers)
-        if shuffle:  # windows of records permuted by (seed, epoch, window): exact on resume
-            def permute(w, window):
-                n = tf.shape(window[1])[0]
-                order = tf.argsort(tf.random.stateless_uniform([n], tf.stack([seed_e, w])))
-                return tuple(tf.gather(t, order) for t in window)
-            records = records.batch(shuffle_buffer).enumerate().map(permute).unbatch()
-        # A sentinel after everything: a failure among the last records leaves a gap before it.
-        end = tf.data.Dataset.from_tensors((tf.constant(b""), tf.constant(-1, tf.int64), True))
-        return records.concatenate(end).enumerate().map(lambda p, r: (e, p, *r))
+    def examples(self, seed, shuffle, shuffle_buffer, workers, training, augment, modality_dropout, verbose):
+        """`(x, y)` (or `x`) examples of every epoch, in order, the failed ones named or skipped."""
+        import tensorflow as tf
 
-    def parse(e, p, record, shard, is_marker):
+        def one_epoch(e):
+            seed_e = tf.cast(seed, tf.int64) * 1000003 + e
+            records = shard_records(self.folder, self.index, self.seen, seed_e if shuffle else None, workers=workers)
+            if shuffle:  # windows of records permuted by (seed, epoch, window): exact on resume
+                def permute(w, window):
+                    n = tf.shape(window[1])[0]
+                    order = tf.argsort(tf.random.stateless_uniform([n], tf.stack([seed_e, w])))
+                    return tuple(tf.gather(t, order) for t in window)
+                records = records.batch(shuffle_buffer).enumerate().map(permute).unbatch()
+            # A sentinel after everything: a failure among the last records leaves a gap before it.
+            end = tf.data.Dataset.from_tensors((tf.constant(b""), tf.constant(-1, tf.int64), True))
+            return records.concatenate(end).enumerate().map(lambda p, r: (e, p, *r))
+
+        def finish(e, p, row, is_sentinel, x, y):
+            return self.finish(e, p, row, is_sentinel, x, y, seed, training, augment, modality_dropout)
+
+        parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = tf.data.Dataset.range(1).map(lambda _: self.epoch.assign_add(1)).flat_map(one_epoch)
+        ds = ds.map(self.parse).map(self.decode, **parallel).map(finish, **parallel).ignore_errors()
+        ds = ds.scan(tf.constant(0, tf.int64), lambda expected, element: self.gap(expected, element, verbose))
+        ds = ds.filter(lambda p, is_sentinel, x, y: ~is_sentinel)
+        return ds.map(lambda p, is_sentinel, x, y: (x, y) if self.label_of is not None else x)
+
+    def parse(self, e, p, record, shard, is_marker):
+        import tensorflow as tf
+
         def real():
-            return tf.io.parse_single_example(record, spec)
+            return tf.io.parse_single_example(record, self.spec)
 
         def empty():
-            return tf.io.parse_single_example(tf.constant(_empty_record()), spec)
+            return tf.io.parse_single_example(tf.constant(_empty_record()), self.spec)
 
         parsed = tf.cond(is_marker, empty, real)
         # The marker of a shard says how many of its records were read whole.
-        truncated = is_marker & (shard >= 0) & (tf.gather(seen, tf.maximum(shard, 0)) <
-                                                 tf.gather(rows_per_shard, tf.maximum(shard, 0)))
+        k = tf.maximum(shard, 0)
+        truncated = is_marker & (shard >= 0) & (tf.gather(self.seen, k) < tf.gather(self.rows_per_shard, k))
         row = tf.where(is_marker, -1 - shard, parsed[ROW])  # -1 - k: shard k's marker
-        with tf.control_dependencies([ring.scatter_nd_update([[p % RING]], [row])]):
+        with tf.control_dependencies([self.ring.scatter_nd_update([[p % RING]], [row])]):
             p = tf.identity(p)
         return e, p, parsed, is_marker, truncated, shard
 
-    def decode(e, p, parsed, is_sentinel, truncated, shard):
+    def decode(self, e, p, parsed, is_sentinel, truncated, shard):
+        import tensorflow as tf
+
+        from mbm_keras.codecs.asserts import check
+        from mbm_keras.data.pipeline import may_be_empty
+
         x, checks = {}, [check(~truncated, ["truncated shard"])]
         row = parsed[ROW]
-        for name, feature in features.items():
-            raw = _raw(parsed, feature)
+        for name, feature in self.features.items():
+            raw = self.raw(parsed, feature)
             here = feature.present(raw) & ~is_sentinel
-            if not may_be_empty(missing_modalities, name):
+            if not may_be_empty(self.missing_modalities, name):
                 checks.append(check(here | is_sentinel, ["empty cell"]))
             x[name] = tf.cond(here, lambda f=feature, r=raw: f.decode(r), feature.empty)
             x[f"{name}_mask"] = tf.reshape(tf.cast(here, tf.float32), [1])
         y = None
-        if label_of is not None:
-            value, present = cell(parsed, label_column)
-            y, ok = label_of(value)
+        if self.label_of is not None:
+            value, present = cell(parsed, self.label_column)
+            y, ok = self.label_of(value)
             checks.append(check(ok | is_sentinel, ["label"]))
         with tf.control_dependencies(checks):
             p = tf.identity(p)
         return e, p, row, is_sentinel, x, y
 
-    def finish(e, p, row, is_sentinel, x, y):
+    def finish(self, e, p, row, is_sentinel, x, y, seed, training, augment, modality_dropout):
+        import tensorflow as tf
+
+        features = self.features
         seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64) * 1000003 + e, row]), 4)
         out = {}
         feature_seeds = tf.random.experimental.stateless_split(seeds[0], len(features))
@@ -253,56 +322,47 @@ def make_shard_dataset(folder, pre, *, training, batch_size, seed, augment, miss
             drop = tf.random.stateless_uniform([len(features)], seeds[2]) < modality_dropout
             dropped = tf.where(drop, tf.zeros_like(masks), masks)
             masks = tf.cond(tf.reduce_sum(dropped) > 0, lambda: dropped, lambda: masks)
-        if missing_modalities:
+        if self.missing_modalities:
             for j, name in enumerate(features):
                 out[f"{name}_mask"] = tf.reshape(masks[j], [1])
         return p, is_sentinel, out, y
 
-    def gap(expected, element):
+    def gap(self, expected, element, verbose):
+        """Positions arrive in order; a missing one is a record that failed: named (raise), or counted and
+        printed (skip)."""
+        import tensorflow as tf
+
+        from mbm_keras.codecs.asserts import check
+
         p = element[0]
         missing = p > expected
-        bad_row = ring[expected % RING]
-        if on_error == "raise":
-            reason = tf.cond(missing, lambda: tf.reshape(tf.py_function(message, [bad_row, seen_of(bad_row)], tf.string),
-                                                         []),
+        if self.on_error == "raise":
+            bad_row = self.ring[expected % RING]
+            reason = tf.cond(missing, lambda: tf.reshape(tf.py_function(self.message, [bad_row, self.seen_of(bad_row)],
+                                                                        tf.string), []),
                              lambda: tf.constant(""))
             with tf.control_dependencies([check(~missing, [reason])]):
                 p = tf.identity(p)
         else:
-            def say():
-                rows = tf.map_fn(lambda q: ring[q % RING], tf.range(expected, p))
-                notes = tf.map_fn(lambda r: tf.reshape(tf.py_function(message, [r, seen_of(r)], tf.string), []), rows,
-                                  fn_output_signature=tf.string)
-                lost = tf.reduce_sum(tf.map_fn(lambda r: tf.where(r < 0, tf.gather(rows_per_shard, tf.maximum(-1 - r, 0))
-                                                                   - tf.gather(seen, tf.maximum(-1 - r, 0)),
-                                                                   tf.constant(1, tf.int64)), rows))
-                with tf.control_dependencies([failed.assign_add(lost)]):
-                    if not verbose:  # the caller reports `dataset.report["errors"]` itself (check_data)
-                        return tf.reduce_all(tf.strings.length(notes) >= 0)
-                    return tf.print(tf.strings.reduce_join(notes, separator="\n"), output_stream=sys.stderr) or \
-                        tf.constant(True)
-            said = tf.cond(missing, say, lambda: tf.constant(False))
+            said = tf.cond(missing, lambda: self.say_skipped(expected, p, verbose), lambda: tf.constant(False))
             with tf.control_dependencies([said]):
                 p = tf.identity(p)
         return p + 1, (p, *element[1:])
 
-    parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = tf.data.Dataset.range(1).map(lambda _: epoch.assign_add(1)).flat_map(one_epoch)
-    ds = ds.map(parse).map(decode, **parallel).map(finish, **parallel).ignore_errors()
-    ds = ds.scan(tf.constant(0, tf.int64), gap).filter(lambda p, is_sentinel, x, y: ~is_sentinel)
-    ds = ds.map(lambda p, is_sentinel, x, y: (x, y) if label_of is not None else x)
-    if steps is not None:  # this worker's part: the same number of whole batches on every worker
-        ds = batch_examples(ds, features, batch_size, True).take(steps)
-        ds = _attach_epoch(ds.apply(tf.data.experimental.assert_cardinality(steps)), epoch)
-        ds.per_worker, ds.workers = True, tuple(workers)  # one worker's batches: distributed_fit hands them to it
-    else:
-        if on_error == "raise":  # every record or an error: Keras counts the steps of an epoch
-            ds = ds.apply(tf.data.experimental.assert_cardinality(index["rows"]))
-        ds = _attach_epoch(batch_examples(ds, features, batch_size, drop_remainder), epoch)
-    ds.report = _ShardReport(report, failed, lambda: [diagnose(row) for row in failures])
-    ds.report.failed_rows = lambda: sorted(row for row in failures if row >= 0)  # manifest rows, 0-based
-    ds.report.explain_failure = report.explain_failure
-    return ds
+    def say_skipped(self, expected, p, verbose):
+        import tensorflow as tf
+
+        rows = tf.map_fn(lambda q: self.ring[q % RING], tf.range(expected, p))
+        notes = tf.map_fn(lambda r: tf.reshape(tf.py_function(self.message, [r, self.seen_of(r)], tf.string), []),
+                          rows, fn_output_signature=tf.string)
+        lost = tf.reduce_sum(tf.map_fn(lambda r: tf.where(r < 0, tf.gather(self.rows_per_shard, tf.maximum(-1 - r, 0))
+                                                           - tf.gather(self.seen, tf.maximum(-1 - r, 0)),
+                                                           tf.constant(1, tf.int64)), rows))
+        with tf.control_dependencies([self.failed.assign_add(lost)]):
+            if not verbose:  # the caller reports `dataset.report["errors"]` itself (check_data)
+                return tf.reduce_all(tf.strings.length(notes) >= 0)
+            return tf.print(tf.strings.reduce_join(notes, separator="\n"), output_stream=sys.stderr) or \
+                tf.constant(True)
 
 
 class _ShardReport(dict):
