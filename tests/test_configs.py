@@ -185,3 +185,34 @@ def test_readme_command_line_runs_as_written(tmp_path):
     assert {"configs/classification.yaml", "data/demo/train.csv", "data/demo/images/0001.png"} <= named
     assert [p for p in named if not (tmp_path / p).exists()] == []
     assert not re.search(r"\b(cat|meow|query|f|r|drive)\.(jpg|png|wav|npy)\b", "\n".join(texts))
+
+
+def test_the_json_schema_and_the_key_table_come_from_the_config_schema():
+    """configs/run.schema.json and docs/config.md are what the schema declares today (regenerate them with
+    `python -m mbm_keras.training.config_schema`), every key has a description, and the schema accepts every
+    example config and refuses what load_config refuses."""
+    import json
+
+    import jsonschema
+
+    from mbm_keras.training.config_schema import SCHEMA_FILE, TABLE_FILE, config_table, json_schema
+
+    schema = json_schema()
+    assert json.loads((ROOT / SCHEMA_FILE).read_text()) == schema, f"{SCHEMA_FILE} is out of date"
+    assert (ROOT / TABLE_FILE).read_text() == config_table(), f"{TABLE_FILE} is out of date"
+    for section in schema["properties"].values():
+        for key, prop in section.get("properties", {}).items():
+            assert prop.get("description"), key
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in CONFIGS:
+        assert path.read_text().startswith("# yaml-language-server: $schema=run.schema.json\n"), path.name
+        config = yaml.safe_load(path.read_text())
+        assert not list(validator.iter_errors(config)), (path.name, [e.message for e in validator.iter_errors(config)])
+    good = yaml.safe_load(CONFIGS[0].read_text())
+    for bad, where in (({"train": {"epoch": 3}}, "epoch"), ({"train": {"epochs": 0}}, "epochs"),
+                       ({"model": {"fusion": "glue"}}, "fusion"), ({"task": {"kind": "search"}}, "kind"),
+                       ({"data": {"preprocessing": {"image_sise": [8, 8]}}}, "image_sise")):
+        config = {k: ({**v, **bad[k]} if isinstance(v, dict) and k in bad else v) for k, v in good.items()}
+        config.update({k: v for k, v in bad.items() if k not in good})
+        errors = [e.message + " at " + "/".join(map(str, e.path)) for e in validator.iter_errors(config)]
+        assert errors and any(where in e for e in errors), (bad, errors)

@@ -153,6 +153,10 @@ class Autoencoder(Task):
         "noise": (float, None),
         "mask_rate": (float, None),
     }
+    docs = {
+        "noise": "The noise added to image, audio and other inputs (None: 0.1).",
+        "mask_rate": "The share of text tokens masked (None: 0.15).",
+    }
     ranges = {"noise": (0, 1, True, True), "mask_rate": (0, 1, True, False)}
     predicts = False
 

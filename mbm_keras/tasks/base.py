@@ -120,6 +120,8 @@ class Task:
     name = None
     # task.<key>: (type, default): the config keys this task reads.
     options = {}
+    # task.<key>: what it means (docs/config.md, the JSON Schema's descriptions).
+    docs = {}
     # task.<key>: (low, high, low inclusive?, high inclusive?), as config.RANGES.
     ranges = {}
     # train.balance and train.keep_best_of apply (a classifier's modalities); other tasks train one model.

@@ -150,6 +150,15 @@ class Retrieval(Task):
         "temperature": (float, 0.07),
         "share_towers": (bool, False),
     }
+    docs = {
+        "query": "The features of the query tower.",
+        "candidate": "The features of the candidate tower (several: a fused candidate, compared with each alone).",
+        "embedding_dim": "The size of both towers' unit vectors.",
+        "supervised": "Rows of one label match each other (None: when data.columns has a label).",
+        "hard_negatives": "Each query's k hardest in-batch negatives only (None: all).",
+        "temperature": "The softmax temperature of the similarities.",
+        "share_towers": "One set of weights for both towers (features of one modality).",
+    }
     ranges = {"embedding_dim": (1, None, True, None), "hard_negatives": (1, None, True, None),
               "temperature": (0.01, None, True, None)}
     predicts = False

@@ -209,6 +209,11 @@ class Transcription(Task):
         "context": (str, None),
         "beam": (int, None),
     }
+    docs = {
+        "audio": "The audio feature (None: the model's audio feature).",
+        "context": "A text feature fused into every frame by cross-attention (None: the model's text feature, if any).",
+        "beam": "Beam-search width of validation transcripts (None: greedy).",
+    }
     ranges = {"beam": (1, None, True, None)}
     # model.fusion_kwargs are the context's cross-attention's (FUSION_KEYS), not a fusion's
     checks_fusion_kwargs = False

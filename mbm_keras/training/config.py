@@ -7,65 +7,73 @@ import os
 
 from mbm_keras.errors import ConfigError  # noqa: F401  (raised here; public as mbm_keras.training.ConfigError)
 
+# The one declaration of the config: section -> key -> (type, default, what it means). Validation
+# (load_config), the JSON Schema editors complete run.yaml with (configs/run.schema.json) and the table of
+# every key (docs/config.md) come from it, with RANGES and choices() below, the registered modalities'
+# model keys and preprocessing options, and each task's own keys (mbm_keras/tasks/*.py: Task.options).
 SCHEMA = {
     "data": {
-        "train": (str, None),
-        "val": (str, None),
-        # Without data.val: the share of data.train's rows held out for validation (stratified by label,
-        # grouped by data.group), used to pick the epoch, stop early and choose between fusion and single
-        # models. 0: no validation. Below MIN_VAL_ROWS held-out rows, none is held out (and the run says so).
-        "val_split": (float, 0.2),
-        # A column whose values never sit on both sides of that split (a speaker, a patient, a product).
-        "group": (str, None),
-        "columns": (dict, None),
-        "preprocessing": (dict, {}),
-        "batch_size": (int, 32),
-        # false: the training rows in their order every epoch (time-ordered data, or comparing runs exactly)
-        "shuffle": (bool, True),
-        "augment": (bool, False),
-        "missing_modalities": (bool, False),
-        # None: 0.5 under train.balance unimodal (masks added), else 0.
-        "modality_dropout": (float, None),
-        "cache": (str, None),
-        "on_error": (str, "raise"),
-        "verify": (str, "none"),
-        "allow_outside_root": (bool, False),
+        "train": (str, None, "The training manifest (CSV, JSON Lines, Parquet) or a shard folder (mbm-keras pack); "
+                             "relative to the config file."),
+        "val": (str, None, "The validation manifest: picks the epoch, stops early, chooses fusion or a single model."),
+        "val_split": (float, 0.2, "Without data.val: the share of data.train's rows held out for validation "
+                                  "(stratified by label, grouped by data.group); 0: no validation."),
+        "group": (str, None, "A column whose values never sit on both sides of the hold-out (a speaker, a patient, "
+                             "a product)."),
+        "columns": (dict, None, "Feature -> manifest column (image, text, audio, tabular: {numeric, categorical}, "
+                                "timeseries, or named features), and label."),
+        "preprocessing": (dict, {}, "Preprocessing options (image_size, text_length, sample_rate, ...): see the "
+                                    "data.preprocessing table."),
+        "batch_size": (int, 32, "Examples per batch (the global batch under a distribution strategy)."),
+        "shuffle": (bool, True, "false: the training rows in their order every epoch (time-ordered data, or "
+                                "comparing runs exactly)."),
+        "augment": (bool, False, "Image flip, crop and colour jitter in training."),
+        "missing_modalities": (bool, False, "An empty cell is an absent modality: the model takes `<feature>_mask` "
+                                            "inputs and a learned 'absent' embedding."),
+        "modality_dropout": (float, None, "In training, the probability of hiding each modality of an example "
+                                          "(None: 0.5 under train.balance unimodal, else 0)."),
+        "cache": (str, None, "'memory' or a file path prefix: decoded examples cached after the first epoch."),
+        "on_error": (str, "raise", "raise: the first unusable row stops training, naming row, column and file; "
+                                   "skip: such rows are dropped and counted."),
+        "verify": (str, "none", "When files are checked: as they are read (none), every header first (header), "
+                                "or every file decoded first (decode)."),
+        "allow_outside_root": (bool, False, "Accept file paths outside the manifest's folder."),
     },
     "model": {
         # Then one encoder key per registered modality ("image", "text", ...), see _modality_keys.
-        "features": (dict, None),
-        "share_encoders": (dict, None),
-        "fusion": (str, "concat"),
-        "dropout": (float, 0.0),
-        "weights": (str, None),
-        "freeze_backbone": (bool, False),
-        "fusion_kwargs": (dict, None),
+        "features": (dict, None, "Named features, several per modality: {front: [image, small_cnn], title: "
+                                 "[text, gru]}."),
+        "share_encoders": (dict, None, "{feature: other feature}: one encoder (one set of weights) for both."),
+        "fusion": (str, "concat", "The fusion of the features (mbm-keras zoo lists them)."),
+        "dropout": (float, 0.0, "Dropout on each encoder's features."),
+        "weights": (str, None, "The image encoders' weights: imagenet (the Keras cache) or a weights file."),
+        "freeze_backbone": (bool, False, "Freeze pretrained backbones (stage one of fine-tuning)."),
+        "fusion_kwargs": (dict, None, "Arguments of the fusion layer, e.g. {units: 256}."),
     },
     "train": {
-        "epochs": (int, 10),
-        "learning_rate": (float, 1e-3),
-        "optimizer": (str, "adam"),
-        "lr_schedule": (str, "constant"),
-        "warmup_epochs": (int, 0),
-        "weight_decay": (float, None),
-        "seed": (int, 0),
-        # None: 5 epochs when the run has validation data (data.val, or the data.val_split hold-out), else off.
-        "early_stopping_patience": (int, None),
-        "monitor": (str, None),
-        "strategy": (str, "auto"),
-        "mixed_precision": (str, None),
-        "jit_compile": (bool, False),
-        "steps_per_execution": (int, 1),
-        "fine_tune": (dict, None),
-        # auto: probe for a model of several modalities, none for one (see training/balance.py).
-        "balance": (str, "auto"),
-        # auto: "all" when the run has validation data and several modalities, else "fusion".
-        "keep_best_of": (str, "auto"),
-        "ogm_alpha": (float, 0.5),
+        "epochs": (int, 10, "Training epochs (of the fusion, and of each single model)."),
+        "learning_rate": (float, 1e-3, "The optimizer's learning rate."),
+        "optimizer": (str, "adam", "The optimizer."),
+        "lr_schedule": (str, "constant", "The learning-rate schedule after warm-up."),
+        "warmup_epochs": (int, 0, "Epochs of linear warm-up."),
+        "weight_decay": (float, None, "Decoupled weight decay (adamw)."),
+        "seed": (int, 0, "The seed of the weights, the data order and every random draw (a run is repeatable)."),
+        "early_stopping_patience": (int, None, "Epochs without progress before stopping (None: 5 when there is "
+                                               "validation data, else off)."),
+        "monitor": (str, None, "The metric that picks the epoch (None: val_loss with validation data, else loss)."),
+        "strategy": (str, "auto", "The tf.distribute strategy."),
+        "mixed_precision": (str, None, "A Keras mixed-precision policy."),
+        "jit_compile": (bool, False, "XLA-compile the training step (static batch shapes)."),
+        "steps_per_execution": (int, 1, "Batches per compiled call."),
+        "fine_tune": (dict, None, "A second stage that unfreezes backbones: {epochs, num_layers, learning_rate}."),
+        "balance": (str, "auto", "Balanced multimodal training (auto: probe for several modalities, none for one)."),
+        "keep_best_of": (str, "auto", "Which models the run may keep (auto: all when there is validation data and "
+                                      "several modalities, else fusion)."),
+        "ogm_alpha": (float, 0.5, "The strength of on-the-fly gradient modulation (balance: ogm_ge)."),
     },
     # task.kind, then each registered task's own keys (mbm_keras/tasks/*.py: Task.options), see _task_keys.
-    "task": {"kind": (str, "classification")},
-    "output": (str, "runs/latest"),
+    "task": {"kind": (str, "classification", "The kind of model (mbm_keras/tasks/).")},
+    "output": (str, "runs/latest", "The run folder; relative to the config file."),
 }
 REQUIRED = {("data", "train"), ("data", "columns")}
 
@@ -76,25 +84,29 @@ def _modality_keys():
 
     keys = {}
     for m in list_modalities():
-        keys[m] = (str, None)
-        keys[f"{m}_kwargs"] = (dict, None)
+        keys[m] = (str, None, f"The {m} encoder (mbm-keras zoo lists them); a feature named {m}.")
+        keys[f"{m}_kwargs"] = (dict, None, f"Arguments of the {m} encoders, e.g. {{units: 128}} or {{weights: "
+                                           f"encoders/{m}.weights.h5}}.")
     return keys
 
 
 def _task_keys():
-    """task.<key> of every registered task: `{key: (type, default)}` (a key two tasks share must agree)."""
+    """task.<key> of every registered task: `{key: (type, default, doc)}` (a key two tasks share must agree);
+    the doc names the task."""
     from mbm_keras.tasks.base import TASKS, get_task
 
     keys = {}
     for kind in TASKS.in_order():
-        for key, spec in get_task(kind).options.items():
-            if keys.setdefault(key, spec) != spec:
+        task = get_task(kind)
+        for key, spec in task.options.items():
+            declared = (spec[0], spec[1], f"task.kind {kind}: {task.docs.get(key, spec[2] if len(spec) > 2 else '')}")
+            if keys.setdefault(key, declared)[:2] != declared[:2]:
                 raise ValueError(f"task.{key} is declared twice with different types or defaults (task {kind!r})")
     return keys
 
 
 def schema():
-    """The config schema: sections -> {key: (type, default)}, with the registered modalities' model keys
+    """The config schema: sections -> {key: (type, default, doc)}, with the registered modalities' model keys
     and the registered tasks' task keys."""
     out = dict(SCHEMA)
     out["model"] = {**_modality_keys(), **SCHEMA["model"]}
@@ -160,23 +172,30 @@ FINE_TUNE_KEYS = {"epochs": int, "num_layers": int, "learning_rate": float}
 from mbm_keras.tasks.base import model_features  # noqa: E402,F401  (public here since the first release)
 
 
-def _check_choices(out, source):
+def choices():
+    """`{(section, key): the values it may take}` of every key with a fixed set of values."""
     from mbm_keras.training.optimizer import OPTIMIZERS, SCHEDULES
     from mbm_keras.training.balance import BALANCES, KEEP
     from mbm_keras.training.strategy import STRATEGIES
 
-    train = out["train"]
-    choices = {
-        "balance": BALANCES,
-        "keep_best_of": KEEP,
-        "strategy": STRATEGIES,
-        "mixed_precision": (None, "mixed_bfloat16", "mixed_float16"),
-        "optimizer": tuple(OPTIMIZERS),
-        "lr_schedule": SCHEDULES,
+    return {
+        ("data", "on_error"): ("raise", "skip"),
+        ("data", "verify"): ("decode", "header", "none"),
+        ("train", "balance"): BALANCES,
+        ("train", "keep_best_of"): KEEP,
+        ("train", "strategy"): STRATEGIES,
+        ("train", "mixed_precision"): (None, "mixed_bfloat16", "mixed_float16"),
+        ("train", "optimizer"): tuple(OPTIMIZERS),
+        ("train", "lr_schedule"): SCHEDULES,
     }
-    for key, valid in choices.items():
-        if train[key] not in valid:
-            raise ConfigError(f"{source}: train.{key} must be one of {valid}. Received: train.{key}={train[key]!r}")
+
+
+def _check_choices(out, source):
+    for (section, key), valid in choices().items():
+        if section == "train" and out[section][key] not in valid:
+            raise ConfigError(f"{source}: {section}.{key} must be one of {valid}. Received: "
+                              f"{section}.{key}={out[section][key]!r}")
+    train = out["train"]
     fine_tune = train["fine_tune"]
     if fine_tune is not None:
         unknown = set(fine_tune) - set(FINE_TUNE_KEYS)
@@ -190,7 +209,8 @@ def _check_choices(out, source):
                 _check("train.fine_tune", key, fine_tune[key], expected, source)
                 _check_range("train.fine_tune", key, fine_tune[key], source)
     data = out["data"]
-    for key, valid in (("on_error", ("raise", "skip")), ("verify", ("decode", "header", "none"))):
+    for key in ("on_error", "verify"):
+        valid = choices()[("data", key)]
         if data[key] not in valid:
             raise ConfigError(f"{source}: data.{key} must be one of {valid}. Received: data.{key}={data[key]!r}")
     _check_preprocessing(data["preprocessing"], source)
@@ -212,7 +232,7 @@ def _check_task(out, source):
                           f"task.kind={task['kind']!r}")
     mine = get_task(task["kind"])
     for kind in list_tasks():
-        for key, (_, default) in get_task(kind).options.items():
+        for key, (_, default, *_) in get_task(kind).options.items():
             if key not in mine.options and task.get(key) is not None and task[key] != default:
                 raise ConfigError(f"{source}: task.{key} is for task.kind: {kind}")
     ranges = {("task", k): v for k, v in mine.ranges.items()}
@@ -322,7 +342,7 @@ def load_config(config):
                 f"Valid keys in {section}: {', '.join(spec)}"
             )
         out[section] = {}
-        for key, (expected, default) in spec.items():
+        for key, (expected, default, *_) in spec.items():
             if (section, key) in REQUIRED and given.get(key) is None:
                 raise ConfigError(f"{source}: {section}.{key} is required")
             value = given.get(key, default)
