@@ -5,7 +5,7 @@ class ConfigError(ValueError):
     """A config key or value that cannot be used; the message names the key, the
     value received and what is expected.
 
-    Example:
+    Examples:
         >>> try:
         ...     load_config({"data": {"train": "train.csv"}, "train": {"epoch": 3}})
         ... except ConfigError as e:
@@ -16,7 +16,7 @@ class ConfigError(ValueError):
 class DataError(ValueError):
     """A manifest row that cannot be used; the message names file, row, column and value.
 
-    Example:
+    Examples:
         >>> try:
         ...     make_dataset("train.csv", preprocessor=pre)
         ... except DataError as e:
@@ -32,7 +32,7 @@ class CellError(ValueError):
         message: what is wrong with the cell.
         file: the file the cell names, if any.
 
-    Example:
+    Examples:
         >>> raise CellError("age", "value 'abc' is not a number")
     """
 

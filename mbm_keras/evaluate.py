@@ -19,7 +19,7 @@ def load_run(run_dir):
     Args:
         run_dir: the run folder (model.keras + preprocessor.json).
 
-    Example:
+    Examples:
         >>> model, pre = load_run("runs/first")
     """
     from mbm_keras.tasks import load_run as load
@@ -47,7 +47,7 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robus
         dict with `loss`, the model's metrics, and for single-label runs
         `per_class` and `confusion_matrix`; `path` is where the JSON went.
 
-    Example:
+    Examples:
         >>> results = evaluate("runs/first", "data/test.csv")
         >>> results["per_class"]["cat"]["recall"]
     """
@@ -82,7 +82,7 @@ def run_choice(run_dir):
     Args:
         run_dir: the run folder (or a `.keras` file in it).
 
-    Example:
+    Examples:
         >>> run_choice("runs/first")["kept"]
         'the audio model alone: the fusion's gain (+0.0100 accuracy) is within ...'
     """
@@ -107,7 +107,7 @@ def format_choice(choice):
     Args:
         choice: what `run_choice` returns (None: no lines).
 
-    Example:
+    Examples:
         >>> print("\n".join(format_choice(run_choice("runs/first"))))
     """
     if not choice:
@@ -133,7 +133,7 @@ def format_report(results):
     Args:
         results: the dict `evaluate()` returns.
 
-    Example:
+    Examples:
         >>> print(format_report(evaluate("runs/first", "data/test.csv")))
     """
     from mbm_keras.tasks import get_task
@@ -162,7 +162,7 @@ def evaluate_retrieval(run_dir, model, pre, manifest, batch_size=32, out=None, o
         manifest: paired rows with both towers' columns (and the labels).
         batch_size, out, on_error, allow_outside_root: as in `evaluate`.
 
-    Example:
+    Examples:
         >>> evaluate_retrieval("runs/search", *load_run("runs/search"), "test.csv")["mrr"]
     """
     from mbm_keras.tasks import get_task
@@ -184,7 +184,7 @@ def evaluate_transcription(run_dir, model, pre, manifest, batch_size=32, out=Non
         batch_size, out, on_error, allow_outside_root: as in `evaluate`.
         beam: beam-search width (None: greedy).
 
-    Example:
+    Examples:
         >>> evaluate_transcription("runs/digits", *load_run("runs/digits"), "test.csv")["wer"]
     """
     from mbm_keras.tasks import get_task
@@ -200,7 +200,7 @@ def transcription_inputs(model, pre):
         model: the transcription model.
         pre: its preprocessor (each input's modality).
 
-    Example:
+    Examples:
         >>> transcription_inputs(*load_run("runs/transcription"))   # ("audio", "text")
     """
     from mbm_keras.transcription.model import transcription_roles

@@ -17,7 +17,7 @@ def find_backbones(model):
     Returns:
         A list of `keras.Model`s, e.g. the ResNet50 inside `image_encoder`.
 
-    Example:
+    Examples:
         >>> [b.name for b in find_backbones(model)]
         ['resnet50']
     """
@@ -38,7 +38,7 @@ def freeze_backbones(model):
         The names of the frozen backbones. Recompile afterwards if the model
         was compiled (build_fusion_model does this for you).
 
-    Example:
+    Examples:
         >>> freeze_backbones(model)
         ['resnet50']
     """
@@ -62,7 +62,7 @@ def unfreeze_backbone(model, num_layers=None, learning_rate=1e-5, recompile=True
     Returns:
         The number of layers made trainable.
 
-    Example:
+    Examples:
         >>> model.fit(train, epochs=5)              # stage one: backbone frozen
         >>> unfreeze_backbone(model, num_layers=20)
         >>> model.fit(train, epochs=5)              # stage two: fine-tuning

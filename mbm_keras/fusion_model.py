@@ -183,7 +183,7 @@ def build_fusion_model(
     Returns:
         A `keras.Model`.
 
-    Example:
+    Examples:
         >>> model = build_fusion_model(image="resnet50", text="bilstm", fusion="concat",
         ...                            num_classes=10, image_shape=(224, 224, 3),
         ...                            text_length=64, vocab_size=20000,

@@ -18,7 +18,7 @@ KINDS = ("text", "image")
 class PresetError(ValueError):
     """A KerasHub preset that cannot be used (unknown, not cached, wrong kind).
 
-    Example:
+    Examples:
         >>> raise PresetError("Unknown KerasHub preset 'bert_tiny'. Close matches: bert_tiny_en_uncased.")
     """
 
@@ -33,7 +33,7 @@ def cache_folder():
     """The folder KerasHub downloads named presets to (kagglehub's cache;
     `$KAGGLEHUB_CACHE` moves it).
 
-    Example:
+    Examples:
         >>> cache_folder()
         '/home/me/.cache/kagglehub'
     """
@@ -69,7 +69,7 @@ def resolve_preset(preset, kind="text"):
             in the cache (no download), a folder that is not a preset, or a
             preset of another kind.
 
-    Example:
+    Examples:
         >>> resolve_preset("~/presets/bert_tiny_en_uncased")
         '/home/me/presets/bert_tiny_en_uncased'
     """
@@ -133,7 +133,7 @@ def load_backbone(preset, kind="text", load_weights=True):
         kind: "text" or "image".
         load_weights: False builds the architecture with random weights.
 
-    Example:
+    Examples:
         >>> backbone = load_backbone("~/presets/bert_tiny_en_uncased")
     """
     import keras_hub
@@ -153,7 +153,7 @@ def load_text_preprocessor(preset, sequence_length):
         preset: a preset folder or a cached preset name.
         sequence_length: ids per text, special tokens included.
 
-    Example:
+    Examples:
         >>> pre = load_text_preprocessor("~/presets/bert_tiny_en_uncased", 16)
         >>> pre(["a red bird"])["token_ids"].shape
         TensorShape([1, 16])

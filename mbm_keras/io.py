@@ -19,7 +19,7 @@ def write_json(path, value):
         path: the JSON file.
         value: anything `json.dump` takes.
 
-    Example:
+    Examples:
         >>> write_json("runs/first/notes.json", {"accuracy": 0.91})
     """
     tmp = path + ".tmp"
@@ -37,7 +37,7 @@ def printable(text, newlines=False):
         text: any string.
         newlines: keep newlines as line breaks (else they are escaped too).
 
-    Example:
+    Examples:
         >>> printable("red\x1b[2J")   # a cell that would clear the screen
         'red\\x1b[2J'
     """
@@ -95,7 +95,7 @@ def atomic_output_dir(dest):
     Args:
         dest: the folder to (re)place.
 
-    Example:
+    Examples:
         >>> with atomic_output_dir("saved_models/demo") as tmp:
         ...     model.save(os.path.join(tmp, "model.keras"))
     """

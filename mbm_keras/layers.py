@@ -23,7 +23,7 @@ class ImagePreprocessing(keras.layers.Layer):
     Args:
         mode: one of "caffe", "tf", "torch", "none".
 
-    Example:
+    Examples:
         >>> x = ImagePreprocessing("caffe")(keras.Input((32, 32, 3)))
     """
 
@@ -65,7 +65,7 @@ class ModalityMask(keras.layers.Layer):
     where `e` is a trained "absent" vector, so the fusion sees a learned
     placeholder instead of features computed from a blank input.
 
-    Example:
+    Examples:
         >>> x = ModalityMask(name="audio_absent")([audio_features, audio_mask])
     """
 
@@ -100,7 +100,7 @@ class LogMelSpectrogram(keras.layers.MelSpectrogram):
     Args:
         **kwargs: those of `keras.layers.MelSpectrogram`.
 
-    Example:
+    Examples:
         >>> mel = LogMelSpectrogram(fft_length=256, sequence_stride=80, sampling_rate=8000, power_to_db=True)
     """
 
@@ -193,7 +193,7 @@ class SequenceMask(keras.layers.Layer):
     preset's own); for any other sequence, all ones (grid cells, frames and
     steps are all real).
 
-    Example:
+    Examples:
         >>> mask = SequenceMask()(keras.Input((8,), dtype="int32"))   # (None, 8)
     """
 
@@ -219,7 +219,7 @@ class BackboneTextInputs(keras.layers.Layer):
     takes: `token_ids`, `padding_mask` (ids other than `padding_id`) and, when
     `segment_ids`, all-zero segment ids (one segment).
 
-    Example:
+    Examples:
         >>> inputs = BackboneTextInputs(segment_ids=True)(keras.Input((8,), dtype="int32"))
     """
 
@@ -243,7 +243,7 @@ class MaskedMean(keras.layers.Layer):
     """`[sequence (batch, steps, dim), mask (batch, steps)]` -> the mean of the
     unmasked steps `(batch, dim)` (zeros where every step is masked).
 
-    Example:
+    Examples:
         >>> pooled = MaskedMean()([keras.Input((8, 16)), keras.Input((8,))])
     """
 
@@ -261,7 +261,7 @@ class MaskByPresence(keras.layers.Layer):
     """`[mask (batch, steps), presence (batch, 1)]` -> `mask * presence`: an absent
     feature's tokens are all masked out of a sequence fusion.
 
-    Example:
+    Examples:
         >>> mask = MaskByPresence()([keras.Input((8,)), keras.Input((1,))])
     """
 
@@ -281,7 +281,7 @@ class TanhGate(keras.layers.Layer):
     transcription model adds its context this way, so the audio path learns
     first and a context it can memorize does not take over.
 
-    Example:
+    Examples:
         >>> frames = keras.layers.Add()([frames, TanhGate()(context_frames)])
     """
 
@@ -307,7 +307,7 @@ class SpecAugment(keras.layers.Layer):
         band_masks, max_bands: masked band spans per example and their widest.
         seed: the masks' seed.
 
-    Example:
+    Examples:
         >>> frames = SpecAugment(time_masks=2, max_time=10)(frames)
     """
 

@@ -15,7 +15,7 @@ class Registry:
         kind: what the registry holds ("encoder", "fusion", "head"); used in
             error messages.
 
-    Example:
+    Examples:
         >>> heads = Registry("head")
         >>> @heads.register("softmax")
         ... class Softmax: ...

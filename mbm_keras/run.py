@@ -39,7 +39,7 @@ def artifact_kind(path):
     Raises:
         FileNotFoundError: naming the files it looked for.
 
-    Example:
+    Examples:
         >>> artifact_kind("saved_models/demo")
         'keras'
     """
@@ -72,7 +72,7 @@ def load_keras_file(path):
     name the file: not a .keras archive (empty, truncated, another format),
     unreadable weights, or a refused unsafe layer.
 
-    Example:
+    Examples:
         >>> model = load_keras_file("runs/first/model.keras")
     """
     import zipfile
@@ -105,7 +105,7 @@ class Run:
         path: the run folder, or a `.keras` file inside one (its folder is the
             run; that file is the model).
 
-    Example:
+    Examples:
         >>> Run("runs/first").save(model, pre, config)
         >>> model, pre = Run("runs/first").load()
         >>> Run("runs/first").default_data()     # the validation (else training) manifest

@@ -8,7 +8,7 @@ class PretrainedWeightsUnavailable(RuntimeError):
 
     The message names the file and the folder to copy it into.
 
-    Example:
+    Examples:
         >>> try:
         ...     model = build_fusion_model(image="resnet50", text="lstm", num_classes=3, weights="imagenet")
         ... except PretrainedWeightsUnavailable as e:

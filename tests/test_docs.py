@@ -104,3 +104,21 @@ def test_readme_python_example_runs_as_written(tmp_path):
     accuracy = float(re.search(r"'accuracy': ([0-9.]+)", proc.stdout).group(1))
     assert accuracy > 0.5, proc.stdout[-2000:]  # chance is 0.125; a single modality tops out near 0.25
     assert (tmp_path / "saved_models" / "readme.keras").is_file() and (tmp_path / "saved_models" / "readme.tflite").is_file()
+
+
+def test_the_docs_site_builds_strict(tmp_path):
+    """MkDocs with --strict: every page, link and API reference entry resolves (a docstring that breaks the
+    reference, or a guide that links a missing page, fails here). The README stays a short first page."""
+    import os
+
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    api = (tmp_path / "site" / "api" / "data" / "index.html").read_text()
+    assert "make_dataset" in api and "fit_preprocessor" in api
+    assert (tmp_path / "site" / "config" / "index.html").is_file()
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 250
+    for guide in sorted((ROOT / "docs" / "guides").glob("*.md")):
+        assert f"docs/guides/{guide.name}" in readme, f"README does not link {guide.name}"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["01_quickstart", "02_audio_image_text", "03_export_edge", "04_distributed_tpu", "05_named_features"]
+NAMES = ["01_quickstart", "02_audio_image_text", "03_export_edge", "04_distributed_tpu", "05_named_features",
+         "06_search_engine", "07_transcription"]
 
 
 def test_every_notebook_is_tested_and_committed_with_its_outputs():
@@ -40,6 +41,7 @@ def run_notebook(name, tmp_path, monkeypatch):
     work = tmp_path / "notebooks"
     work.mkdir()
     shutil.copy(NOTEBOOKS / f"{name}.ipynb", work)
+    shutil.copytree(NOTEBOOKS.parent / "configs", tmp_path / "configs")  # ../configs, as in the repository
     nb = nbformat.read(work / f"{name}.ipynb", as_version=4)
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
     text = "\n".join(
@@ -94,3 +96,17 @@ class TestNamedFeatures:
         text, out = run_notebook("05_named_features", tmp_path, monkeypatch)
         assert "test accuracy" in text and "tflite vs keras max |diff|" in text
         assert (out / "notebook05-tflite" / "model.tflite").is_file()
+
+
+@pytest.mark.slow
+class TestSearchEngine:
+    def test_runs(self, tmp_path, monkeypatch):
+        text, _ = run_notebook("06_search_engine", tmp_path, monkeypatch)
+        assert "items indexed" in text and "top 5:" in text and "'mrr'" in text
+
+
+@pytest.mark.slow
+class TestTranscription:
+    def test_runs(self, tmp_path, monkeypatch):
+        text, _ = run_notebook("07_transcription", tmp_path, monkeypatch)
+        assert "test WER" in text and "among 3 candidates" in text and "kept:" in text

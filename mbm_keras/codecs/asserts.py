@@ -13,7 +13,7 @@ def check(condition, pieces):
     a traced function there is no cond around it: this runs for every example.
     `mbm_keras.deploy.raw_inputs.explain` joins the pieces back into one line.
 
-    Example:
+    Examples:
         >>> with tf.control_dependencies([check(n <= limit, ["audio of ", n, " samples is too long"])]):
         ...     samples = tf.identity(samples)
     """
@@ -30,7 +30,7 @@ def explain(error):
     the message of a failed assertion, else TensorFlow's own reason, without
     the traceback, graph-node and function-name decorations around it.
 
-    Example:
+    Examples:
         >>> explain(e)   # "Unknown image file format. One of JPEG, PNG, GIF, BMP required."
     """
     text = getattr(error, "message", None) or str(error)

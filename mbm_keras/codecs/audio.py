@@ -42,7 +42,7 @@ def wav_info(path):
     binary file object) from its chunk
     headers (read on the host, nothing decoded); None where a chunk is missing.
 
-    Example:
+    Examples:
         >>> wav_info("clip.wav")
         (1, 16, 0.25)
     """

@@ -22,7 +22,7 @@ class TabularEncoder:
         numeric: numeric column names.
         categorical: categorical column names.
 
-    Example:
+    Examples:
         >>> enc = TabularEncoder(["age"], ["city"]).fit(rows)
         >>> enc.dim, enc.encode({"age": "31", "city": "Paris"})
     """

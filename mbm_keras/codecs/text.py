@@ -43,7 +43,7 @@ class TextTokenizer:
             entry 1 the OOV token.
         preset: with kind="preset", a KerasHub preset folder or cached name.
 
-    Example:
+    Examples:
         >>> tok = TextTokenizer("word", length=8).fit(["a cat", "一只猫"])
         >>> tok(tf.constant(["a cat"]))  # int32 (1, 8)
     """

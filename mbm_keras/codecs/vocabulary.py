@@ -14,7 +14,7 @@ class Vocabulary:
     Args:
         symbols: the characters, in id order.
 
-    Example:
+    Examples:
         >>> vocab = Vocabulary.fit(["three seven one", "two two"])
         >>> vocab.decode(vocab.encode("two one"))
         'two one'
@@ -42,7 +42,7 @@ class Vocabulary:
             transcripts: an iterable of strings.
             min_count: rarer characters become the unknown symbol.
 
-        Example:
+        Examples:
             >>> Vocabulary.fit(["你好", "好的"]).size
             6
         """
@@ -64,7 +64,7 @@ class Vocabulary:
         Args:
             text: a transcript.
 
-        Example:
+        Examples:
             >>> Vocabulary.fit(["ab"]).encode("abc")
             [2, 3, 1]
         """
@@ -79,7 +79,7 @@ class Vocabulary:
         Args:
             ids: a sequence of ints.
 
-        Example:
+        Examples:
             >>> Vocabulary(["a", "b"]).decode([2, 0, 3, 1, -1])
             'ab?'
         """
@@ -114,7 +114,7 @@ def min_frames(ids):
     Args:
         ids: a transcript's ids.
 
-    Example:
+    Examples:
         >>> min_frames([2, 3, 3])   # "abb": a, b, blank, b
         4
     """

@@ -30,7 +30,7 @@ def check_data(manifest, preprocessor, *, missing_modalities=False, allow_outsid
         per problem, naming row, column, file and reason) and `bad_rows`
         (their 0-based positions).
 
-    Example:
+    Examples:
         >>> report = check_data("train.csv", Preprocessor.load("runs/first"))
         >>> report["usable"], report["errors"][:3]
     """

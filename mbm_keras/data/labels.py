@@ -32,7 +32,7 @@ class LabelEncoder:
         delimiter: separator of multi-label cells.
         classes: a fixed vocabulary (skips fitting).
 
-    Example:
+    Examples:
         >>> enc = LabelEncoder("single").fit(["cat", "dog", "cat"])
         >>> enc.classes, enc.encode("dog")
         (['cat', 'dog'], 1)

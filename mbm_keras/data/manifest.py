@@ -19,7 +19,7 @@ class Manifest:
     None for empty cells), so a million-row manifest costs one array per column;
     `rows` (a list of dicts) is made on first use.
 
-    Example:
+    Examples:
         >>> m = Manifest("/data/all.csv", [{"image": "a.png", "label": "cat"}], ["image", "label"])
         >>> train = m.subset([0])
         >>> m.column("label")
@@ -124,7 +124,7 @@ def read_manifest(path):
             shard folder written by `pack` (its cells; file columns hold the
             paths packed), or a `Manifest` (returned as is).
 
-    Example:
+    Examples:
         >>> m = read_manifest("data/train.csv")
         >>> m.rows[0]["image"], m.root
     """

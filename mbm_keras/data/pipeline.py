@@ -247,7 +247,7 @@ def make_dataset(
         `skipped` and `errors` (texts); `dataset.set_epoch(e)` makes the next
         pass over it epoch `e`.
 
-    Example:
+    Examples:
         >>> pre = fit_preprocessor("train.csv", {"image": "path", "text": "caption", "label": "label"})
         >>> train = make_dataset("train.csv", preprocessor=pre, training=True, augment=True)
         >>> val = make_dataset("val.csv", preprocessor=pre)

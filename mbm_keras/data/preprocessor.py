@@ -102,7 +102,7 @@ class Preprocessor:
             ("single", "multi", "regression") and label_delimiter. Unknown
             names raise, listing the valid ones.
 
-    Example:
+    Examples:
         >>> pre = Preprocessor({"image": "path", "text": "caption", "label": "label"},
         ...                    image_size=(64, 64)).fit("train.csv")
         >>> model = build_fusion_model(image="small_cnn", text="gru", **pre.model_kwargs())
@@ -283,7 +283,7 @@ def fit_preprocessor(manifest, columns, modalities=None, share=None, **options):
         A fitted `Preprocessor`; `pre.model_kwargs()` gives the matching
         `build_fusion_model` arguments.
 
-    Example:
+    Examples:
         >>> pre = fit_preprocessor("train.csv", {"text": "caption", "label": "label"}, text_length=32)
     """
     return Preprocessor(columns, modalities, share, **options).fit(manifest)

@@ -153,7 +153,7 @@ def pack(manifest, out, shard_mb=200, file_columns=None, progress=True, allow_ou
         DataError: a file a row names is missing or outside the manifest's
             folder (named with row, column and file); nothing is published.
 
-    Example:
+    Examples:
         >>> pack("data/train.csv", "gs://bucket/train-shards", shard_mb=200)
         >>> train = make_dataset("gs://bucket/train-shards", preprocessor=pre, training=True)
     """

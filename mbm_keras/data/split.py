@@ -46,7 +46,7 @@ def split_manifest(manifest, fractions=(0.8, 0.1, 0.1), *, stratify=None, group=
     Returns:
         `{"train": Manifest, "val": Manifest, "test": Manifest}` (or paths).
 
-    Example:
+    Examples:
         >>> splits = split_manifest("all.csv", stratify="label", group="speaker", seed=1)
         >>> len(splits["train"]), len(splits["test"])
     """
@@ -101,7 +101,7 @@ def write_manifest(manifest, path, path_columns=None):
     Returns:
         The absolute path written.
 
-    Example:
+    Examples:
         >>> m = read_manifest("data/all.csv")
         >>> write_manifest(m.subset(range(100)), "data/first100.csv")
     """

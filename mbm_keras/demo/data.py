@@ -150,7 +150,7 @@ def write_demo_dataset(folder, seed=0):
         folder: destination folder.
         seed: random seed.
 
-    Example:
+    Examples:
         >>> manifest = write_demo_dataset("/tmp/mbm_demo")
     """
     manifest = os.path.join(folder, "manifest.csv")

@@ -18,7 +18,7 @@ def default_data_dir(seed=0):
     Args:
         seed: the dataset's seed.
 
-    Example:
+    Examples:
         >>> manifest = write_demo_dataset(default_data_dir(seed=0))
     """
     root = os.environ.get("MBM_KERAS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mbm_keras")
@@ -60,7 +60,7 @@ def run_demo(out="saved_models/demo", data_dir=None, seed=0, epochs=12, batch_si
     Returns:
         dict with `accuracy` per model, `margin`, `passed`, `export_diffs`, `out`.
 
-    Example:
+    Examples:
         >>> results = run_demo(out="/tmp/demo_export")
     """
     def say(msg):

@@ -13,7 +13,7 @@ def load_run_model(path):
     Args:
         path: the run folder or the `.keras` file (loaded with `safe_mode=True`).
 
-    Example:
+    Examples:
         >>> model, pre = load_run_model("saved_models/demo")
         >>> test = make_dataset("test.csv", preprocessor=pre)
     """
@@ -59,7 +59,7 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
         OnnxExportError: tf2onnx failed, or cannot convert an op (named).
         AssertionError: a float export differs from Keras by more than 1e-4.
 
-    Example:
+    Examples:
         >>> export_model("runs/first", "tflite", "saved_models/first-int8", quantize="int8")
     """
     from mbm_keras.deploy.tflite import QUANTIZATIONS

@@ -25,7 +25,7 @@ OPSET = 17
 class OnnxExportError(RuntimeError):
     """A model tf2onnx cannot convert; the message names the unsupported op(s).
 
-    Example:
+    Examples:
         >>> try:
         ...     convert_to_onnx(model, "model.onnx")
         ... except OnnxExportError as e:
@@ -82,7 +82,7 @@ def convert_to_onnx(model, path, opset=OPSET, timeout=900):
         OnnxExportError: tf2onnx failed, crashed, or left ops it cannot
             convert (named).
 
-    Example:
+    Examples:
         >>> convert_to_onnx(model, "saved_models/first-onnx/model.onnx")
     """
     from mbm_keras.deploy.saved_model import tensor_signature
@@ -129,7 +129,7 @@ def onnx_session(path, providers=None, num_threads=None):
             (default: `["CPUExecutionProvider"]`).
         num_threads: intra-op threads (None: the runtime's default).
 
-    Example:
+    Examples:
         >>> session = onnx_session("saved_models/first-onnx/model.onnx")
         >>> session = onnx_session(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     """
@@ -160,7 +160,7 @@ def run_onnx(session, inputs):
     Returns:
         the output array `(batch, ...)`.
 
-    Example:
+    Examples:
         >>> probabilities = run_onnx(onnx_session("model.onnx"), {"image": images, "text": token_ids})
     """
     names = {i.name: i for i in session.get_inputs()}

@@ -15,7 +15,7 @@ def artifact_predictions(kind, path, inputs):
         path: the artifact's file or folder.
         inputs: `{input name: array (batch, ...)}`.
 
-    Example:
+    Examples:
         >>> artifact_predictions("tflite", "saved_models/first-tflite/model.tflite", examples)
     """
     if kind == "keras":
@@ -56,7 +56,7 @@ def check_parity(model, inputs, artifacts, atol=1e-4):
     Raises:
         AssertionError: naming each artifact that differs by more than `atol`.
 
-    Example:
+    Examples:
         >>> check_parity(model, batch, {"model.keras": ("keras", "runs/first/model.keras")})
         {'model.keras': {'examples': 32, 'max_abs_diff': 0.0, 'top1_agreement': 1.0}}
     """

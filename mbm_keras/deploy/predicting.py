@@ -31,7 +31,7 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3, *, fea
         a list of `(class name, probability)`, most likely first (regression
         heads: `[("prediction", values)]`).
 
-    Example:
+    Examples:
         >>> predict("saved_models/demo", image="cat.png", text="a red cat", audio="meow.wav")
         [('red-cat-high', 0.93), ...]
         >>> predict("runs/cars", features={"front": "f.jpg", "rear": "r.jpg", "title": "red hatchback"})

@@ -28,7 +28,7 @@ def raw_signature(pre):
     Args:
         pre: the fitted `Preprocessor` saved with the model.
 
-    Example:
+    Examples:
         >>> raw_signature(pre)["image"]
         TensorSpec(shape=(None,), dtype=tf.string, name='image')
     """
@@ -47,7 +47,7 @@ def category_tables(pre):
     Args:
         pre: the fitted `Preprocessor`.
 
-    Example:
+    Examples:
         >>> archive._tf_trackable.category_tables = category_tables(pre)
     """
     tables = []
@@ -73,7 +73,7 @@ def raw_to_inputs(raw, pre, input_names, tables=None):
         tables: unused; each feature keeps its own lookup tables
             (`category_tables(pre)` makes them).
 
-    Example:
+    Examples:
         >>> raw = {"image": tf.constant([open("cat.png", "rb").read()]), "text": tf.constant(["a cat"])}
         >>> probabilities = model(raw_to_inputs(raw, pre, list(model.input)))
     """

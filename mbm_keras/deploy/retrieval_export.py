@@ -51,7 +51,7 @@ def export_saved_model(model, pre, path):
         pre: the run's fitted `Preprocessor`.
         path: the SavedModel folder.
 
-    Example:
+    Examples:
         >>> export_saved_model(model, pre, "saved_models/search/saved_model")
         >>> tf.saved_model.load(path).signatures["embed_query"](text=tf.constant(["a red bird"]))
     """
@@ -115,7 +115,7 @@ def export_retrieval(model, pre, format, folder, quantize, examples, say=print):
         `(model file, check)`: the check has `examples`, `min_cosine` per
         tower and, quantized, `top10_overlap`.
 
-    Example:
+    Examples:
         >>> export_retrieval(model, pre, "tflite", tmp, "int8", examples)
     """
     import tensorflow as tf

@@ -49,7 +49,7 @@ def export_serving_model(model, pre, path):
         pre: the fitted `Preprocessor` it was trained with.
         path: the SavedModel folder to write (use `atomic_output_dir` around it).
 
-    Example:
+    Examples:
         >>> export_serving_model(model, pre, "saved_models/demo/saved_model")
         >>> served = tf.saved_model.load("saved_models/demo/saved_model")
         >>> served.signatures["serving_default"](text=tf.constant(["a red cat"]), image=...)

@@ -30,7 +30,7 @@ class TFLiteExportError(RuntimeError):
     """A model that cannot be converted to builtin-op TFLite with the options given
     (a converter error, or the converter process killed by a signal).
 
-    Example:
+    Examples:
         >>> try:
         ...     convert_to_tflite(model, "m.tflite", quantize="int8", representative=examples)
         ... except TFLiteExportError as e:
@@ -191,7 +191,7 @@ def convert_to_tflite(model, path, quantize="none", representative=None, timeout
         TFLiteExportError: the conversion failed or crashed (the message says
             which model option and quantization, and the converter's last words).
 
-    Example:
+    Examples:
         >>> convert_to_tflite(model, "model_int8.tflite", "int8", representative=examples[:100])
     """
     from mbm_keras.deploy.saved_model import tensor_signature
@@ -238,7 +238,7 @@ def tflite_interpreter(path, num_threads=None):
         path: a `.tflite` file.
         num_threads: CPU threads (None: the runtime's default).
 
-    Example:
+    Examples:
         >>> interpreter = tflite_interpreter("saved_models/first-tflite/model.tflite", num_threads=2)
     """
     from ai_edge_litert.interpreter import Interpreter
@@ -266,7 +266,7 @@ def run_tflite(interpreter, inputs):
     Returns:
         the output array `(batch, ...)`.
 
-    Example:
+    Examples:
         >>> probabilities = run_tflite(tflite_interpreter("model.tflite"), {"image": images, "text": token_ids})
     """
     runner = interpreter.get_signature_runner()

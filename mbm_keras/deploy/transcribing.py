@@ -33,7 +33,7 @@ def transcribe(model, audio, context=None, beam=None, candidates=None):
             is not 16-bit PCM, longer than the model's `audio_length`, no
             samples), or the option (`beam`, `candidates`).
 
-    Example:
+    Examples:
         >>> transcribe("runs/digits", "call.wav", context="three seven one , two nine four")
         >>> transcribe("runs/digits", "call.wav", candidates=["three seven one", "two nine four"])
     """

@@ -46,7 +46,7 @@ def register_encoder(name, modality, pretrained_file=None, description="", prese
         preset: the builder takes a KerasHub preset (`preset=`), which sets
             its architecture and weights.
 
-    Example:
+    Examples:
         >>> @register_encoder("my_cnn", modality="image")
         ... def build_my_cnn(input_shape, *, weights=None, name="image_encoder"):
         ...     ...
@@ -76,7 +76,7 @@ def list_encoders(modality=None, pattern="*"):
         modality: a registered modality ("image", "text", ...), or None for all.
         pattern: shell-style wildcard on the name, e.g. "logmel_*".
 
-    Example:
+    Examples:
         >>> list_encoders("text")
         ['bilstm', 'cnn', 'gru', 'keras_hub', 'lstm']
     """
@@ -95,7 +95,7 @@ def encoder_info(name, modality=None):
         dict with `modality`, `pretrained_file` (None without ImageNet weights)
         and `description`.
 
-    Example:
+    Examples:
         >>> encoder_info("resnet50")["pretrained_file"]
         'resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5'
     """
@@ -121,7 +121,7 @@ def offered_kwargs(name, offered):
     """The part of `offered` (arguments a modality offers every encoder of its
     kind: `vocab_size`, a text feature's `preset`) that builder `name` names.
 
-    Example:
+    Examples:
         >>> offered_kwargs("lstm", {"vocab_size": 50, "preset": "bert_tiny"})
         {'vocab_size': 50}
     """
@@ -147,7 +147,7 @@ def create_encoder(name, modality, input_shape, /, *, weights=None, sequence=Fal
         **kwargs: builder-specific overrides (units, embed_dim, ...), and `name`
             of the encoder model (default `<modality>_encoder`).
 
-    Example:
+    Examples:
         >>> enc = create_encoder("small_cnn", "image", (32, 32, 3))
         >>> create_encoder("small_cnn", "image", (32, 32, 3), sequence=True).output["sequence"].shape
         (None, 16, 64)
@@ -188,7 +188,7 @@ def apply_recurrent(rnn_class, x, *, bidirectional=False, **kwargs):
         bidirectional: wrap it in `Bidirectional` (states concatenated).
         **kwargs: the layer's arguments (units, unroll, name).
 
-    Example:
+    Examples:
         >>> state, sequence = apply_recurrent(keras.layers.GRU, frames, units=64, name="gru")
     """
     both = wants_sequence()
@@ -232,7 +232,7 @@ def encoder_model(inputs, pooled, name, sequence=None, mask=None):
         mask: `(batch, steps)` (1 = real, 0 = padding); None: all real, or
             from the token ids (`SequenceMask(inputs)`) for text.
 
-    Example:
+    Examples:
         >>> model = encoder_model(inputs, features, "image_encoder", sequence=grid)
     """
     if not _WITH_SEQUENCE.get():

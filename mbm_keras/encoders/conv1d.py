@@ -22,7 +22,7 @@ def build_conv1d(input_shape, *, weights=None, name="timeseries_encoder", filter
         filters: filters of each block.
         kernel_size: steps each convolution sees.
 
-    Example:
+    Examples:
         >>> encoder = build_conv1d((128, 3))
     """
     _check_series_shape(input_shape)

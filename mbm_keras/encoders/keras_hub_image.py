@@ -27,7 +27,7 @@ def build_keras_hub_image(input_shape, *, weights=None, name="image_encoder", pr
         preset: a KerasHub vision preset folder or cached name.
         preset_weights: False keeps the architecture with random weights.
 
-    Example:
+    Examples:
         >>> encoder = build_keras_hub_image((224, 224, 3), preset="resnet_50_imagenet")
     """
     from mbm_keras.hub import load_backbone, resolve_preset

@@ -39,7 +39,7 @@ def build_keras_hub_text(
             or the masked mean where it has none) or "mean" (masked mean of
             the token states).
 
-    Example:
+    Examples:
         >>> encoder = build_keras_hub_text((16,), vocab_size=30522, preset="bert_tiny_en_uncased")
     """
     import keras_hub

@@ -32,7 +32,7 @@ def build_logmel_cnn(
             and the encoder's cost, against the default 10).
         filters: filters of each conv block.
 
-    Example:
+    Examples:
         >>> encoder = build_logmel_cnn((8000,), sample_rate=8000)
     """
     waveform, frames = log_mel_frames(input_shape, name, sample_rate, num_mel_bins, frame_ms, hop_ms)

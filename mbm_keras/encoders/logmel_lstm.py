@@ -33,7 +33,7 @@ def build_logmel_lstm(
         units: LSTM units.
         unroll: unroll the recurrence (for int8 TFLite).
 
-    Example:
+    Examples:
         >>> encoder = build_logmel_lstm((8000,), sample_rate=8000)
     """
     waveform, frames = log_mel_frames(input_shape, name, sample_rate, num_mel_bins, frame_ms, hop_ms)

@@ -19,7 +19,7 @@ def frame_count(audio_length, sample_rate, hop_ms=10.0, time_stride=2):
         sample_rate: samples per second.
         hop_ms, time_stride: the encoder's arguments.
 
-    Example:
+    Examples:
         >>> frame_count(16000, 16000)   # 1 s -> 101 spectrogram frames -> 51
         51
     """
@@ -72,7 +72,7 @@ def build_logmel_tcn(
         top_db: decibels kept below each clip's loudest mel bin (quieter
             bins are raised to that floor).
 
-    Example:
+    Examples:
         >>> encoder = build_logmel_tcn((16000,), sample_rate=16000)
     """
     waveform, frames = log_mel_frames(input_shape, name, sample_rate, num_mel_bins, frame_ms, hop_ms, top_db)

@@ -15,7 +15,7 @@ def build_mlp(input_shape, *, weights=None, name="tabular_encoder", hidden_units
         name: the encoder model's name.
         hidden_units: width of each dense layer.
 
-    Example:
+    Examples:
         >>> encoder = build_mlp((12,))
     """
     if len(tuple(input_shape)) != 1:

@@ -21,7 +21,7 @@ def build_series_gru(input_shape, *, weights=None, name="timeseries_encoder", un
         units: recurrent units.
         unroll: unroll the recurrence (fixed length; int8 TFLite does it itself).
 
-    Example:
+    Examples:
         >>> encoder = build_series_gru((128, 3), units=32)
     """
     _check_series_shape(input_shape)

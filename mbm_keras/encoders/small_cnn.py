@@ -26,7 +26,7 @@ def build_small_cnn(input_shape, *, weights=None, name="image_encoder", filters=
         name: the encoder model's name.
         filters: filters of each block.
 
-    Example:
+    Examples:
         >>> encoder = build_small_cnn((32, 32, 3))
     """
     inputs = encoder_input(input_shape, name)

@@ -29,7 +29,7 @@ def build_text_cnn(
         filters: filters per branch.
         kernel_sizes: one branch per kernel size.
 
-    Example:
+    Examples:
         >>> encoder = build_text_cnn((8,), vocab_size=50)
     """
     # Convolutions do not consume Keras masks; padding ids get their own embedding.

@@ -14,7 +14,7 @@ class AttentionFusion(Fusion):
         units: size of the fused vector.
         attention_units: size of the scoring layer.
 
-    Example:
+    Examples:
         >>> fused = AttentionFusion(units=64)({"image": img_feats, "text": txt_feats})
     """
 

@@ -20,7 +20,7 @@ def register_fusion(name, description=""):
         name: the name `build_fusion_model(fusion=...)` takes.
         description: one line for `mbm-keras zoo`.
 
-    Example:
+    Examples:
         >>> @register_fusion("sum", description="sum of projections")
         ... class SumFusion(Fusion):
         ...     ...
@@ -39,7 +39,7 @@ def list_fusions(pattern="*"):
     Args:
         pattern: shell-style wildcard on the name, e.g. "*tensor*".
 
-    Example:
+    Examples:
         >>> list_fusions()
         ['attention', 'concat', 'cross_attention', 'gated', 'late', 'low_rank_tensor', 'transformer']
     """
@@ -53,7 +53,7 @@ def create_fusion(name, **kwargs):
         name: a name from `list_fusions()`.
         **kwargs: the layer's arguments, e.g. `units`.
 
-    Example:
+    Examples:
         >>> fusion = create_fusion("gated", units=64)
     """
     cls = FUSIONS.get(name)
@@ -78,7 +78,7 @@ class Fusion(keras.layers.Layer):
     Args:
         units: size of the fused vector.
 
-    Example:
+    Examples:
         >>> @register_fusion("sum", description="sum of per-modality projections")
         ... class SumFusion(Fusion):
         ...     def build_fusion(self, dims):
@@ -168,7 +168,7 @@ class SequenceFusion(Fusion):
     Args:
         units: size of the tokens and of the fused vector.
 
-    Example:
+    Examples:
         >>> fusion = create_fusion("transformer", units=64)
         >>> fusion.needs_sequences
         True

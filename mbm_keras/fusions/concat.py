@@ -15,7 +15,7 @@ class ConcatFusion(Fusion):
         activation: applied after the projection; None gives exactly
             `W · [F_1; ...; F_n] + b`.
 
-    Example:
+    Examples:
         >>> fused = ConcatFusion(units=64)({"image": img_feats, "text": txt_feats})
     """
 

@@ -41,7 +41,7 @@ class CrossAttentionFusion(SequenceFusion):
         null_token: add a learned context token that is never masked (the
             "no context" state).
 
-    Example:
+    Examples:
         >>> model = build_fusion_model(image="small_cnn", audio="logmel_cnn", fusion="cross_attention",
         ...                            fusion_kwargs={"query": "audio"}, num_classes=10)
     """

@@ -17,7 +17,7 @@ class GatedFusion(Fusion):
     Args:
         units: size of the fused vector.
 
-    Example:
+    Examples:
         >>> fused = GatedFusion(units=64)({"image": img_feats, "audio": aud_feats})
     """
 

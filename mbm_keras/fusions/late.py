@@ -14,7 +14,7 @@ class LateFusion(Fusion):
     Args:
         units: number of outputs (classes).
 
-    Example:
+    Examples:
         >>> logits = LateFusion(units=10)({"image": img_feats, "text": txt_feats})
     """
 

@@ -21,7 +21,7 @@ class LowRankTensorFusion(Fusion):
         rank: rank of the factorization.
         activation: applied to h (None: linear, as in the paper).
 
-    Example:
+    Examples:
         >>> fused = LowRankTensorFusion(units=64, rank=4)({"image": a, "text": b, "audio": c})
     """
 

@@ -30,7 +30,7 @@ class TransformerFusion(SequenceFusion):
         ffn_units: hidden size of each block's feed-forward part (default 2 * units).
         dropout: attention dropout.
 
-    Example:
+    Examples:
         >>> model = build_fusion_model(image="small_cnn", text="gru", fusion="transformer",
         ...                            fusion_kwargs={"units": 64, "num_layers": 2}, num_classes=3)
     """

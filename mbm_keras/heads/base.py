@@ -14,7 +14,7 @@ def register_head(name, description=""):
         name: the name `build_fusion_model(head=...)` takes.
         description: one line for listings.
 
-    Example:
+    Examples:
         >>> @register_head("poisson")
         ... class PoissonHead(Head):
         ...     activation = "exponential"
@@ -32,7 +32,7 @@ def list_heads(pattern="*"):
     Args:
         pattern: shell-style wildcard on the name.
 
-    Example:
+    Examples:
         >>> list_heads()
         ['linear', 'sigmoid', 'softmax']
     """
@@ -45,7 +45,7 @@ def get_head(name):
     Args:
         name: a name from `list_heads()`.
 
-    Example:
+    Examples:
         >>> head = get_head("softmax")
         >>> model.compile("adam", loss=head.loss(), metrics=head.metrics())
     """
@@ -58,7 +58,7 @@ class Head:
     Subclasses set `activation` and `min_outputs` and implement `loss()` and
     `metrics()`. Outputs are float32 even under mixed precision.
 
-    Example:
+    Examples:
         >>> head = get_head("sigmoid")
         >>> head.activation
         'sigmoid'

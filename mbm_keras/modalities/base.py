@@ -40,7 +40,7 @@ def register_modality(cls):
     Args:
         cls: the `Modality` subclass; its `name` is the registry key.
 
-    Example:
+    Examples:
         >>> @register_modality
         ... class Timeseries(Modality):
         ...     name = "timeseries"
@@ -52,7 +52,7 @@ def register_modality(cls):
 def list_modalities():
     """Registered modality names, in registration order.
 
-    Example:
+    Examples:
         >>> list_modalities()
         ['image', 'text', 'audio', 'tabular', 'timeseries']
     """
@@ -65,7 +65,7 @@ def get_modality(name):
     Args:
         name: a name from `list_modalities()`.
 
-    Example:
+    Examples:
         >>> get_modality("image").MODEL_OPTIONS
         {'image_shape': (224, 224, 3)}
     """
@@ -109,7 +109,7 @@ class Modality:
         STARTER: the encoder `mbm-keras init` writes into a first config
             (default: the first registered one).
 
-    Example:
+    Examples:
         >>> @register_modality
         ... class Depth(Modality):
         ...     name = "depth"

@@ -36,7 +36,7 @@ def per_example_loss(y_true, y_pred):
         y_true: unused (the batches carry zeros).
         y_pred: each example's loss, from the model.
 
-    Example:
+    Examples:
         >>> model.compile(optimizer="adam", loss=per_example_loss)
     """
     return y_pred
@@ -49,7 +49,7 @@ class TokenMasking(keras.layers.Layer):
     validation loss, the picture) it masks every `round(1 / rate)`-th token
     instead, so the score is reproducible.
 
-    Example:
+    Examples:
         >>> ids, masked = TokenMasking(0.15)(keras.Input((8,), dtype="int32"))
     """
 
@@ -82,7 +82,7 @@ class MaskedTokenLoss(keras.layers.Layer):
     """`[logits (batch, steps, vocab), ids (batch, steps), masked (batch, steps)]`
     -> each example's mean cross-entropy over its masked tokens (0 where none is).
 
-    Example:
+    Examples:
         >>> loss = MaskedTokenLoss()([logits, ids, masked])   # (batch,)
     """
 
@@ -108,7 +108,7 @@ class MaskedTokenLoss(keras.layers.Layer):
 class ReconstructionError(keras.layers.Layer):
     """`[target, reconstruction]` (same shape) -> each example's mean squared error.
 
-    Example:
+    Examples:
         >>> error = ReconstructionError()([clean, rebuilt])   # (batch,)
     """
 
@@ -182,7 +182,7 @@ def build_autoencoder(features, options=None, feature_options=None, noise=0.1, m
         loss; the encoders are its layers `<feature>_encoder`, and
         `reconstruction_model(model, feature)` gives targets and rebuilt inputs.
 
-    Example:
+    Examples:
         >>> model = build_autoencoder({"image": ("image", "small_cnn")}, {"image_shape": (32, 32, 3)})
         >>> model.fit(images, np.zeros(len(images)), epochs=5)
     """
@@ -239,7 +239,7 @@ def reconstruction_model(model, feature):
         model: from `build_autoencoder`.
         feature: one of its features.
 
-    Example:
+    Examples:
         >>> target, rebuilt = reconstruction_model(model, "image").predict(batch)
     """
     return keras.Model(model.inputs, [model.get_layer(f"{feature}_target").output,

@@ -17,7 +17,7 @@ def contrastive_dataset(dataset, supervised=None):
         A `tf.data.Dataset` of `(features, match)`: the label, or a distinct
         id per example of a batch.
 
-    Example:
+    Examples:
         >>> train = contrastive_dataset(make_dataset("pairs.csv", preprocessor=pre, training=True))
     """
     import tensorflow as tf

@@ -40,7 +40,7 @@ PQ_TRAINING_ROWS = 100_000  # the quantizer learns its codes from at most this m
 class IndexFileError(ValueError):
     """An index file that cannot be used (corrupt, truncated, another model's); the message names the file.
 
-    Example:
+    Examples:
         >>> try:
         ...     Index.load("catalogue.index", model=model_id("runs/search"))
         ... except IndexFileError as e:
@@ -105,7 +105,7 @@ class Index:
         rerank: "pq" setting, candidates re-scored exactly per result
             (`PQ`: 48; more finds more of the true neighbours, more slowly).
 
-    Example:
+    Examples:
         >>> index = Index.build(candidate_vectors, rows=[{"image": p} for p in paths])
         >>> ids, scores = index.search(query_vectors, k=10)
         >>> index.save("catalogue.index"); index = Index.load("catalogue.index")

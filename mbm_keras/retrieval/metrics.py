@@ -21,7 +21,7 @@ def retrieval_metrics(queries, candidates, query_labels=None, candidate_labels=N
         share of queries whose own candidate is in their top k; class
         precision@k, the share of a query's top k that are of its class.
 
-    Example:
+    Examples:
         >>> retrieval_metrics(q, c, labels, labels)["map"]
     """
     import keras_rs

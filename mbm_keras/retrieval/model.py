@@ -28,7 +28,7 @@ class SimilarityLogits(keras.layers.Layer):
         learn_temperature: train the scale with the model.
         max_scale: the cap on 1 / temperature.
 
-    Example:
+    Examples:
         >>> logits = SimilarityLogits()([query_embeddings, candidate_embeddings])
     """
 
@@ -87,7 +87,7 @@ class ContrastiveLoss(keras.losses.Loss):
         hard_negatives: keep only this many of the highest-scoring negatives
             per row (keras-rs' `HardNegativeMining`); None keeps all.
 
-    Example:
+    Examples:
         >>> model.compile("adam", loss=ContrastiveLoss(hard_negatives=16))
     """
 
@@ -122,7 +122,7 @@ def in_batch_accuracy(y_true, y_pred):
         y_true: each example's class, or a distinct id per example (as for `ContrastiveLoss`).
         y_pred: the `(B, B)` logits of `SimilarityLogits`.
 
-    Example:
+    Examples:
         >>> model.compile("adam", loss=ContrastiveLoss(), metrics=[in_batch_accuracy])
     """
     positives = _positives(y_true, "float32")
@@ -194,7 +194,7 @@ def build_retrieval_model(
     Returns:
         A `keras.Model`.
 
-    Example:
+    Examples:
         >>> model = build_retrieval_model(
         ...     query={"caption": ("text", "bilstm")},
         ...     candidate={"photo": ("image", "small_cnn"), "description": ("text", "cnn")},
@@ -262,7 +262,7 @@ def tower_inputs(tower, x):
         tower: `model.get_layer("query_tower")` or `"candidate_tower"`.
         x: a dict of every feature of a batch (and masks).
 
-    Example:
+    Examples:
         >>> vectors = tower(tower_inputs(tower, batch))
     """
     return {k: x[k] for k in tower.input}

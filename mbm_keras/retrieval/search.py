@@ -64,7 +64,7 @@ def embed(run, data, tower="candidate", batch_size=64, on_error="raise", progres
         row number and the tower's cells (file paths as written), plus the
         label when the manifest has the run's label column.
 
-    Example:
+    Examples:
         >>> vectors, rows = embed("runs/search", "catalogue.csv")
     """
     from mbm_keras.data import make_dataset

@@ -26,7 +26,7 @@ def load_run(path):
     first (every task's layers are registered, and a run that is not one to
     load says so), then the model with `safe_mode=True`.
 
-    Example:
+    Examples:
         >>> model, pre, task = load_run("runs/search")
         >>> task.name
         'retrieval'

@@ -26,7 +26,7 @@ DEFAULT_TASK = "classification"  # a config without a task section, and a run fo
 def register_task(name):
     """Class decorator: registers a `Task` subclass as `task.kind: name`.
 
-    Example:
+    Examples:
         >>> @register_task("ordinal")
         ... class Ordinal(Task): ...
     """
@@ -44,7 +44,7 @@ def register_task(name):
 def get_task(kind):
     """The `Task` registered as `kind` (an instance; tasks hold no state).
 
-    Example:
+    Examples:
         >>> get_task("retrieval").options["embedding_dim"]
         (<class 'int'>, 128)
     """
@@ -61,7 +61,7 @@ def task_of(config=None, model=None, pre=None):
     recognizes the model or preprocessor (a run or export written without a
     config, e.g. `mbm-keras demo`'s), else classification.
 
-    Example:
+    Examples:
         >>> task_of(Run("runs/search").config()).name
         'retrieval'
     """

@@ -22,7 +22,7 @@ def classification_report(labels, probabilities, classes):
         dict with `accuracy`, `per_class` (name -> precision, recall, f1,
         support) and `confusion_matrix` (a list of rows).
 
-    Example:
+    Examples:
         >>> classification_report([0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], ["cat", "dog"])["accuracy"]
         0.6666666666666666
     """
@@ -60,7 +60,7 @@ def modality_breakdown(run_dir, manifest, model, pre, ds, **data_options):
         dict like the run's `summary.json` (`metric`, `fusion`, `singles`,
         `masked`, `gain`, `best_single`, `modalities`), or None.
 
-    Example:
+    Examples:
         >>> model, pre = load_run("runs/first")
         >>> ds = make_dataset("test.csv", preprocessor=pre, missing_modalities=True)
         >>> modality_breakdown("runs/first", "test.csv", model, pre, ds)["singles"]
@@ -140,7 +140,7 @@ def robustness_report(model, dataset, noise_levels=NOISE_LEVELS, seed=0, out=Non
     Returns:
         dict with `accuracy`, `ablation`, `noise`, `reliance` and `examples`.
 
-    Example:
+    Examples:
         >>> report = robustness_report(model, make_dataset("test.csv", preprocessor=pre), out="runs/first/robustness")
     """
     batches = list(dataset.as_numpy_iterator())
@@ -187,7 +187,7 @@ def plot_robustness(report, path):
         report: the dict `robustness_report()` returns.
         path: the PNG to write.
 
-    Example:
+    Examples:
         >>> plot_robustness(robustness_report(model, test), "robustness.png")
     """
     import matplotlib

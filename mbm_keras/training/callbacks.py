@@ -20,7 +20,7 @@ class ReseedEachEpoch(keras.callbacks.Callback):
         seed: the run's seed.
         datasets: datasets from `make_dataset` to keep in step with the epoch.
 
-    Example:
+    Examples:
         >>> train_ds = make_dataset("train.csv", preprocessor=pre, training=True, seed=0)
         >>> model.fit(train_ds, epochs=10, callbacks=[ReseedEachEpoch(0, [train_ds]),
         ...                                           keras.callbacks.BackupAndRestore("runs/first/backup")])
@@ -50,7 +50,7 @@ class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
     before any epoch-end callback could save the non-finite weights (the
     backup of the last finished epoch and `best.keras` stay as they were).
 
-    Example:
+    Examples:
         >>> model.fit(train_ds, epochs=10, callbacks=[StopOnNonFiniteLoss()])
     """
 
@@ -123,7 +123,7 @@ class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
         history_path: the run's `history.csv` (written by a CSVLogger).
         **kwargs: other `keras.callbacks.ModelCheckpoint` arguments.
 
-    Example:
+    Examples:
         >>> best = BestModelCheckpoint("runs/first/best.keras", "val_loss", "runs/first/history.csv")
     """
 
@@ -171,7 +171,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         first_epoch: the first epoch of the current training stage.
         **kwargs: other `keras.callbacks.EarlyStopping` arguments.
 
-    Example:
+    Examples:
         >>> stop = ResumableEarlyStopping("runs/first/history.csv", monitor="val_loss", patience=3)
     """
 

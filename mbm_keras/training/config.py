@@ -294,7 +294,7 @@ def load_config(config):
     Returns:
         The checked config as a dict, defaults filled in.
 
-    Example:
+    Examples:
         >>> config = load_config("run.yaml")
         >>> config["train"]["epochs"]
     """

@@ -70,7 +70,7 @@ def _preprocessing_properties():
 def json_schema():
     """The JSON Schema (draft 2020-12) of a run config: every section, key, type, default, range and choice.
 
-    Example:
+    Examples:
         >>> json_schema()["properties"]["train"]["properties"]["epochs"]
         {'description': 'Training epochs ...', 'type': 'integer', 'default': 10, 'minimum': 1}
     """

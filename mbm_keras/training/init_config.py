@@ -62,7 +62,7 @@ def guess_column(column, cells, label=None):
     Returns:
         A `Guess`.
 
-    Example:
+    Examples:
         >>> guess_column("photo", ["a/1.jpg", "a/2.jpg"]).kind
         'image'
     """
@@ -246,7 +246,7 @@ def init_config(data, out="run.yaml", label=None, sample=1000, overwrite=False):
         dict with `config` (the path written), `columns` (one dict per column:
         `column`, `kind`, `why`, `ambiguous`), `ambiguous` (their names).
 
-    Example:
+    Examples:
         >>> report = init_config("data/train.csv", "run.yaml")
         >>> report["ambiguous"]   # columns left out for the user to decide
     """

@@ -114,7 +114,7 @@ def distributed_fit(
     Returns:
         the `keras.callbacks.History` of the run.
 
-    Example:
+    Examples:
         >>> with strategy.scope():
         ...     model = build_fusion_model(..., compile=True)
         >>> history = distributed_fit(model, strategy, train_ds, epochs=3, validation_data=val_ds)

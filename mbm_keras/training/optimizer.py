@@ -25,7 +25,7 @@ def make_optimizer(name="adam", learning_rate=1e-3, schedule="constant", total_s
         warmup_steps: linear warm-up from 0 to `learning_rate` (cosine only).
         weight_decay: decoupled weight decay (any optimizer; AdamW's default 0.004).
 
-    Example:
+    Examples:
         >>> opt = make_optimizer("adamw", 3e-4, "cosine", total_steps=1000, warmup_steps=100)
     """
     if name not in OPTIMIZERS:

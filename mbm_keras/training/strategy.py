@@ -67,7 +67,7 @@ def get_strategy(name="auto"):
     Args:
         name: one of STRATEGIES.
 
-    Example:
+    Examples:
         >>> strategy, used = get_strategy("auto")
         >>> with strategy.scope():
         ...     model = build_fusion_model(...)

@@ -87,7 +87,7 @@ def pretrain(config, epochs=None, output=None, strategy=None, verbose="auto", re
         config: a YAML/JSON path or a dict (see `load_config`).
         epochs, output, strategy, verbose, restart, overwrite: as for `train`.
 
-    Example:
+    Examples:
         >>> run = pretrain("pretrain.yaml")
         >>> run["summary"]["encoders"]["image"]
         'runs/pretrain/encoders/image.weights.h5'
@@ -124,7 +124,7 @@ def train(config, epochs=None, output=None, strategy=None, verbose="auto", resta
         DataError: a row's file could not be read or decoded while training (data.verify "none", the
             default, or "header").
 
-    Example:
+    Examples:
         >>> result = train("run.yaml", epochs=3)
         >>> result["history"]["val_accuracy"][-1]
     """

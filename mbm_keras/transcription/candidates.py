@@ -30,7 +30,7 @@ def candidate_scores(log_probs, candidates, vocabulary):
         A list (one per clip) of float arrays, `log P(candidate | clip)`; `-inf`
         for a candidate the clip is too short to align (or an empty one).
 
-    Example:
+    Examples:
         >>> candidate_scores(model.predict(x), [["three seven one", "two nine"]], vocab)
         [array([ -1.7, -41.2])]
     """
@@ -75,7 +75,7 @@ def choose_candidates(log_probs, candidates, vocabulary):
     Returns:
         A list of strings, the chosen candidates (normalized as transcripts are).
 
-    Example:
+    Examples:
         >>> choose_candidates(model.predict(x), [["three seven one", "two nine four"]], vocab)
         ['three seven one']
     """

@@ -19,7 +19,7 @@ def error_rates(references, hypotheses):
     Returns:
         dict with `wer`, `cer`, `exact` (fraction of identical transcripts), `count`.
 
-    Example:
+    Examples:
         >>> error_rates(["three seven one"], ["three one"])["wer"]
         0.3333333333333333
     """

@@ -68,7 +68,7 @@ def build_transcription_model(
     Returns:
         The `keras.Model`; `model.get_layer("audio_encoder")` is the encoder.
 
-    Example:
+    Examples:
         >>> vocab = Vocabulary.fit(["one two", "three"])
         >>> model = build_transcription_model(vocab, audio_length=16000, sample_rate=16000)
         >>> model.output.shape   # (None, 51, 13): 1 s at 20 ms per frame, blank + unknown + 11 characters
@@ -148,7 +148,7 @@ def decode(log_probs, vocabulary, beam=None):
     Returns:
         A list of strings.
 
-    Example:
+    Examples:
         >>> texts = decode(model.predict(x), vocab, beam=8)
     """
     if beam is not None and (isinstance(beam, bool) or int(beam) != beam or beam < 1):
@@ -172,7 +172,7 @@ def greedy_decode(log_probs, vocabulary):
         log_probs: `(frames, vocabulary.size)` of one clip.
         vocabulary: the model's `Vocabulary`.
 
-    Example:
+    Examples:
         >>> greedy_decode(model.predict(x)[0], vocab)
     """
     best = np.argmax(np.asarray(log_probs), axis=-1)
@@ -188,7 +188,7 @@ def pad_targets(texts, vocabulary, length=None):
         vocabulary: the `Vocabulary`.
         length: the padded width.
 
-    Example:
+    Examples:
         >>> y = pad_targets(["one two"], vocab, length=40)
     """
     ids = [vocabulary.encode(t) for t in texts]
@@ -209,7 +209,7 @@ def transcription_roles(model, pre):
         model: the transcription model.
         pre: its preprocessor (each input's modality).
 
-    Example:
+    Examples:
         >>> transcription_roles(*load_run("runs/transcription"))   # ("audio", "text")
     """
     names = list(model.input) if isinstance(model.input, dict) else [t.name for t in model.inputs]
