@@ -128,3 +128,71 @@ def test_no_driver_names_a_task_kind():
                         if isinstance(leaf, ast.Constant) and leaf.value in kinds:
                             found.append(f"{os.path.relpath(path, root)}:{node.lineno} compares with {leaf.value!r}")
     assert not found, "\n".join(found)
+
+
+def _task_configs(folder, train_csv, speech_csv):
+    """A tiny run config of every built-in task (one or two epochs on the test files)."""
+    prep = {"image_size": [16, 16], "text_length": 6, "max_tokens": 100}
+    data = {"train": str(train_csv), "batch_size": 8, "preprocessing": prep}
+    return {
+        "classification": {"data": {**data, "columns": {"image": "img", "text": "caption", "label": "label"}},
+                           "model": {"image": "small_cnn", "text": "cnn"}, "train": {"epochs": 1}},
+        "retrieval": {"data": {**data, "columns": {"image": "img", "text": "caption", "label": "label"}},
+                      "model": {"image": "small_cnn", "text": "cnn"}, "train": {"epochs": 1},
+                      "task": {"kind": "retrieval", "query": ["text"], "candidate": ["image"], "embedding_dim": 8}},
+        "transcription": {"data": {"train": str(speech_csv), "batch_size": 8, "columns": {"audio": "wav",
+                                                                                            "label": "label"},
+                                   "preprocessing": {"sample_rate": 8000, "audio_length": 1600}},
+                          "model": {"audio": "logmel_tcn", "audio_kwargs": {"units": 16}}, "train": {"epochs": 2},
+                          "task": {"kind": "transcription"}},
+        "autoencoder": {"data": {**data, "columns": {"image": "img"}}, "model": {"image": "small_cnn"},
+                        "train": {"epochs": 1}, "task": {"kind": "autoencoder"}},
+    }
+
+
+@pytest.mark.slow
+def test_a_run_of_every_task_is_evaluated_exported_and_predicted_from_fresh_processes(tmp_path):
+    """`mbm-keras evaluate`, `export` and `predict` on a run of each built-in task, each task's commands in a
+    fresh process (the first model a process loads is that task's: its layers must be registered by loading
+    the run, as in the retrieval bug that issue 32 found). A task without an answer says so in one line."""
+    from test_hostile import batch
+
+    rows = make_files(tmp_path, n=60)
+    train_csv = write_csv(tmp_path / "train.csv", rows)
+    speech_csv = write_csv(tmp_path / "speech.csv", rows)  # the label ("red"/"blue") is the transcript
+    runs = {}
+    for kind, config in _task_configs(tmp_path, train_csv, speech_csv).items():
+        runs[kind] = str(tmp_path / "runs" / kind)
+        train({**config, "output": runs[kind]}, verbose=0)
+    image, text, clip = str(tmp_path / rows[0]["img"]), rows[0]["caption"], str(tmp_path / rows[0]["wav"])
+    for kind, run in runs.items():
+        data = str(speech_csv if kind == "transcription" else train_csv)
+        export = str(tmp_path / "exports" / kind)
+        cases = {"evaluate": ["evaluate", "--model", run, "--data", data],
+                 "export": ["export", "--model", run, "--format", "saved_model", "--out", export],
+                 "predict": ["predict", "--model", run, "--image", image, "--text", text]}
+        if kind == "transcription":
+            cases["predict"] = ["predict", "--model", run, "--audio", clip]
+            cases["predict export"] = ["predict", "--model", export, "--audio", clip]
+            cases["transcribe"] = ["transcribe", "--model", run, "--audio", clip]
+        if kind == "classification":
+            cases["predict export"] = ["predict", "--model", export, "--image", image, "--text", text]
+        results = batch(cases, tmp_path)
+        for name, result in results.items():
+            assert result["traceback"] is None, (kind, name, result["traceback"])
+        codes = {name: result["code"] for name, result in results.items()}
+        if kind == "autoencoder":  # a pretraining run holds encoders, not a model to use: said in one line
+            assert set(codes.values()) == {2}, (kind, codes)
+            assert all("is a pretraining run" in r["stderr"] for r in results.values())
+            continue
+        assert codes["evaluate"] == 0 and codes["export"] == 0, (kind, results)
+        with open(os.path.join(export, "task.json")) as f:
+            assert json.load(f) == {"task": kind}
+        if kind == "classification":
+            assert codes["predict"] == codes["predict export"] == 0
+            assert results["predict"]["stdout"].split()[0] in ("red", "blue")
+        elif kind == "retrieval":
+            assert codes["predict"] == 2 and "mbm-keras embed" in results["predict"]["stderr"]
+        else:
+            assert codes["predict"] == 2 and "mbm-keras transcribe" in results["predict"]["stderr"]
+            assert codes["predict export"] == 0 and codes["transcribe"] == 0, results
