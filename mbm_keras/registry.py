@@ -52,6 +52,10 @@ class Registry:
         self.get(name)
         return dict(self._meta[name])
 
+    def unregister(self, name):
+        """Removes `name` (a test's own entry, or one a plugin replaces); KeyError when it is not registered."""
+        del self._entries[name], self._meta[name]
+
     def in_order(self):
         """The names in the order they were registered."""
         return list(self._entries)

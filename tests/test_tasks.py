@@ -14,7 +14,6 @@ from mbm_keras.tasks import Task, get_task, list_tasks, register_task, task_of
 from mbm_keras.training import ConfigError, load_config, train
 
 
-@register_task("class_index")
 class ClassIndex(Task):
     """A toy task: regress the class's index (a float) from the fused features, with MSE."""
 
@@ -39,6 +38,17 @@ class ClassIndex(Task):
         if isinstance(outputs, dict):  # a SavedModel's signature
             outputs = outputs.get("predictions", outputs.get("probabilities")).numpy()[0]
         return [("class_index", float(np.ravel(outputs)[0]))]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def class_index_task():
+    """The toy task is registered as a user's module would (`register_task`), for this module's tests only:
+    the other modules of the same worker see the built-in tasks alone."""
+    from mbm_keras.tasks.base import TASKS
+
+    register_task("class_index")(ClassIndex)
+    yield
+    TASKS.unregister("class_index")
 
 
 def test_a_task_registered_outside_the_package_is_a_config_kind():

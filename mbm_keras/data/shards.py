@@ -130,6 +130,47 @@ def _file_columns(manifest):
     return found
 
 
+def _check_shard_sizes(shard_mb, shard_rows):
+    if not (isinstance(shard_mb, (int, float)) and shard_mb > 0):
+        raise ValueError(f"shard_mb must be a positive number. Received: shard_mb={shard_mb!r}")
+    if shard_rows is not None and not (isinstance(shard_rows, int) and shard_rows > 0):
+        raise ValueError(f"shard_rows must be a positive int. Received: shard_rows={shard_rows!r}")
+
+
+def _publish_index(out, index, gfile):
+    """Writes `index.json` through a temporary file: a reader sees the whole pack or none."""
+    tmp = _join(out, f".{INDEX}.tmp")
+    with gfile.GFile(tmp, "w") as f:
+        json.dump(index, f, indent=1)
+    gfile.rename(tmp, _join(out, INDEX), overwrite=True)
+
+
+def _example(manifest, columns, i, file_columns, allow_outside_root, gfile):
+    """Row `i` as a serialized `tf.train.Example` (a file column's file bytes, as on disk, and the path it
+    named; every other cell as UTF-8 text), and the bytes it carries."""
+    import tensorflow as tf
+
+    from mbm_keras.data.manifest import resolve_path
+
+    feature = {ROW: tf.train.Feature(int64_list=tf.train.Int64List(value=[i]))}
+    size = 0
+    for column, cells in columns.items():
+        cell = cells[i]
+        value = []
+        if cell is not None and column in file_columns:
+            path = resolve_path(manifest, i, column, cell, allow_outside_root)
+            if not gfile.exists(path):
+                raise DataError(f"{manifest.where(i)}, column {column!r} ({path}): file not found")
+            with gfile.GFile(path, "rb") as f:
+                value = [f.read()]
+            feature[SOURCE + column] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(cell).encode()]))
+        elif cell is not None:
+            value = [str(cell).encode("utf-8")]
+        size += sum(len(v) for v in value)
+        feature[column] = tf.train.Feature(bytes_list=tf.train.BytesList(value=value))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(), size
+
+
 def pack(manifest, out, shard_mb=200, file_columns=None, progress=True, allow_outside_root=False, shard_rows=None):
     """Packs a manifest and its files into TFRecord shards.
 
@@ -159,12 +200,7 @@ def pack(manifest, out, shard_mb=200, file_columns=None, progress=True, allow_ou
     """
     import tensorflow as tf
 
-    from mbm_keras.data.manifest import resolve_path
-
-    if not (isinstance(shard_mb, (int, float)) and shard_mb > 0):
-        raise ValueError(f"shard_mb must be a positive number. Received: shard_mb={shard_mb!r}")
-    if shard_rows is not None and not (isinstance(shard_rows, int) and shard_rows > 0):
-        raise ValueError(f"shard_rows must be a positive int. Received: shard_rows={shard_rows!r}")
+    _check_shard_sizes(shard_mb, shard_rows)
     manifest = read_manifest(manifest)
     file_columns = _file_columns(manifest) if file_columns is None else list(file_columns)
     manifest.check_columns(file_columns)
@@ -194,27 +230,12 @@ def pack(manifest, out, shard_mb=200, file_columns=None, progress=True, allow_ou
             writer = None
 
     for i in range(len(manifest)):
-        feature = {ROW: tf.train.Feature(int64_list=tf.train.Int64List(value=[i]))}
-        size = 0
-        for column, cells in columns.items():
-            cell = cells[i]
-            value = []
-            if cell is not None and column in file_columns:
-                path = resolve_path(manifest, i, column, cell, allow_outside_root)
-                if not gfile.exists(path):
-                    raise DataError(f"{manifest.where(i)}, column {column!r} ({path}): file not found")
-                with gfile.GFile(path, "rb") as f:
-                    value = [f.read()]
-                feature[SOURCE + column] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(cell).encode()]))
-            elif cell is not None:
-                value = [str(cell).encode("utf-8")]
-            size += sum(len(v) for v in value)
-            feature[column] = tf.train.Feature(bytes_list=tf.train.BytesList(value=value))
+        example, size = _example(manifest, columns, i, file_columns, allow_outside_root, gfile)
         if writer is None:
             name = f"shard-{len(shards):05d}.tfrecord"
             writer = tf.io.TFRecordWriter(_join(out, f".{name}.tmp"))
             written, count = 0, 0
-        writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+        writer.write(example)
         written += size
         count += 1
         if written >= limit or count == shard_rows:
@@ -224,10 +245,7 @@ def pack(manifest, out, shard_mb=200, file_columns=None, progress=True, allow_ou
     close()
     index = {"format": FORMAT, "source": manifest.path, "columns": manifest.columns, "file_columns": file_columns,
              "rows": len(manifest), "shards": shards}
-    tmp = _join(out, f".{INDEX}.tmp")
-    with gfile.GFile(tmp, "w") as f:
-        json.dump(index, f, indent=1)
-    gfile.rename(tmp, _join(out, INDEX), overwrite=True)  # last: the pack exists from here on
+    _publish_index(out, index, gfile)  # last: the pack exists from here on
     if progress:
         print(f"Wrote {len(shards)} shard(s) and {INDEX} to {out}", file=sys.stderr)
     return index

@@ -36,10 +36,6 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3, *, fea
         [('red-cat-high', 0.93), ...]
         >>> predict("runs/cars", features={"front": "f.jpg", "rear": "r.jpg", "title": "red hatchback"})
     """
-    import tensorflow as tf
-
-    from mbm_keras.deploy.raw_inputs import raw_to_inputs
-
     path = os.path.abspath(path)
     kind = artifact_kind(path)
     given = {k: v for k, v in dict(image=image, text=text, audio=audio, tabular=tabular, **more).items()
@@ -48,18 +44,35 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3, *, fea
         if name in given:
             raise ValueError(f"{name!r} is given twice: as a keyword and in features")
         given[name] = value
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
     if kind == "saved_model":
-        signature, feature_modalities = _load_signature(path)
-        task = _export_task(folder)
-        task.check_predictable(path, kind)
-        specs = signature.structured_input_signature[1]
-        _check_given(list(specs), given)
-        raw = {}
-        for name, spec in specs.items():
-            modality = get_modality(feature_modalities.get(name, name))
-            raw[name] = tf.constant([modality.raw_example(given.get(name), name, spec.shape[1:])])
-        return task.answer(_run(signature, raw), None, top, path)
+        return _predict_saved_model(path, given, top)
+    return _predict_preprocessed(path, kind, given, top)
+
+
+def _predict_saved_model(path, given, top):
+    """Raw inputs into the SavedModel's serving signature; its task reads the answer."""
+    import tensorflow as tf
+
+    signature, feature_modalities = _load_signature(path)
+    task = _export_task(path)
+    task.check_predictable(path, "saved_model")
+    specs = signature.structured_input_signature[1]
+    _check_given(list(specs), given)
+    raw = {}
+    for name, spec in specs.items():
+        modality = get_modality(feature_modalities.get(name, name))
+        raw[name] = tf.constant([modality.raw_example(given.get(name), name, spec.shape[1:])])
+    return task.answer(_run(signature, raw), None, top, path)
+
+
+def _predict_preprocessed(path, kind, given, top):
+    """A `.keras` run, a TFLite or an ONNX export: each input preprocessed as the SavedModel would, then the
+    model; the run's task reads the answer."""
+    import tensorflow as tf
+
+    from mbm_keras.deploy.raw_inputs import raw_to_inputs
+
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
     if kind == "keras":
         from mbm_keras.tasks import load_run
 

@@ -298,29 +298,42 @@ def load_config(config):
         >>> config = load_config("run.yaml")
         >>> config["train"]["epochs"]
     """
-    source = "config"
-    base_dir = os.getcwd()
+    source, base_dir = "config", os.getcwd()
     if not isinstance(config, dict):
-        path = os.path.abspath(os.fspath(config))
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Config file not found: {path}")
-        source, base_dir = path, os.path.dirname(path)
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        if path.endswith((".yaml", ".yml")):
-            import yaml
+        config, source = _read(config)
+        base_dir = os.path.dirname(source)
+    out = _with_defaults(config, source)
+    _check_choices(out, source)
+    _resolve_paths(out, base_dir)
+    return out
 
-            try:
-                config = yaml.safe_load(text)
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{path}: not valid YAML ({e})") from None
-        else:
-            try:
-                config = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(config, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping with data, model, train, output")
+
+def _read(path):
+    """`(the mapping in a YAML or JSON file, its absolute path)`; ConfigError naming the file otherwise."""
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        try:
+            config = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    else:
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with data, model, train, output")
+    return config, path
+
+
+def _with_defaults(config, source):
+    """Every section and key of the schema: the given value, checked for its type and range, or the default."""
     out = {}
     full = schema()
     unknown = set(config) - set(full)
@@ -350,8 +363,11 @@ def load_config(config):
                 _check(section, key, value, expected, source)
                 _check_range(section, key, value, source)
             out[section][key] = value
-    _check_choices(out, source)
-    # Paths in a config file are relative to the file; gs://, s3:// and ram:// paths are kept as they are.
+    return out
+
+
+def _resolve_paths(out, base_dir):
+    """Paths in a config file are relative to the file; gs://, s3:// and ram:// paths are kept as they are."""
     for key in ("train", "val"):
         if out["data"][key] is not None:
             out["data"][key] = _resolve(base_dir, out["data"][key])
@@ -367,7 +383,6 @@ def load_config(config):
             kwargs = out["model"][key] = {**kwargs, "preset": _resolve(base_dir, kwargs["preset"])}
         if isinstance(kwargs.get("weights"), str) and kwargs["weights"] != "imagenet":  # a weights file (pretrain's)
             out["model"][key] = {**kwargs, "weights": _resolve(base_dir, kwargs["weights"])}
-    return out
 
 
 def _is_folder(preset):

@@ -44,6 +44,23 @@ def _class_column(manifest, label, units):
     return 1 < distinct <= max(2, units // 5)
 
 
+def _groups(manifest, group, path):
+    """The distinct values of the `data.group` column (None without one); ConfigError when it is missing or
+    holds one value."""
+    from mbm_keras.errors import ConfigError
+
+    if group is None:
+        return None
+    if group not in manifest.columns:
+        raise ConfigError(f"config: data.group {group!r} is not a column of {path} (its columns: "
+                          f"{', '.join(manifest.columns)})")
+    groups = {str(v) for v in manifest.column(group)}
+    if len(groups) < 2:
+        raise ConfigError(f"config: data.group {group!r} holds one value only in {path}; a grouped "
+                          f"validation split needs at least two groups (or unset data.group)")
+    return groups
+
+
 def hold_out(data, out, seed, label=None):
     """Splits `data["train"]` when the config asks for a validation share.
 
@@ -63,7 +80,6 @@ def hold_out(data, out, seed, label=None):
     from mbm_keras.data.shards import is_remote, is_shard_folder
     from mbm_keras.data.split import split_manifest
     from mbm_keras.io import write_json
-    from mbm_keras.errors import ConfigError
 
     share, group = data["val_split"], data["group"]
     summary = {"source": "data.val" if data["val"] else None, "val_split": share, "group": group}
@@ -82,14 +98,7 @@ def hold_out(data, out, seed, label=None):
         return none(f"no validation data: data.train ({path}) is a shard folder or a remote path, from which "
                     f"nothing is held out; set data.val (a manifest or shard folder of validation rows)")
     manifest = read_manifest(path)
-    if group is not None:
-        if group not in manifest.columns:
-            raise ConfigError(f"config: data.group {group!r} is not a column of {path} (its columns: "
-                              f"{', '.join(manifest.columns)})")
-        groups = {str(v) for v in manifest.column(group)}
-        if len(groups) < 2:
-            raise ConfigError(f"config: data.group {group!r} holds one value only in {path}; a grouped "
-                              f"validation split needs at least two groups (or unset data.group)")
+    groups = _groups(manifest, group, path)
     units = len(manifest) if group is None else len(groups)
     wanted = int(round(share * len(manifest)))
     if wanted < MIN_VAL_ROWS or (group is not None and int(round(share * units)) < 1):
