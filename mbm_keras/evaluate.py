@@ -62,16 +62,10 @@ def evaluate(run_dir, manifest, batch_size=32, out=None, on_error="raise", robus
 
 def _evaluate(run_dir, manifest, batch_size, out, on_error, robustness, allow_outside_root, beam):
     from mbm_keras.tasks import load_run as load
-    from mbm_keras.tasks.base import default_out
 
     model, pre, task = load(run_dir)
-    out = out or default_out(run_dir, manifest)
-    results = task.evaluate(run_dir, model, pre, manifest, out, batch_size=batch_size, on_error=on_error,
-                            allow_outside_root=allow_outside_root, robustness=robustness, beam=beam)
-    results["run"] = run_choice(run_dir)
-    write_json(out, {**results, "manifest": os.path.abspath(os.fspath(manifest))})
-    results["path"] = out
-    return results
+    return _written(task, run_dir, model, pre, manifest, out, batch_size=batch_size, on_error=on_error,
+                    allow_outside_root=allow_outside_root, robustness=robustness, beam=beam)
 
 
 def run_choice(run_dir):
@@ -209,6 +203,8 @@ def transcription_inputs(model, pre):
 
 
 def _written(task, run_dir, model, pre, manifest, out, **options):
+    """The task's evaluation of `model` on `manifest`, with what the run kept, written to `out` (default:
+    `<run_dir>/eval-<manifest name>.json`)."""
     from mbm_keras.tasks.base import default_out
 
     out = out or default_out(run_dir, manifest)

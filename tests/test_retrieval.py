@@ -250,7 +250,7 @@ def test_train_a_retrieval_run_from_a_config(retrieval_run):
     assert "recall@k plot:" in format_report(results)
     config = json.loads(path.read_text())
     for task, message in (
-        ({"kind": "search"}, r"task.kind must be one of \('autoencoder', .*'classification', 'retrieval', 'transcription'\)"),
+        ({"kind": "search"}, r"task.kind must be one of \('autoencoder', 'classification', 'retrieval', 'transcription'\)"),
         ({"kind": "retrieval", "candidate": ["image"]}, r"needs task.query: the features of its query tower"),
         ({"kind": "retrieval", "query": ["text"], "candidate": ["photo"]},
          r"task.candidate names \['photo'\], which the model has not \(its features: image, text\)"),

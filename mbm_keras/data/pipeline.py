@@ -311,6 +311,16 @@ def make_dataset(
     return ds
 
 
+def carry_attributes(dataset, derived):
+    """`derived` (made from a `make_dataset` dataset by `map` and the like) with the dataset's `report` (the rows
+    read and failed) and `set_epoch` (which epoch's shuffle and random draws the next pass makes), which
+    tf.data's transformations drop."""
+    for attribute in ("report", "set_epoch"):
+        if hasattr(dataset, attribute):
+            setattr(derived, attribute, getattr(dataset, attribute))
+    return derived
+
+
 def _attach_epoch(ds, epoch):
     """`ds.set_epoch(e)`: the next pass over `ds` counts as epoch `e`.
 

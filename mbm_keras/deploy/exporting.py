@@ -73,8 +73,8 @@ def export_model(model, format="saved_model", out=None, quantize="none", data=No
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}. Received: quantize={quantize!r}")
     if format != "tflite" and quantize != "none":
         raise ValueError(f"quantize applies to TFLite only. Received: format={format!r}, quantize={quantize!r}")
-    run = Run(os.path.abspath(model))
-    keras_model, pre, task = load_run(run.model_file if run.model_file == os.path.abspath(model) else run.folder)
+    run = Run(model)
+    keras_model, pre, task = load_run(model)
     data = data or run.default_data()
     if quantize == "int8" and not data:
         raise ValueError("quantize='int8' needs calibration examples: pass data=<manifest> (--data)")

@@ -8,7 +8,8 @@ FORMATS = ("saved_model", "tflite", "onnx")
 TASK_FILE = "task.json"  # in every export folder: {"task": the run's task.kind}
 
 
-def _copy_tokenizer(folder):
+def copy_tokenizer(folder):
+    """`tokenizer.py` (the reference tokenizer in plain Python) into an export folder, for apps without TensorFlow."""
     shutil.copy(os.path.join(os.path.dirname(__file__), "reference_tokenizer.py"), os.path.join(folder, "tokenizer.py"))
 
 
@@ -34,19 +35,15 @@ def export_single_model(model, pre, format, folder, quantize, examples, say):
         say("Converting to ONNX (tf2onnx) ...", flush=True)
         convert_to_onnx(model, model_file)
         write_json(os.path.join(folder, "model.json"), sidecar(model, pre))
-        _copy_tokenizer(folder)
+        copy_tokenizer(folder)
     else:
-        from mbm_keras.deploy.tflite import convert_to_tflite, sidecar, tflite_interpreter
+        from mbm_keras.deploy.tflite import convert_to_tflite, representative_examples, sidecar, tflite_interpreter
 
         model_file = os.path.join(folder, "model.tflite")
-        representative = None
-        if examples is not None:
-            n = len(next(iter(examples.values())))
-            representative = [{k: v[i] for k, v in examples.items()} for i in range(n)]
         say(f"Converting to TFLite (quantize={quantize}) ...", flush=True)
-        convert_to_tflite(model, model_file, quantize, representative=representative)
+        convert_to_tflite(model, model_file, quantize, representative=representative_examples(examples))
         write_json(os.path.join(folder, "model.json"), sidecar(model, pre, tflite_interpreter(model_file), quantize))
-        _copy_tokenizer(folder)
+        copy_tokenizer(folder)
     if examples is None:
         return model_file, None
     artifact = ("saved_model", folder) if format == "saved_model" else (format, model_file)

@@ -13,10 +13,10 @@ the overlap of each query's top 10 among the examples' candidates.
 """
 
 import os
-import shutil
 
 import numpy as np
 
+from mbm_keras.deploy.formats import copy_tokenizer
 from mbm_keras.io import write_json
 
 TOWERS = ("query", "candidate")
@@ -120,7 +120,13 @@ def export_retrieval(model, pre, format, folder, quantize, examples, say=print):
     """
     import tensorflow as tf
 
-    from mbm_keras.deploy.tflite import convert_to_tflite, run_tflite, sidecar, tflite_interpreter
+    from mbm_keras.deploy.tflite import (
+        convert_to_tflite,
+        representative_examples,
+        run_tflite,
+        sidecar,
+        tflite_interpreter,
+    )
 
     towers = {kind: model.get_layer(f"{kind}_tower") for kind in TOWERS}
     from mbm_keras.retrieval import tower_inputs
@@ -139,10 +145,7 @@ def export_retrieval(model, pre, format, folder, quantize, examples, say=print):
         model_file = os.path.join(folder, "candidate.tflite")
         for kind in TOWERS:
             path = os.path.join(folder, f"{kind}.tflite")
-            representative = None
-            if examples is not None:
-                n = len(next(iter(mine[kind].values())))
-                representative = [{k: v[i] for k, v in mine[kind].items()} for i in range(n)]
+            representative = representative_examples(mine[kind])  # None without examples
             say(f"Converting the {kind} tower to TFLite (quantize={quantize}) ...", flush=True)
             convert_to_tflite(towers[kind], path, quantize, representative=representative)
             interpreter = tflite_interpreter(path)
@@ -151,7 +154,7 @@ def export_retrieval(model, pre, format, folder, quantize, examples, say=print):
             write_json(os.path.join(folder, f"{kind}.json"), card)
             if examples is not None:
                 got[kind] = np.asarray(run_tflite(interpreter, mine[kind]))
-        shutil.copy(os.path.join(os.path.dirname(__file__), "reference_tokenizer.py"), os.path.join(folder, "tokenizer.py"))
+        copy_tokenizer(folder)
     else:
         raise ValueError(f"a retrieval run exports as saved_model or tflite (per tower). Received: format={format!r}")
     check = None

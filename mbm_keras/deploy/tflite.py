@@ -83,6 +83,15 @@ def _front_end_tensors(float_model):
     return [n for n in names if any(f"/{layer}" in n for layer in FRONT_END_LAYERS)]
 
 
+def representative_examples(examples):
+    """`{input: (n, ...) array}` examples as the list of single examples `convert_to_tflite`'s
+    `representative=` takes (int8 calibration), or None without examples."""
+    if examples is None:
+        return None
+    n = len(next(iter(examples.values())))
+    return [{k: v[i] for k, v in examples.items()} for i in range(n)]
+
+
 def _convert_main(saved_model, out, quantize, representative):
     """Child process: SavedModel -> .tflite with builtin ops only."""
     import tensorflow as tf

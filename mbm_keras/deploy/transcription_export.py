@@ -15,6 +15,8 @@ import shutil
 
 import numpy as np
 
+from mbm_keras.deploy.formats import copy_tokenizer
+
 
 def transcription_features(model, pre):
     """`(audio feature, context feature or None)` of a transcription model."""
@@ -94,7 +96,7 @@ def export_transcription(model, pre, format, tmp, quantize, examples, say):
     """Writes the export of a transcription model into `tmp`; returns
     `(model file, check)`: the check compares greedy transcripts (and, float,
     the log-probabilities) with Keras on `examples`."""
-    from mbm_keras.deploy.tflite import convert_to_tflite, sidecar, tflite_interpreter
+    from mbm_keras.deploy.tflite import convert_to_tflite, representative_examples, sidecar, tflite_interpreter
     from mbm_keras.io import write_json
     from mbm_keras.transcription import greedy_decode
 
@@ -108,12 +110,8 @@ def export_transcription(model, pre, format, tmp, quantize, examples, say):
         runner = _saved_model_runner(tmp)
     else:
         model_file = os.path.join(tmp, "model.tflite")
-        representative = None
-        if examples is not None:
-            n = len(next(iter(examples.values())))
-            representative = [{k: v[i] for k, v in examples.items()} for i in range(n)]
         say(f"Converting to TFLite (quantize={quantize}) ...", flush=True)
-        convert_to_tflite(model, model_file, quantize, representative=representative)
+        convert_to_tflite(model, model_file, quantize, representative=representative_examples(examples))
         interpreter = tflite_interpreter(model_file)
         info = sidecar(model, pre, interpreter, quantize)
         info["output"] = {"name": "log_probs", "meaning": "per-frame log-probabilities over `vocabulary`; decode "
@@ -121,9 +119,8 @@ def export_transcription(model, pre, format, tmp, quantize, examples, say):
         info["vocabulary"] = ["<blank>", "<unk>"] + list(vocab.symbols)
         info["labels"] = None
         write_json(os.path.join(tmp, "model.json"), info)
-        here = os.path.dirname(__file__)
-        shutil.copy(os.path.join(here, "reference_tokenizer.py"), os.path.join(tmp, "tokenizer.py"))
-        shutil.copy(os.path.join(here, "ctc_decoder.py"), os.path.join(tmp, "ctc_decoder.py"))
+        copy_tokenizer(tmp)
+        shutil.copy(os.path.join(os.path.dirname(__file__), "ctc_decoder.py"), os.path.join(tmp, "ctc_decoder.py"))
         runner = _tflite_runner(model_file)
     check = None
     if examples is not None:

@@ -33,8 +33,6 @@ def contrastive_dataset(dataset, supervised=None):
             return x, tf.cast(element[1], tf.int64)
         return x, tf.range(tf.shape(next(iter(x.values())))[0], dtype=tf.int64)
 
-    out = dataset.map(pair)
-    for attribute in ("report", "set_epoch"):
-        if hasattr(dataset, attribute):
-            setattr(out, attribute, getattr(dataset, attribute))
-    return out
+    from mbm_keras.data.pipeline import carry_attributes
+
+    return carry_attributes(dataset, dataset.map(pair))

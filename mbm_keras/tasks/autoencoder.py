@@ -53,11 +53,9 @@ def select_inputs(ds, names):
     def pick(x, *_):
         return {k: x[k] for k in names}, tf.zeros(tf.shape(x[names[0]])[:1])
 
-    out = ds.map(pick)
-    for attribute in ("report", "set_epoch"):  # what train() reads off make_dataset's datasets
-        if hasattr(ds, attribute):
-            setattr(out, attribute, getattr(ds, attribute))
-    return out
+    from mbm_keras.data.pipeline import carry_attributes
+
+    return carry_attributes(ds, ds.map(pick))
 
 
 def loss_and_metrics():

@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from mbm_keras.io import write_json
+from mbm_keras.tasks.base import has_masks
 
 
 def classification_report(labels, probabilities, classes):
@@ -75,7 +76,7 @@ def modality_breakdown(run_dir, manifest, model, pre, ds, **data_options):
     fusion_dir = os.path.join(run_dir, FUSION)
     if os.path.isfile(os.path.join(fusion_dir, "model.keras")):  # the run kept a single model; the fusion is here
         model, pre = Run(fusion_dir).load()
-        masks = any(name.endswith("_mask") for name in model.input)
+        masks = has_masks(model)
         ds = make_dataset(manifest, preprocessor=pre, missing_modalities=masks, cache="memory", **data_options)
     groups = modality_groups(pre.feature_modalities)
     if len(groups) < 2:
@@ -93,7 +94,7 @@ def modality_breakdown(run_dir, manifest, model, pre, ds, **data_options):
             # Its preprocessing is a subset of the fusion's (and its masks too): the fusion's batches serve it.
             single, _ = Run(folder).load()
             out["singles"][modality] = score(single, select_inputs(ds, list(single.input)))
-    if any(name.endswith("_mask") for name in model.input):
+    if has_masks(model):
         features = [f for names in groups.values() for f in names]
         for modality, names in groups.items():
             out["masked"][modality] = score(model, mask_others(ds, names, features))

@@ -8,6 +8,7 @@ import numpy as np
 
 from mbm_keras.errors import ConfigError
 from mbm_keras.tasks.base import Task, model_features, register_task
+from mbm_keras.training.balance import select_inputs  # the batches with only the inputs named (masks dropped)
 
 # What a cross-attention context fusion takes from model.fusion_kwargs.
 FUSION_KEYS = ("units", "num_heads", "num_layers", "dropout")
@@ -137,16 +138,6 @@ def warn_long_contexts(manifest, pre, context):
               f"text_length={limit} words; only their first {limit} are used (data.preprocessing.text_length)",
               flush=True)
     return long
-
-
-def select_inputs(ds, names):
-    """The batches with only the inputs `names` (the masks dropped)."""
-    names = tuple(names)
-    out = ds.map(lambda x, y: ({k: x[k] for k in names}, y))
-    for attribute in ("report", "set_epoch"):  # what train() and evaluate() read off make_dataset's datasets
-        if hasattr(ds, attribute):
-            setattr(out, attribute, getattr(ds, attribute))
-    return out
 
 
 def loss_and_metrics():

@@ -233,11 +233,10 @@ def single_folder(out, modality):
 def select_inputs(dataset, names):
     """`dataset` with only the model inputs in `names` (a single model's),
     keeping `make_dataset`'s `set_epoch` and `report`."""
+    from mbm_keras.data.pipeline import carry_attributes
+
     names = list(names)
-    selected = dataset.map(lambda x, *y: ({k: x[k] for k in names}, *y))
-    selected.set_epoch = dataset.set_epoch
-    selected.report = dataset.report
-    return selected
+    return carry_attributes(dataset, dataset.map(lambda x, *y: ({k: x[k] for k in names}, *y)))
 
 
 def mask_others(dataset, keep_features, all_features):

@@ -191,7 +191,8 @@ def choices():
 
 
 def _check_choices(out, source):
-    for (section, key), valid in choices().items():
+    valid_values = choices()
+    for (section, key), valid in valid_values.items():
         if section == "train" and out[section][key] not in valid:
             raise ConfigError(f"{source}: {section}.{key} must be one of {valid}. Received: "
                               f"{section}.{key}={out[section][key]!r}")
@@ -210,7 +211,7 @@ def _check_choices(out, source):
                 _check_range("train.fine_tune", key, fine_tune[key], source)
     data = out["data"]
     for key in ("on_error", "verify"):
-        valid = choices()[("data", key)]
+        valid = valid_values[("data", key)]
         if data[key] not in valid:
             raise ConfigError(f"{source}: data.{key} must be one of {valid}. Received: data.{key}={data[key]!r}")
     _check_preprocessing(data["preprocessing"], source)

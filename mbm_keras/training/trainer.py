@@ -14,6 +14,7 @@ was kept, `fusion/`.
 folder holding another run, a finished run or foreign files is refused.
 """
 
+import contextlib
 import os
 import shutil
 
@@ -247,11 +248,9 @@ class _Training:
     def batches(self, dataset):
         """The task's batches of a `make_dataset` dataset, which keep its `report` (the rows read and failed)
         and `set_epoch` (the epoch's shuffle and random draws, see ReseedEachEpoch)."""
-        out = self.task.batches(self.ctx, dataset)
-        for attribute in ("report", "set_epoch", "explain_failure"):
-            if hasattr(dataset, attribute) and not hasattr(out, attribute):
-                setattr(out, attribute, getattr(dataset, attribute))
-        return out
+        from mbm_keras.data.pipeline import carry_attributes
+
+        return carry_attributes(dataset, self.task.batches(self.ctx, dataset))
 
     def own_shards(self, path):
         """Under multi_worker each worker reads its own shards of a shard folder."""
@@ -359,7 +358,7 @@ class _Training:
         keras.utils.set_random_seed(train_cfg["seed"])
         with self.mixed_precision(), ctx.strategy.scope():
             single = build() if build else build_single_model(
-                {**self.model_kwargs, "missing_modalities": ctx.data["missing_modalities"]},  # the data's own masks
+                {**ctx.model_kwargs, "missing_modalities": ctx.data["missing_modalities"]},  # the data's own masks
                 ctx.pre.feature_modalities, modality, ctx.model_cfg["fusion"])
             self.compile_model(single, train_cfg["learning_rate"], train_cfg["epochs"])
         print(f"Training {modality} alone ({', '.join(names)}): {train_cfg['epochs']} epoch(s)", flush=True)
@@ -377,31 +376,24 @@ class _Training:
         shutil.rmtree(os.path.join(ctx.out, f"backup-single-{modality}"), ignore_errors=True)  # kept until now
         return single
 
+    @contextlib.contextmanager
     def mixed_precision(self):
         """A context: train.mixed_precision's policy inside, the caller's outside."""
-        import contextlib
-
         import keras
 
-        policy, previous = self.ctx.train_cfg["mixed_precision"], self.previous_policy
-
-        @contextlib.contextmanager
-        def scope():
-            try:
-                if policy:
-                    keras.mixed_precision.set_global_policy(policy)
-                yield
-            finally:
-                keras.mixed_precision.set_global_policy(previous)
-
-        return scope()
+        try:
+            if self.ctx.train_cfg["mixed_precision"]:
+                keras.mixed_precision.set_global_policy(self.ctx.train_cfg["mixed_precision"])
+            yield
+        finally:
+            keras.mixed_precision.set_global_policy(self.previous_policy)
 
     # ---- the run ----
     def train(self):
         ctx, task = self.ctx, self.task
         self.prepare_data()
         train_cfg = ctx.train_cfg
-        self.model_kwargs = ctx.model_kwargs = {
+        ctx.model_kwargs = {
             **{k: v for k, v in ctx.model_cfg.items() if v is not None}, **ctx.pre.model_kwargs(),
             "missing_modalities": ctx.plan.masks, "compile": False}
         self.monitor = train_cfg["monitor"] or ("val_loss" if ctx.val_ds is not None else "loss")
