@@ -98,6 +98,19 @@ def load_keras_file(path):
         raise ArtifactError(f"{path}: cannot load the .keras model ({type(e).__name__}: {reason[:300]})") from None
 
 
+def read_mapping(path):
+    """The JSON object in `path` (a run's or an export's own file); ArtifactError naming the file when it is not
+    valid JSON or not an object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
 class Run:
     """A run folder: save a trained model with its preprocessing, load it back.
 
@@ -160,10 +173,7 @@ class Run:
     def config(self):
         """The run's config.json as a dict, or None (a demo run has none)."""
         path = self.file(CONFIG_FILE)
-        if not os.path.isfile(path):
-            return None
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return read_mapping(path) if os.path.isfile(path) else None
 
     def default_data(self):
         """The validation (else training) manifest of the run's config, or None."""

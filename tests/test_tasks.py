@@ -206,3 +206,37 @@ def test_a_run_of_every_task_is_evaluated_exported_and_predicted_from_fresh_proc
         else:
             assert codes["predict"] == 2 and "mbm-keras transcribe" in results["predict"]["stderr"]
             assert codes["predict export"] == 0 and codes["transcribe"] == 0, results
+
+
+def test_a_damaged_config_or_task_file_is_named(toy_run, tmp_path):
+    """A run's config.json and an export's task.json say which task reads them: a file that is not JSON, not an
+    object, or names no registered task is an error naming that file, and nothing is loaded or written."""
+    import shutil
+
+    from mbm_keras.deploy import export_model
+    from mbm_keras.deploy.predicting import predict
+    from mbm_keras.run import ArtifactError
+    from mbm_keras.tasks import load_run
+
+    folder, _, rows, result = toy_run
+    run = tmp_path / "run"
+    shutil.copytree(result["output"], run)
+    config = run / "config.json"
+    for text, error, message in (("{not json", ArtifactError, r"config.json: not valid JSON"),
+                                 ("[1, 2]", ArtifactError, r"config.json: expected a JSON object, found list"),
+                                 ('{"task": {"kind": "search"}}', ValueError,
+                                  r"config.json: task 'search' is not a registered task \(")):
+        config.write_text(text)
+        with pytest.raises(error, match=message):
+            load_run(str(run))
+    export = export_model(result["output"], "saved_model", str(tmp_path / "sm"), verbose=False)["out"]
+    image = os.path.join(folder, rows[0]["img"])
+    task_file = os.path.join(export, "task.json")
+    for text, error, message in (("garbage", ArtifactError, r"task.json: not valid JSON"),
+                                 ('["class_index"]', ArtifactError, r"task.json: expected a JSON object"),
+                                 ('{"task": "nope"}', ValueError, r"task.json: task 'nope' is not a registered task"),
+                                 ('{}', ValueError, r"task.json: task None is not a registered task")):
+        with open(task_file, "w") as f:
+            f.write(text)
+        with pytest.raises(error, match=message):
+            predict(export, image=image, text=rows[0]["caption"])

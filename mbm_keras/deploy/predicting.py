@@ -113,11 +113,13 @@ def _export_task(folder, pre=None):
     recognizes its preprocessor (an export of an earlier release)."""
     from mbm_keras.data import Preprocessor
     from mbm_keras.deploy.formats import TASK_FILE
-    from mbm_keras.tasks import get_task, task_of
+    from mbm_keras.run import read_mapping
+    from mbm_keras.tasks import task_of
+    from mbm_keras.tasks.base import task_named
 
-    if os.path.isfile(os.path.join(folder, TASK_FILE)):
-        with open(os.path.join(folder, TASK_FILE), encoding="utf-8") as f:
-            return get_task(json.load(f)["task"])
+    path = os.path.join(folder, TASK_FILE)
+    if os.path.isfile(path):
+        return task_named(read_mapping(path).get("task"), path)
     if pre is None and os.path.isfile(os.path.join(folder, "preprocessor.json")):
         pre = Preprocessor.load(folder)
     return task_of(None, None, pre)

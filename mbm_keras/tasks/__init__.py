@@ -33,12 +33,16 @@ def load_run(path):
     """
     from mbm_keras.run import Run
 
+    from mbm_keras.tasks.base import task_named
+
     run = Run(path)
     config = run.config()
-    if config is not None:
-        task_of(config).check_loadable(run.folder)
+    kind = ((config or {}).get("task") or {}).get("kind")
+    task = task_named(kind, run.file("config.json")) if kind else None
+    if task is not None:
+        task.check_loadable(run.folder)
     model, pre = run.load()
-    return model, pre, task_of(config, model, pre)
+    return model, pre, task or task_of(None, model, pre)
 
 
 __all__ = ["DEFAULT_TASK", "Task", "TrainingContext", "get_task", "list_tasks", "load_run", "model_features",

@@ -56,6 +56,15 @@ def list_tasks():
     return TASKS.list()
 
 
+def task_named(kind, where):
+    """`get_task(kind)` for the task a file names; ValueError naming the file (`where`) when it is no registered
+    task or no string."""
+    if not isinstance(kind, str) or kind not in list_tasks():
+        raise ValueError(f"{where}: task {kind!r} is not a registered task ({', '.join(list_tasks())}); was it "
+                         f"written by a newer mbm_keras, or by a task defined in a module not imported here?")
+    return get_task(kind)
+
+
 def task_of(config=None, model=None, pre=None):
     """The task of a run: its config's `task.kind`, else the first task that
     recognizes the model or preprocessor (a run or export written without a

@@ -133,6 +133,8 @@ def write(root="."):
     from mbm_keras.io import write_json
 
     schema_path, table_path = os.path.join(root, SCHEMA_FILE), os.path.join(root, TABLE_FILE)
+    for path in (schema_path, table_path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     write_json(schema_path, json_schema())
     with open(table_path, "w", encoding="utf-8") as f:
         f.write(config_table())
