@@ -16,6 +16,8 @@ from mbm_keras.fusion_model import build_fusion_model
 from mbm_keras.fusions import Fusion, create_fusion, list_fusions, register_fusion
 from mbm_keras.heads import Head, get_head, list_heads, register_head
 from mbm_keras.layers import ImagePreprocessing, ModalityMask
+from mbm_keras.model_spec import (CompileOptions, EncoderOptions, Feature, FusionModelSpec, FusionOptions, HeadOptions,
+                                  InputOptions)
 from mbm_keras.weights import PretrainedWeightsUnavailable
 
 # The autoencoders' layers and loss are registered on import, so a pretraining run's model.keras loads.
@@ -23,7 +25,14 @@ from mbm_keras import pretraining  # noqa: E402,F401
 
 __all__ = [
     "MODALITIES",
+    "CompileOptions",
+    "EncoderOptions",
+    "Feature",
     "Fusion",
+    "FusionModelSpec",
+    "FusionOptions",
+    "HeadOptions",
+    "InputOptions",
     "Head",
     "ImagePreprocessing",
     "ModalityMask",

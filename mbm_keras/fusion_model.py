@@ -1,5 +1,6 @@
 """`build_fusion_model()`: encoders -> fusion -> head, as one functional model."""
 
+import dataclasses
 import numbers
 
 import keras
@@ -10,6 +11,8 @@ from mbm_keras.fusions import FUSIONS, create_fusion
 from mbm_keras.heads import get_head
 from mbm_keras.layers import MaskByPresence, ModalityMask
 from mbm_keras.modalities import get_modality, list_modalities
+from mbm_keras.model_spec import (CompileOptions, EncoderOptions, Feature, FusionModelSpec, FusionOptions, HeadOptions,
+                                  InputOptions)
 
 
 def _check_int(name, value, minimum=1):
@@ -40,7 +43,7 @@ def input_specs(features, options, feature_options=None):
 def normalize_features(features):
     """`features=` as `{feature: {"modality", "encoder", "kwargs", "options"}}`, checked.
 
-    A feature is `(modality, encoder)` or a dict with `modality`, `encoder`,
+    A feature is a `model_spec.Feature`, `(modality, encoder)` or a dict with `modality`, `encoder`,
     optional `kwargs` (encoder builder overrides) and model options of its
     modality (e.g. `text_length`)."""
     if not isinstance(features, dict) or not features:
@@ -48,6 +51,8 @@ def normalize_features(features):
                          f"Received: features={features!r}")
     out = {}
     for name, spec in features.items():
+        if isinstance(spec, Feature):
+            spec = spec.as_dict()
         if not isinstance(name, str) or not name.isidentifier() or name.endswith("_mask"):
             raise ValueError(f"feature names must be identifiers not ending in _mask. Received: {name!r}")
         if isinstance(spec, (tuple, list)) and len(spec) == 2:
@@ -121,6 +126,7 @@ def build_fusion_model(
     compile=True,
     learning_rate=1e-3,
     name="fusion_model",
+    spec=None,
     **more,
 ):
     """Builds a multimodal model: one encoder per feature, a fusion, a head.
@@ -176,6 +182,9 @@ def build_fusion_model(
         compile: compile with Adam and the head's loss and metrics.
         learning_rate: Adam's learning rate when compiling.
         name: the model's name.
+        spec: the whole model as one `mbm_keras.model_spec.FusionModelSpec`
+            (feature specs and option objects) instead of the keywords above;
+            no other argument may be given with it.
         **more: another registered modality's encoder (`timeseries="gru"`),
             its `<modality>_kwargs` and its model options (`timeseries_length`,
             `timeseries_channels`).
@@ -193,33 +202,88 @@ def build_fusion_model(
         ...     features={"front": ("image", "small_cnn"), "rear": ("image", "small_cnn"),
         ...               "speed": ("timeseries", "series_gru")},
         ...     share_encoders={"rear": "front"}, timeseries_channels=3, num_classes=4)
+        >>> same = build_fusion_model(spec=FusionModelSpec(
+        ...     features={"front": Feature("image", "small_cnn"), "rear": Feature("image", "small_cnn"),
+        ...               "speed": Feature("timeseries", "series_gru")},
+        ...     share_encoders={"rear": "front"}, head=HeadOptions(num_classes=4),
+        ...     inputs=InputOptions(more={"timeseries_channels": 3})))
     """
-    options = dict(image_shape=image_shape, text_length=text_length, vocab_size=vocab_size,
-                   audio_length=audio_length, sample_rate=sample_rate, tabular_dim=tabular_dim)
-    kwargs_of = dict(image=image_kwargs, text=text_kwargs, audio=audio_kwargs, tabular=tabular_kwargs)
-    chosen = _chosen_features(dict(image=image, text=text, audio=audio, tabular=tabular), kwargs_of, options,
-                              features, more)
-    _check_weights_and_dropout(chosen, weights, dropout)
-    head_spec = get_head(head)
-    head_spec.check_outputs(num_classes)
+    if spec is not None:
+        _check_spec_alone(locals())
+    else:
+        spec = spec_from_kwargs(
+            dict(image=image, text=text, audio=audio, tabular=tabular, **more), features=features,
+            share_encoders=share_encoders, fusion=fusion, head=head, num_classes=num_classes,
+            options=dict(image_shape=image_shape, text_length=text_length, vocab_size=vocab_size,
+                         audio_length=audio_length, sample_rate=sample_rate, tabular_dim=tabular_dim),
+            feature_options=feature_options, weights=weights, freeze_backbone=freeze_backbone, dropout=dropout,
+            missing_modalities=missing_modalities, fusion_kwargs=fusion_kwargs, compile=compile,
+            learning_rate=learning_rate, name=name,
+            kwargs_of=dict(image=image_kwargs, text=text_kwargs, audio=audio_kwargs, tabular=tabular_kwargs))
+    return _build(spec)
+
+
+def _check_spec_alone(arguments):
+    """`spec=` describes the whole model: any other argument given with it is an error, not ignored."""
+    import inspect
+
+    defaults = {n: p.default for n, p in inspect.signature(build_fusion_model).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    given = sorted(n for n, default in defaults.items() if n != "spec" and arguments[n] is not default
+                   and arguments[n] != default)
+    given += sorted(arguments.get("more") or {})
+    if given:
+        raise TypeError(f"build_fusion_model(spec=...) takes the whole model from the spec; these arguments were "
+                        f"given too: {', '.join(given)}. Put them in the spec (dataclasses.replace(spec, ...)).")
+    if not isinstance(arguments["spec"], FusionModelSpec):
+        raise TypeError(f"spec must be a mbm_keras.model_spec.FusionModelSpec. Received: spec={arguments['spec']!r}")
+
+
+def spec_from_kwargs(by_modality, *, features, share_encoders, fusion, head, num_classes, options, feature_options,
+                     weights, freeze_backbone, dropout, missing_modalities, fusion_kwargs, compile, learning_rate,
+                     name, kwargs_of):
+    """The `FusionModelSpec` of `build_fusion_model`'s keyword call (`by_modality`: the modality keywords with
+    `**more`, where another modality's encoder, `<modality>_kwargs` and model options arrive)."""
+    options = dict(options)
+    more = {k: by_modality.pop(k) for k in list(by_modality) if k not in ("image", "text", "audio", "tabular")}
+    chosen = _chosen_features(by_modality, dict(kwargs_of), options, features, more)
     per_feature = {f: {**(feature_options or {}).get(f, {}), **spec["options"]} for f, spec in chosen.items()}
-    specs = input_specs({f: spec["modality"] for f, spec in chosen.items()}, options, per_feature)
-    share = _check_sharing(share_encoders, chosen, specs)
-    fusion_kwargs = _fusion_kwargs(fusion, fusion_kwargs, num_classes)
-    inputs, features_out = _encoded_features(chosen, specs, share, FUSIONS.get(fusion).needs_sequences, weights,
-                                             missing_modalities, dropout)
+    known = {f.name for f in dataclasses.fields(InputOptions)}
+    return FusionModelSpec(
+        features={f: Feature(s["modality"], s["encoder"], s["kwargs"], per_feature[f]) for f, s in chosen.items()},
+        fusion=FusionOptions(fusion, fusion_kwargs), head=HeadOptions(head, num_classes),
+        inputs=InputOptions(**{k: v for k, v in options.items() if k in known},
+                            more={k: v for k, v in options.items() if k not in known}),
+        encoders=EncoderOptions(weights, freeze_backbone, dropout, missing_modalities),
+        share_encoders=share_encoders, compile=CompileOptions(learning_rate) if compile else None, name=name)
+
+
+def _build(spec):
+    """The model of a `FusionModelSpec`: inputs, encoders, fusion, head (and compiled)."""
+    chosen = normalize_features({f: feature.as_dict() for f, feature in spec.features.items()})
+    options, enc = spec.inputs.as_dict(), spec.encoders
+    _check_weights_and_dropout(chosen, enc.weights, enc.dropout)
+    head_spec = get_head(spec.head.kind)
+    head_spec.check_outputs(spec.head.num_classes)
+    specs = input_specs({f: s["modality"] for f, s in chosen.items()}, options,
+                        {f: s["options"] for f, s in chosen.items()})
+    share = _check_sharing(spec.share_encoders, chosen, specs)
+    fusion = spec.fusion.name
+    fusion_kwargs = _fusion_kwargs(fusion, spec.fusion.kwargs, spec.head.num_classes)
+    inputs, features_out = _encoded_features(chosen, specs, share, FUSIONS.get(fusion).needs_sequences, enc.weights,
+                                             enc.missing_modalities, enc.dropout)
     fusion_layer = create_fusion(fusion, **fusion_kwargs)
     fused = fusion_layer(features_out)
-    outputs = head_spec.predictions(fused, num_classes, from_logits=fusion_layer.produces_logits)
-    model = keras.Model(inputs, outputs, name=name)
-    if freeze_backbone and not freeze_backbones(model):
+    outputs = head_spec.predictions(fused, spec.head.num_classes, from_logits=fusion_layer.produces_logits)
+    model = keras.Model(inputs, outputs, name=spec.name)
+    if enc.freeze_backbone and not freeze_backbones(model):
         raise ValueError(
             f"freeze_backbone=True, but the encoders {sorted({s['encoder'] for s in chosen.values()})} have no "
             f"pretrained backbone to freeze (those are: {', '.join(pretrained_encoders())})."
         )
-    if compile:
+    if spec.compile is not None:
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
+            optimizer=keras.optimizers.Adam(spec.compile.learning_rate),
             loss=head_spec.loss(),
             metrics=head_spec.metrics(),
         )

@@ -1,6 +1,10 @@
 """Shared checks, one call per test (KerasHub's run_*_test style)."""
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -89,3 +93,27 @@ def write_pcm_wav(path, sampwidth, seconds=0.1, rate=8000):
         f.setframerate(rate)
         f.writeframes(data)
     return str(path)
+
+
+HERE = Path(__file__).resolve().parent
+
+
+def cli(*argv, cwd=None, timeout=300):
+    """`python -m mbm_keras.cli ARGV` alone in a fresh process."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "mbm_keras.cli", *map(str, argv)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+def batch(cases, cwd):
+    """Several command lines through `mbm_keras.cli.main` in one fresh process: `{name: result}`."""
+    from cli_batch import MARK
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, str(HERE / "cli_batch.py"), json.dumps([list(map(str, a)) for a in
+                                                                                   cases.values()])],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
+    assert proc.returncode == 0 and MARK in proc.stdout, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.split(MARK, 1)[1])
+    return dict(zip(cases, results))

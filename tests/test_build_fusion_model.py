@@ -110,3 +110,68 @@ def test_missing_input_names_the_input():
 
 def test_tiny_shapes_are_those_of_the_issue():
     assert TINY["image_shape"] == (32, 32, 3) and TINY["text_length"] == 8 and TINY["vocab_size"] == 50
+
+
+def test_a_spec_of_feature_and_option_objects_builds_what_the_keywords_build():
+    import dataclasses
+
+    from mbm_keras import (CompileOptions, EncoderOptions, Feature, FusionModelSpec, FusionOptions, HeadOptions,
+                           InputOptions)
+
+    keywords = dict(image="small_cnn", text="cnn", fusion="gated", fusion_kwargs={"units": 16}, num_classes=3,
+                    image_shape=TINY["image_shape"], text_length=TINY["text_length"], vocab_size=TINY["vocab_size"],
+                    dropout=0.1, missing_modalities=True, learning_rate=0.01)
+    spec = FusionModelSpec(
+        features={"image": Feature("image", "small_cnn"), "text": Feature("text", "cnn")},
+        fusion=FusionOptions("gated", {"units": 16}), head=HeadOptions("softmax", 3),
+        inputs=InputOptions(image_shape=TINY["image_shape"], text_length=TINY["text_length"],
+                            vocab_size=TINY["vocab_size"]),
+        encoders=EncoderOptions(dropout=0.1, missing_modalities=True), compile=CompileOptions(0.01))
+    inputs = tiny_inputs(["image", "text"], batch=3)
+    inputs.update(image_mask=np.ones((3, 1), "float32"), text_mask=np.array([[1], [0], [1]], "float32"))
+    models = []
+    for build in (lambda: build_fusion_model(**keywords), lambda: build_fusion_model(spec=spec),
+                  lambda: build_fusion_model(**spec.to_kwargs())):
+        keras.utils.set_random_seed(3)
+        models.append(build())
+    a, b, c = models
+    assert [layer.name for layer in a.layers] == [layer.name for layer in b.layers] == [layer.name for layer in c.layers]
+    assert a.count_params() == b.count_params() == c.count_params()
+    assert float(keras.ops.convert_to_numpy(b.optimizer.learning_rate)) == pytest.approx(0.01)
+    np.testing.assert_allclose(a.predict(inputs, verbose=0), b.predict(inputs, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(b.predict(inputs, verbose=0), c.predict(inputs, verbose=0), atol=1e-6)
+    # A spec is a value: another fusion is one replace away; compile=None leaves the model uncompiled.
+    other = build_fusion_model(spec=dataclasses.replace(spec, fusion=FusionOptions("concat"), compile=None))
+    assert other.get_layer("fusion").__class__.__name__ == "ConcatFusion" and not other.compiled
+
+
+def test_a_spec_refuses_other_arguments_and_wrong_parts():
+    from mbm_keras import Feature, FusionModelSpec, HeadOptions
+
+    spec = FusionModelSpec(features={"image": Feature("image", "small_cnn")})
+    with pytest.raises(TypeError, match="these arguments were given too: num_classes"):
+        build_fusion_model(spec=spec, num_classes=4)
+    with pytest.raises(TypeError, match="these arguments were given too: timeseries"):
+        build_fusion_model(spec=spec, timeseries="series_gru")
+    with pytest.raises(TypeError, match=r"FusionModelSpec.head must be a HeadOptions. Received: 'sigmoid'"):
+        FusionModelSpec(features={"image": Feature("image", "small_cnn")}, head="sigmoid")
+    with pytest.raises(TypeError, match=r"features\['x'\] must be a Feature or \(modality, encoder\)"):
+        FusionModelSpec(features={"x": "small_cnn"})
+    with pytest.raises(ValueError, match=r"features\['image'\] has unknown key\(s\) \['colour'\]"):
+        build_fusion_model(spec=FusionModelSpec(features={"image": Feature("image", "small_cnn",
+                                                                             options={"colour": 1})}))
+    with pytest.raises(ValueError, match="num_classes"):
+        build_fusion_model(spec=FusionModelSpec(features={"image": Feature("image", "small_cnn")},
+                                                head=HeadOptions("softmax", 0)))
+
+
+def test_retrieval_towers_take_feature_specs():
+    from mbm_keras import Feature
+    from mbm_keras.retrieval import build_retrieval_model
+
+    model = build_retrieval_model(
+        {"caption": Feature("text", "cnn", options={"text_length": 8, "vocab_size": 50})},
+        {"photo": Feature("image", "small_cnn", options={"image_shape": (32, 32, 3)})}, embedding_dim=8)
+    assert sorted(model.input) == ["caption", "photo"]
+    assert model.get_layer("query_tower").input["caption"].shape == (None, 8)
+    assert model.get_layer("candidate_tower").input["photo"].shape == (None, 32, 32, 3)

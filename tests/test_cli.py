@@ -4,13 +4,16 @@ import sys
 from mbm_keras.cli import main
 
 
-def test_help_describes_every_command():
-    out = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "--help"], capture_output=True, text=True).stdout
-    assert "demo" in out and "zoo" in out
+def test_help_describes_every_command(tmp_path):
+    from helpers import batch
+
+    # One fresh process runs the three command lines through the console script's main (cli_batch.py).
+    results = batch({"top": ["--help"], "demo": ["demo", "--help"], "zoo": ["zoo", "--help"]}, tmp_path)
+    assert results["top"]["code"] == 0 and "demo" in results["top"]["stdout"] and "zoo" in results["top"]["stdout"]
     for cmd, words in {"demo": ["--out", "--data-dir", "--seed", "--epochs", "example:"], "zoo": ["--modality", "example:"]}.items():
-        out = subprocess.run([sys.executable, "-m", "mbm_keras.cli", cmd, "--help"], capture_output=True, text=True).stdout
+        assert results[cmd]["code"] == 0 and results[cmd]["traceback"] is None
         for word in words:
-            assert word in out, (cmd, word)
+            assert word in results[cmd]["stdout"], (cmd, word)
 
 
 def test_zoo_lists_encoders_with_parameters(capsys):

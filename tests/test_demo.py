@@ -144,11 +144,11 @@ def test_demo_command_end_to_end(demo_data, tmp_path):
 
 
 def test_demo_rejects_bad_arguments(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "demo", "--epochs", "0"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "argument --epochs: must be a whole number >= 1. Received: 0" in proc.stderr
+    from helpers import batch
+
     (tmp_path / "keep.txt").write_text("x")
-    proc = subprocess.run(
-        [sys.executable, "-m", "mbm_keras.cli", "demo", "--data-dir", str(tmp_path), "--quiet"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 2 and "holds no demo dataset" in proc.stderr
+    results = batch({"epochs": ["demo", "--epochs", "0"], "folder": ["demo", "--data-dir", str(tmp_path), "--quiet"]},
+                    tmp_path)
+    assert results["epochs"]["code"] == 2
+    assert "argument --epochs: must be a whole number >= 1. Received: 0" in results["epochs"]["stderr"]
+    assert results["folder"]["code"] == 2 and "holds no demo dataset" in results["folder"]["stderr"]

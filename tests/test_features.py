@@ -84,8 +84,9 @@ def cars_config(folder, **model):
                  "preprocessing": {"image_size": [16, 16], "text_length": 6, "sample_rate": 8000,
                                    "audio_length": 800, "timeseries_length": 20}},
         "model": {"features": FEATURES, "share_encoders": {"rear": "front"}, **model},
-        # balance none: one input per feature, no masks (tests/test_balance.py trains these features balanced).
-        "train": {"epochs": 2, "learning_rate": 3e-3, "balance": "none"},
+        # balance none, keep the fusion: one input per feature, no masks (tests/test_balance.py trains these
+        # features balanced, tests/test_validation.py compares fusions with single models).
+        "train": {"epochs": 2, "learning_rate": 3e-3, "balance": "none", "keep_best_of": "fusion"},
         "output": str(folder / "run"),
     }
 

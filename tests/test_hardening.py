@@ -55,15 +55,18 @@ def test_every_numeric_key_has_a_range(tmp_path, key, value, message):
 def test_yaml_nan_and_zero_epochs_are_refused_by_the_cli(tmp_path):
     import yaml
 
+    from helpers import batch
+
     config = json.loads(run_config(tmp_path).read_text())
+    cases = {}
     for train_section, expected in (({"epochs": 0}, "train.epochs must be >= 1"),
                                     ({"learning_rate": ".nan"}, "train.learning_rate must be a finite number")):
         text = yaml.safe_dump({**config, "train": {**config["train"], **train_section}}).replace("'.nan'", ".nan")
-        (tmp_path / "run.yaml").write_text(text)
-        proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "train", "--config", str(tmp_path / "run.yaml")],
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 2 and expected in proc.stderr, proc.stderr[-2000:]
-        assert not (tmp_path / "run").exists()
+        (tmp_path / f"{len(cases)}.yaml").write_text(text)
+        cases[expected] = ["train", "--config", str(tmp_path / f"{len(cases)}.yaml")]
+    for expected, result in batch(cases, tmp_path).items():  # both in one fresh process (tests/cli_batch.py)
+        assert result["code"] == 2 and expected in result["stderr"], result["stderr"][-2000:]
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_diverging_run_stops_naming_epoch_and_step_and_saves_nothing_non_finite(tmp_path):
@@ -180,8 +183,9 @@ def run(tmp_path_factory):
                  "preprocessing": {k: list(v) if isinstance(v, tuple) else v for k, v in OPTIONS.items()},
                  "batch_size": 8, "missing_modalities": True},
         "model": {"image": "small_cnn", "text": "gru", "audio": "logmel_cnn", "tabular": "mlp", "fusion": "concat"},
-        # balance none: the exports' architecture is the same either way (masks are on); keeps test-fast short.
-        "train": {"epochs": 2, "learning_rate": 0.01, "seed": 0, "balance": "none"},
+        # balance none, keep the fusion: the exports' architecture is the same either way (masks are on), and
+        # single models would train five times as long (tests/test_validation.py covers them).
+        "train": {"epochs": 2, "learning_rate": 0.01, "seed": 0, "balance": "none", "keep_best_of": "fusion"},
         "output": str(root / "run"),
     }
     train(config, verbose=0)

@@ -165,7 +165,7 @@ def test_a_run_of_every_task_is_evaluated_exported_and_predicted_from_fresh_proc
     """`mbm-keras evaluate`, `export` and `predict` on a run of each built-in task, each task's commands in a
     fresh process (the first model a process loads is that task's: its layers must be registered by loading
     the run, as in the retrieval bug that issue 32 found). A task without an answer says so in one line."""
-    from test_hostile import batch
+    from helpers import batch
 
     rows = make_files(tmp_path, n=60)
     train_csv = write_csv(tmp_path / "train.csv", rows)

@@ -87,21 +87,7 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     assert result["history"]["accuracy"][-1] > 0.6  # the colour is a clean signal
 
 
-def test_cli_train_and_bad_config(tmp_path):
-    path = run_config(tmp_path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "mbm_keras.cli", "train", "--config", str(path), "--epochs", "1", "--out", str(tmp_path / "cli_run")],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "cli_run" / "model.keras").is_file() and "Run written to" in proc.stdout
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({**json.loads(path.read_text()), "trian": {}}))
-    proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "train", "--config", str(bad)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "unknown key(s) ['trian']" in proc.stderr
-
-
-def test_evaluate_reports_per_class_and_confusion(tmp_path):
+def test_classification_report_counts_per_class_and_confusion():
     from mbm_keras.evaluate import classification_report
 
     report = classification_report([0, 0, 1, 2], np.eye(3)[[0, 1, 1, 0]], ["a", "b", "c"])
@@ -109,24 +95,37 @@ def test_evaluate_reports_per_class_and_confusion(tmp_path):
     assert report["per_class"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
     assert report["per_class"]["b"]["precision"] == 0.5 and report["per_class"]["c"]["recall"] == 0.0
 
+
+def test_cli_train_evaluate_and_bad_inputs(tmp_path):
+    """`mbm-keras train`, then `evaluate --robustness` on its run, and a bad config and a folder without a model:
+    the four command lines in one fresh process (tests/cli_batch.py)."""
+    from helpers import batch
+
     path = run_config(tmp_path)
-    train(path, verbose=0, epochs=2)
-    proc = subprocess.run(
-        [sys.executable, "-m", "mbm_keras.cli", "evaluate", "--model", str(tmp_path / "run"), "--data", str(tmp_path / "val.csv"),
-         "--robustness"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "confusion matrix" in proc.stdout and "precision" in proc.stdout and "reliance" in proc.stdout
-    robust = json.loads((tmp_path / "run" / "eval-val-robustness.json").read_text())
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**json.loads(path.read_text()), "trian": {}}))
+    run = tmp_path / "cli_run"
+    results = batch({
+        "train": ["train", "--config", str(path), "--epochs", "2", "--out", str(run)],
+        "evaluate": ["evaluate", "--model", str(run), "--data", str(tmp_path / "val.csv"), "--robustness"],
+        "bad config": ["train", "--config", str(bad)],
+        "no model": ["evaluate", "--model", str(tmp_path), "--data", "x.csv"],
+    }, tmp_path)
+    for result in results.values():
+        assert result["traceback"] is None, result["traceback"]
+    assert results["train"]["code"] == 0, results["train"]["stderr"][-3000:]
+    assert (run / "model.keras").is_file() and "Run written to" in results["train"]["stdout"]
+    assert results["evaluate"]["code"] == 0, results["evaluate"]["stderr"][-3000:]
+    out = results["evaluate"]["stdout"]
+    assert "confusion matrix" in out and "precision" in out and "reliance" in out
+    robust = json.loads((run / "eval-val-robustness.json").read_text())
     assert set(robust["ablation"]) == {"image", "text"} and set(robust["noise"]["image"]) == {"0.1", "0.3", "0.6", "1.0"}
-    assert (tmp_path / "run" / "eval-val-robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    saved = json.loads((tmp_path / "run" / "eval-val.json").read_text())
+    assert (run / "eval-val-robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((run / "eval-val.json").read_text())
     assert saved["examples"] == 8 and sum(map(sum, saved["confusion_matrix"])) == 8
     assert set(saved["per_class"]) == {"blue", "red"} and 0 <= saved["loss"]
-    proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "evaluate", "--model", str(tmp_path), "--data", "x.csv"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "No model.keras in" in proc.stderr
+    assert results["bad config"]["code"] == 2 and "unknown key(s) ['trian']" in results["bad config"]["stderr"]
+    assert results["no model"]["code"] == 2 and "No model.keras in" in results["no model"]["stderr"]
 
 
 def test_strategy_and_precision_choices_are_checked(tmp_path):

@@ -93,7 +93,10 @@ def test_a_subset_names_rows_by_their_number_in_the_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    """image + text on 60 rows, every balance and keep key left to its default, no data.val."""
+    """image + text on 60 rows, every balance and keep key left to its default, no data.val; with the text
+    encoder's weights seen between the probe and the fine-tuning (`trainer._restore_best`, called there)."""
+    from mbm_keras.training import trainer
+
     folder = tmp_path_factory.mktemp("default")
     path, _ = manifest(folder)
     config = {"data": {"train": str(path), "columns": COLUMNS, "batch_size": 8,
@@ -101,11 +104,22 @@ def default_run(tmp_path_factory):
               "model": {"image": "small_cnn", "text": "cnn", "fusion": "concat"},
               "train": {"epochs": 3, "learning_rate": 0.01, "seed": 1},
               "output": str(folder / "run")}
-    return folder, train(config, verbose=0)
+    seen, original = {}, trainer._restore_best
+
+    def spy(model, out):  # called between the probe and the fine-tuning
+        original(model, out)
+        seen.setdefault("text", [keras.ops.convert_to_numpy(w) for w in model.get_layer("text_encoder").weights])
+
+    trainer._restore_best = spy
+    try:
+        result = train(config, verbose=0)
+    finally:
+        trainer._restore_best = original
+    return folder, result, seen
 
 
 def test_the_default_holds_out_validation_and_keeps_the_best_part(default_run, capsys):
-    folder, result = default_run
+    folder, result, _ = default_run
     run = folder / "run"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["validation"]["source"] == "data.val_split" and (run / "split.json").is_file()
@@ -129,29 +143,11 @@ def test_the_default_holds_out_validation_and_keeps_the_best_part(default_run, c
     assert scores[kept_name] == max(scores.values())
 
 
-def test_the_probe_starts_the_fusion_from_frozen_single_encoders(tmp_path):
-    """After the probe epoch the encoders still hold the single models' weights exactly."""
-    from mbm_keras.training import trainer
-
-    path, _ = manifest(tmp_path)
-    seen = {}
-    original = trainer._restore_best
-
-    def spy(model, out):  # called between the probe and the fine-tuning
-        original(model, out)
-        seen.setdefault("text", [keras.ops.convert_to_numpy(w) for w in model.get_layer("text_encoder").weights])
-
-    config = {"data": {"train": str(path), "columns": COLUMNS, "batch_size": 8,
-                       "preprocessing": {"image_size": [16, 16], "text_length": 6, "max_tokens": 100}},
-              "model": {"image": "small_cnn", "text": "cnn", "fusion": "concat"},
-              "train": {"epochs": 2, "learning_rate": 0.01, "seed": 1, "keep_best_of": "fusion"},
-              "output": str(tmp_path / "run")}
-    trainer._restore_best = spy
-    try:
-        train(config, verbose=0)
-    finally:
-        trainer._restore_best = original
-    single = keras.saving.load_model(tmp_path / "run" / "singles" / "text" / "model.keras", safe_mode=True)
+def test_the_probe_starts_the_fusion_from_frozen_single_encoders(default_run):
+    """After the probe epochs the encoders still hold the single models' weights exactly."""
+    folder, _, seen = default_run
+    single = keras.saving.load_model(folder / "run" / "singles" / "text" / "model.keras", safe_mode=True)
+    assert seen["text"], "the probe did not end in _restore_best"
     for a, b in zip(single.get_layer("text_encoder").weights, seen["text"]):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), b)
 
@@ -159,7 +155,7 @@ def test_the_probe_starts_the_fusion_from_frozen_single_encoders(tmp_path):
 def test_evaluate_counts_each_row_once_when_rows_are_skipped(default_run, tmp_path):
     from mbm_keras.evaluate import evaluate
 
-    folder, _ = default_run
+    folder, _, _ = default_run
     rows = make_files(tmp_path, n=10)
     good = write_csv(tmp_path / "good.csv", rows)
     bad_rows = [dict(r) for r in rows]
