@@ -86,8 +86,16 @@ def toy_run(tmp_path_factory):
     return folder, path, rows, train(config, verbose=0)
 
 
-def test_the_toy_task_trains_evaluates_exports_and_predicts(toy_run, tmp_path):
+@pytest.fixture(scope="module")
+def toy_export(toy_run, tmp_path_factory):
+    """The toy run's SavedModel export (`export_model`'s result)."""
     from mbm_keras.deploy import export_model
+
+    _, _, _, result = toy_run
+    return export_model(result["output"], "saved_model", str(tmp_path_factory.mktemp("toy-sm") / "sm"), verbose=False)
+
+
+def test_the_toy_task_trains_evaluates_exports_and_predicts(toy_run, toy_export):
     from mbm_keras.deploy.predicting import predict
     from mbm_keras.evaluate import evaluate, format_report
 
@@ -103,8 +111,8 @@ def test_the_toy_task_trains_evaluates_exports_and_predicts(toy_run, tmp_path):
     assert results["mae"] >= 0 and "per_class" not in results
     assert "mae:" in format_report(results)
 
-    export = export_model(run, "saved_model", str(tmp_path / "toy-sm"), verbose=False)
-    assert export["check"]["max_abs_diff"] <= 1e-4
+    export = toy_export
+    assert export["check"]["max_abs_diff"] <= 1e-4 and os.path.isfile(os.path.join(export["out"], "task.json"))
 
     image = os.path.join(folder, rows[0]["img"])
     direct = result["model"]
@@ -208,12 +216,11 @@ def test_a_run_of_every_task_is_evaluated_exported_and_predicted_from_fresh_proc
             assert codes["predict export"] == 0 and codes["transcribe"] == 0, results
 
 
-def test_a_damaged_config_or_task_file_is_named(toy_run, tmp_path):
+def test_a_damaged_config_or_task_file_is_named(toy_run, toy_export, tmp_path):
     """A run's config.json and an export's task.json say which task reads them: a file that is not JSON, not an
     object, or names no registered task is an error naming that file, and nothing is loaded or written."""
     import shutil
 
-    from mbm_keras.deploy import export_model
     from mbm_keras.deploy.predicting import predict
     from mbm_keras.run import ArtifactError
     from mbm_keras.tasks import load_run
@@ -229,7 +236,8 @@ def test_a_damaged_config_or_task_file_is_named(toy_run, tmp_path):
         config.write_text(text)
         with pytest.raises(error, match=message):
             load_run(str(run))
-    export = export_model(result["output"], "saved_model", str(tmp_path / "sm"), verbose=False)["out"]
+    export = str(tmp_path / "sm")
+    shutil.copytree(toy_export["out"], export)  # a copy: the files below are damaged
     image = os.path.join(folder, rows[0]["img"])
     task_file = os.path.join(export, "task.json")
     for text, error, message in (("garbage", ArtifactError, r"task.json: not valid JSON"),
