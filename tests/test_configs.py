@@ -44,7 +44,15 @@ def test_configs_exist_for_each_task_and_readme_lists_them():
         assert any(f"mbm-keras {command} --config configs/{path.name}" in text for command in ("train", "pretrain"))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+# make test-fast trains the classification and tabular configs; the retrieval, transcription and pretraining
+# configs (a minute together) train in make test. test-fast still loads and schema-checks every config
+# (test_the_json_schema_and_the_key_table_come_from_the_config_schema) and trains each of those tasks on tiny
+# data (test_retrieval, test_transcription, test_pretraining, test_hostile).
+FAST_CONFIGS = ("classification", "tabular")
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=() if p.stem in FAST_CONFIGS else pytest.mark.slow)
+                                  for p in CONFIGS], ids=lambda p: p.stem)
 def test_every_config_trains_one_epoch_as_is(workdir, path):
     config = workdir / "configs" / path.name
     loaded = load_config(str(config))

@@ -118,6 +118,7 @@ def test_saved_model_serves_raw_files_like_keras(run, tmp_path):
     assert np.mean([a == r["label"] for a, r in zip(labels, rows)]) > 0.5
 
 
+@pytest.mark.slow  # TensorFlow's saved_model_cli in a subprocess; test-fast serves the signature in-process above
 def test_saved_model_cli_runs_the_raw_signature(run, tmp_path):
     folder, test_manifest = run
     model, pre = load_run_model(folder)

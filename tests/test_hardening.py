@@ -134,7 +134,7 @@ def test_resume_refuses_a_changed_config_or_data_and_restart_discards_the_backup
     assert result["history"]["loss"] and len(result["history"]["loss"]) == 3  # all three epochs, not a resume
 
 
-def test_a_finished_run_or_a_foreign_folder_is_never_overwritten_silently(tmp_path):
+def test_a_finished_run_or_a_foreign_folder_is_never_overwritten_silently(tmp_path, capsys):
     path = run_config(tmp_path, train__epochs=1)
     run = tmp_path / "run"
     train(path, verbose=0)
@@ -149,9 +149,11 @@ def test_a_finished_run_or_a_foreign_folder_is_never_overwritten_silently(tmp_pa
     with pytest.raises(RunFolderError, match=r"holds files that are not an mbm_keras run \(holiday.jpg\)"):
         train(path, verbose=0, output=str(foreign))
     assert sorted(os.listdir(foreign)) == ["holiday.jpg"]
-    proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "train", "--config", str(path), "--out", str(foreign)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "not an mbm_keras run" in proc.stderr
+    from mbm_keras.cli import main
+
+    capsys.readouterr()
+    assert main(["train", "--config", str(path), "--out", str(foreign)]) == 2  # the CLI: one line, exit 2
+    assert "not an mbm_keras run" in capsys.readouterr().err and sorted(os.listdir(foreign)) == ["holiday.jpg"]
 
     # --overwrite replaces the folder as a whole: no stale evaluation beside the new model.
     train(path, verbose=0, overwrite=True)
