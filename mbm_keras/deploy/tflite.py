@@ -194,7 +194,8 @@ def convert_to_tflite(model, path, quantize="none", representative=None, timeout
         representative: for "int8", a list of input dicts (one example each,
             no batch axis) shaped like the model's inputs; 50-200 real examples
             (`cover_every_step` adds copies whose padding holds tokens).
-        timeout: seconds the converter may run.
+        timeout: seconds the int8 converter may run (it runs in a child process;
+            the other quantizations convert in this one).
 
     Raises:
         TFLiteExportError: the conversion failed or crashed (the message says
@@ -218,26 +219,42 @@ def convert_to_tflite(model, path, quantize="none", representative=None, timeout
         saved = os.path.join(work, "saved_model")
         # A fixed batch of 1: recurrent layers then convert to builtin ops.
         model.export(saved, format="tf_saved_model", input_signature=[tensor_signature(model, 1)], verbose=False)
-        args = [sys.executable, "-m", "mbm_keras.deploy.tflite", saved, os.path.join(work, "model.tflite"), quantize]
         if quantize == "int8":
-            npz = os.path.join(work, "representative.npz")
-            np.savez(npz, **{f"{i}/{k}": np.asarray(v)[None] for i, ex in enumerate(representative) for k, v in ex.items()})
-            args.append(npz)
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        try:
-            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            raise TFLiteExportError(f"TFLite conversion (quantize={quantize!r}) ran past {timeout} s") from None
-        if proc.returncode != 0:
-            how = f"crashed (signal {-proc.returncode})" if proc.returncode < 0 else f"failed (exit {proc.returncode})"
-            tail = "\n".join((proc.stderr or "").strip().splitlines()[-8:])
-            hint = " Try quantize='dynamic'." if quantize == "int8" else ""
-            raise TFLiteExportError(f"The TFLite converter {how} for quantize={quantize!r}.{hint}\n{tail}")
+            _convert_in_child(saved, os.path.join(work, "model.tflite"), representative, work, timeout)
+        else:
+            _convert_here(saved, os.path.join(work, "model.tflite"), quantize)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         shutil.move(os.path.join(work, "model.tflite"), path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return path
+
+
+def _convert_here(saved, out, quantize):
+    """Float, float16 and dynamic-range conversions run in this process (no converter crash is known for them,
+    FINDINGS.md; a child process would add TensorFlow's start-up, about 4 s, to each export)."""
+    try:
+        _convert_main(saved, out, quantize, None)
+    except Exception as e:  # noqa: BLE001 -- the converter's own errors (ConverterError, ValueError, ...)
+        tail = "\n".join(str(e).strip().splitlines()[-8:])
+        raise TFLiteExportError(f"The TFLite converter failed for quantize={quantize!r}.\n{tail}") from e
+
+
+def _convert_in_child(saved, out, representative, work, timeout):
+    """Full-integer conversion runs in a child process: TF 2.21's int8 converter has died from a signal on some
+    recurrent graphs (FINDINGS.md), and a crash there must not take the caller down."""
+    npz = os.path.join(work, "representative.npz")
+    np.savez(npz, **{f"{i}/{k}": np.asarray(v)[None] for i, ex in enumerate(representative) for k, v in ex.items()})
+    args = [sys.executable, "-m", "mbm_keras.deploy.tflite", saved, out, "int8", npz]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise TFLiteExportError(f"TFLite conversion (quantize='int8') ran past {timeout} s") from None
+    if proc.returncode != 0:
+        how = f"crashed (signal {-proc.returncode})" if proc.returncode < 0 else f"failed (exit {proc.returncode})"
+        tail = "\n".join((proc.stderr or "").strip().splitlines()[-8:])
+        raise TFLiteExportError(f"The TFLite converter {how} for quantize='int8'. Try quantize='dynamic'.\n{tail}")
 
 
 def tflite_interpreter(path, num_threads=None):
