@@ -39,14 +39,14 @@ demo: $(VENV)/.installed
 	$(BIN)/mbm-keras demo
 
 # Two pytest workers (pytest-xdist), one test module each at a time, so a
-# module's trained fixtures are built once: about 30 minutes on 2 cores.
+# module's trained fixtures are built once: about 24 minutes on 2 cores (benchmarks/suite.py --all says where).
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto --dist loadscope $(PYTEST_ARGS)
 
 # Skips the full-size backbones' training steps, the end-to-end demo run, int8 conversions, the notebooks, the
 # sequence fusions' TFLite conversions, the multi-process and resume runs, the retrieval and transcription runs' training and
-# exports, the CLI's export and predict subprocesses, the AV-digits benchmark's run (make test runs them all): under 10
-# minutes on 2 cores.
+# exports, the CLI's export and predict subprocesses, the AV-digits benchmark's run (make test runs them all): about
+# 6.5 minutes on 2 cores (benchmarks/suite.py).
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto --dist loadscope -m "not slow" $(PYTEST_ARGS)
 

@@ -154,7 +154,8 @@ def _task_configs(folder, train_csv, speech_csv):
     data = {"train": str(train_csv), "batch_size": 8, "preprocessing": prep}
     return {
         "classification": {"data": {**data, "columns": {"image": "img", "text": "caption", "label": "label"}},
-                           "model": {"image": "small_cnn", "text": "cnn"}, "train": {"epochs": 1}},
+                           "model": {"image": "small_cnn", "text": "cnn"},
+                           "train": {"epochs": 1, "keep_best_of": "fusion"}},  # the fused model's commands
         "retrieval": {"data": {**data, "columns": {"image": "img", "text": "caption", "label": "label"}},
                       "model": {"image": "small_cnn", "text": "cnn"}, "train": {"epochs": 1},
                       "task": {"kind": "retrieval", "query": ["text"], "candidate": ["image"], "embedding_dim": 8}},
