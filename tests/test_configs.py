@@ -44,15 +44,28 @@ def test_configs_exist_for_each_task_and_readme_lists_them():
         assert any(f"mbm-keras {command} --config configs/{path.name}" in text for command in ("train", "pretrain"))
 
 
-# make test-fast trains the classification and tabular configs; the retrieval, transcription and pretraining
-# configs (a minute together) train in make test. test-fast still loads and schema-checks every config
-# (test_the_json_schema_and_the_key_table_come_from_the_config_schema) and trains each of those tasks on tiny
-# data (test_retrieval, test_transcription, test_pretraining, test_hostile).
+# make test-fast trains the classification and tabular configs; make test also the pretraining config. The
+# retrieval and transcription configs are trained one epoch, as they are (only the data paths, the epochs and
+# the output set), by notebooks 06 and 07 (tests/test_notebooks.py, make test), which then search and transcribe
+# with their runs: training them here too would repeat those two trainings. test-fast still schema-checks every
+# config (test_the_json_schema_and_the_key_table_come_from_the_config_schema) and trains each task on tiny data.
 FAST_CONFIGS = ("classification", "tabular")
+TRAINED_BY_NOTEBOOKS = {"retrieval": "06_search_engine", "transcription": "07_transcription"}
+
+
+def test_every_config_is_trained_here_or_by_a_tested_notebook():
+    stems = {p.stem for p in CONFIGS}
+    assert set(TRAINED_BY_NOTEBOOKS) <= stems
+    tested = (ROOT / "tests" / "test_notebooks.py").read_text()
+    for stem, notebook in TRAINED_BY_NOTEBOOKS.items():
+        cells = json.loads((ROOT / "notebooks" / f"{notebook}.ipynb").read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert f'open("../configs/{stem}.yaml")' in code and "MBM_KERAS_NOTEBOOK_EPOCHS" in code, notebook
+        assert f'run_notebook("{notebook}"' in tested, f"tests/test_notebooks.py does not run {notebook}"
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=() if p.stem in FAST_CONFIGS else pytest.mark.slow)
-                                  for p in CONFIGS], ids=lambda p: p.stem)
+                                  for p in CONFIGS if p.stem not in TRAINED_BY_NOTEBOOKS], ids=lambda p: p.stem)
 def test_every_config_trains_one_epoch_as_is(workdir, path):
     config = workdir / "configs" / path.name
     loaded = load_config(str(config))
