@@ -56,8 +56,13 @@ def main(argv=None):
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args(argv)
     if args.log:
-        with open(args.log, encoding="utf-8", errors="replace") as f:
-            wall, per_test = parse(f.read())
+        try:
+            with open(args.log, encoding="utf-8", errors="replace") as f:
+                wall, per_test = parse(f.read())
+        except OSError as e:
+            parser.error(f"--log {args.log}: {e.strerror}")
+        if not per_test:
+            parser.error(f"--log {args.log}: no test durations in it (run pytest with --durations=0)")
     else:
         cmd = [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadscope", "--durations=0", "-q"]
         if not args.all:

@@ -212,7 +212,7 @@ def build_fusion_model(
         _check_spec_alone(locals())
     else:
         spec = spec_from_kwargs(
-            dict(image=image, text=text, audio=audio, tabular=tabular, **more), features=features,
+            dict(image=image, text=text, audio=audio, tabular=tabular), more, features=features,
             share_encoders=share_encoders, fusion=fusion, head=head, num_classes=num_classes,
             options=dict(image_shape=image_shape, text_length=text_length, vocab_size=vocab_size,
                          audio_length=audio_length, sample_rate=sample_rate, tabular_dim=tabular_dim),
@@ -239,14 +239,13 @@ def _check_spec_alone(arguments):
         raise TypeError(f"spec must be a mbm_keras.model_spec.FusionModelSpec. Received: spec={arguments['spec']!r}")
 
 
-def spec_from_kwargs(by_modality, *, features, share_encoders, fusion, head, num_classes, options, feature_options,
-                     weights, freeze_backbone, dropout, missing_modalities, fusion_kwargs, compile, learning_rate,
-                     name, kwargs_of):
-    """The `FusionModelSpec` of `build_fusion_model`'s keyword call (`by_modality`: the modality keywords with
-    `**more`, where another modality's encoder, `<modality>_kwargs` and model options arrive)."""
+def spec_from_kwargs(by_modality, more, *, features, share_encoders, fusion, head, num_classes, options,
+                     feature_options, weights, freeze_backbone, dropout, missing_modalities, fusion_kwargs, compile,
+                     learning_rate, name, kwargs_of):
+    """The `FusionModelSpec` of `build_fusion_model`'s keyword call (`by_modality`: its four modality keywords;
+    `more`: its `**more`, where another modality's encoder, `<modality>_kwargs` and model options arrive)."""
     options = dict(options)
-    more = {k: by_modality.pop(k) for k in list(by_modality) if k not in ("image", "text", "audio", "tabular")}
-    chosen = _chosen_features(by_modality, dict(kwargs_of), options, features, more)
+    chosen = _chosen_features(dict(by_modality), dict(kwargs_of), options, features, more)
     per_feature = {f: {**(feature_options or {}).get(f, {}), **spec["options"]} for f, spec in chosen.items()}
     known = {f.name for f in dataclasses.fields(InputOptions)}
     return FusionModelSpec(

@@ -36,3 +36,15 @@ def test_a_log_without_a_summary_line_has_no_wall_time():
     wall, per_test = suite.parse("1.00s call     tests/test_x.py::test_y\n")
     assert wall is None and dict(per_test) == {"tests/test_x.py::test_y": 1.0}
     assert "wall" not in suite.report(wall, per_test)
+
+
+def test_a_missing_or_empty_log_is_a_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "empty.log").write_text("nothing here\n")
+    for log, message in ((tmp_path / "none.log", "No such file or directory"),
+                         (tmp_path / "empty.log", "no test durations in it")):
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--log", str(log)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and f"--log {log}: {message}" in proc.stderr and "Traceback" not in proc.stderr

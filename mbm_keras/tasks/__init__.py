@@ -31,14 +31,13 @@ def load_run(path):
         >>> task.name
         'retrieval'
     """
-    from mbm_keras.run import Run
-
+    from mbm_keras.run import CONFIG_FILE, Run
     from mbm_keras.tasks.base import task_named
 
     run = Run(path)
     config = run.config()
     kind = ((config or {}).get("task") or {}).get("kind")
-    task = task_named(kind, run.file("config.json")) if kind else None
+    task = task_named(kind, run.file(CONFIG_FILE)) if kind else None
     if task is not None:
         task.check_loadable(run.folder)
     model, pre = run.load()
