@@ -2,6 +2,7 @@
 layers and no import up the order, checked by import-linter on every import statement (function-level ones
 too); no module in mbm_keras/ is longer than 600 lines and no function longer than 80."""
 
+import ast
 import os
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -73,3 +74,70 @@ def test_no_function_is_longer_than_80_lines():
                     if lines > 80:
                         long.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.name}: {lines} lines")
     assert not long, long
+
+
+def _requirement_names(block):
+    import re
+
+    return {re.split(r"[<>=!\[; ]", line.strip())[0].lower().replace("_", "-")
+            for line in block.strip().splitlines() if line.strip()}
+
+
+def _with_dependencies(names):
+    """`names` and every distribution they require, transitively (installed metadata)."""
+    import importlib.metadata as md
+    import re
+
+    seen, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = md.requires(name) or []
+        except md.PackageNotFoundError:
+            continue
+        todo += [re.split(r"[<>=!\[; (]", r)[0].lower().replace("_", "-") for r in requires if "extra ==" not in r]
+    return seen
+
+
+def test_every_third_party_import_is_installed_with_mbm_keras_or_named_by_its_extra():
+    """A plain `pip install mbm_keras` (what `make demo` does) has what the package imports; an optional
+    extra's module (onnx, audio) is imported where the file says how to install it. ai-edge-litert sat in the
+    dev extra, so TFLite export failed after `make demo`."""
+    import configparser
+    import importlib.metadata as md
+    import sys
+
+    from pathlib import Path
+
+    root = Path(ROOT)
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    runtime = _with_dependencies(_requirement_names(cfg["options"]["install_requires"]))
+    optional = {extra: _with_dependencies(_requirement_names(block))
+                for extra, block in cfg["options.extras_require"].items() if extra != "dev"}
+    distributions = md.packages_distributions()
+    wrong = []
+    for path in sorted((root / "mbm_keras").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or top == "mbm_keras":
+                    continue
+                dists = {d.lower().replace("_", "-") for d in distributions.get(top, [])}
+                if dists & runtime:
+                    continue
+                extras = [extra for extra, names in optional.items() if dists & names]
+                if not extras or "pip install" not in text:
+                    wrong.append(f"{path.relative_to(root)}:{node.lineno} imports {top} ({', '.join(dists) or '?'}), "
+                                 f"in no install_requires{'' if not extras else ' and says no pip install'}")
+    assert not wrong, "\n".join(wrong)

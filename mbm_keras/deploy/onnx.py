@@ -133,7 +133,10 @@ def onnx_session(path, providers=None, num_threads=None):
         >>> session = onnx_session("saved_models/first-onnx/model.onnx")
         >>> session = onnx_session(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     """
-    import onnxruntime
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError("Running an ONNX model needs onnxruntime: pip install 'mbm_keras[onnx]'") from None
 
     from mbm_keras.run import ArtifactError
 
