@@ -95,10 +95,18 @@ print(json.dumps([x.decode() for x in out["label"].numpy()]))
 """
 
 
-def test_saved_model_serves_raw_files_like_keras(run, tmp_path):
+@pytest.fixture(scope="module")
+def saved_model(run, tmp_path_factory):
+    """The run's SavedModel, checked against Keras on 16 test examples by export_model."""
+    folder, test_manifest = run
+    return export_model(folder, "saved_model", str(tmp_path_factory.mktemp("saved_model") / "served"),
+                        data=test_manifest, num_examples=16, verbose=False)
+
+
+def test_saved_model_serves_raw_files_like_keras(run, saved_model, tmp_path):
     folder, test_manifest = run
     model, pre = load_run_model(folder)
-    result = export_model(folder, "saved_model", str(tmp_path / "served"), data=test_manifest, num_examples=16, verbose=False)
+    result = saved_model
     assert result["check"]["max_abs_diff"] <= 1e-5  # serve_tensors vs Keras
     raw, _, _, rows = _raw_rows(test_manifest, 12)
     raw["image"][3] = b""  # example 3 arrives without its image
@@ -137,10 +145,9 @@ def test_saved_model_cli_runs_the_raw_signature(run, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "cli" / "probabilities.npy"), expected, atol=1e-5)
 
 
-def test_wrong_inputs_to_the_signatures_give_clear_errors(run, tmp_path):
+def test_wrong_inputs_to_the_signatures_give_clear_errors(run, saved_model):
     folder, test_manifest = run
-    out = export_model(folder, "saved_model", str(tmp_path / "served"), verbose=False)["out"]
-    loaded = tf.saved_model.load(out)
+    loaded = tf.saved_model.load(saved_model["out"])
     raw, _, _, _ = _raw_rows(test_manifest, 1)
     good = {k: tf.constant(v) for k, v in raw.items()}
     # The restored endpoint function names the input, what it got and what it expects.
@@ -161,41 +168,57 @@ def test_wrong_inputs_to_the_signatures_give_clear_errors(run, tmp_path):
 
 @pytest.fixture(scope="module")
 def tflite_exports(run, tmp_path_factory):
+    """The float conversions (in this process); int8's, in a child process, is tested alone (slow)."""
     folder, test_manifest = run
     root = tmp_path_factory.mktemp("tflite")
     return {
         q: export_model(folder, "tflite", str(root / q), quantize=q, data=test_manifest, num_examples=200, verbose=False)
-        for q in ("none", "float16", "dynamic", "int8")
+        for q in ("none", "float16", "dynamic")
     }
 
 
-def test_tflite_float_matches_keras_and_quantized_agree(run, tflite_exports):
+def _tflite_agreement(run, exports):
+    """{quantize: (largest difference from Keras, top-1 agreement)} on up to 200 test examples, and their count."""
     folder, test_manifest = run
     model, pre = load_run_model(folder)
     x = example_inputs(model, pre, test_manifest, 200)
     expected = model.predict(x, verbose=0)
-    n = len(expected)
-    assert n >= 100
     results = {}
-    for q, export in tflite_exports.items():
+    for q, export in exports.items():
         got = run_tflite(tflite_interpreter(os.path.join(export["out"], "model.tflite")), x)
         results[q] = (float(np.abs(got - expected).max()), float(np.mean(got.argmax(1) == expected.argmax(1))))
+        assert export["check"]["examples"] == len(expected)
+    return results, len(expected)
+
+
+def test_tflite_float_matches_keras_and_quantized_agree(run, tflite_exports):
+    results, n = _tflite_agreement(run, tflite_exports)
+    assert n >= 100
     assert results["none"][0] <= 1e-4, results
     assert results["float16"][1] >= 0.99 and results["dynamic"][1] >= 0.99, results
-    assert results["int8"][1] >= 0.97, results  # an LSTM text branch, full-integer quantized
     sizes = {q: e["bytes"] for q, e in tflite_exports.items()}
-    assert sizes["int8"] <= 0.3 * sizes["none"], sizes
-    for q, export in tflite_exports.items():
-        assert export["check"]["examples"] == n
+    assert sizes["float16"] <= 0.55 * sizes["none"] and sizes["dynamic"] <= 0.35 * sizes["none"], sizes
+
+
+@pytest.mark.slow  # int8 converts in a child process (TF 2.21 can crash on it: the test below)
+def test_tflite_int8_agrees_and_is_under_a_third_of_the_size(run, tflite_exports, tmp_path):
+    folder, test_manifest = run
+    int8 = export_model(folder, "tflite", str(tmp_path / "int8"), quantize="int8", data=test_manifest,
+                        num_examples=200, verbose=False)
+    results, _ = _tflite_agreement(run, {"int8": int8})
+    assert results["int8"][1] >= 0.97, results  # an LSTM text branch, full-integer quantized
+    assert int8["bytes"] <= 0.3 * tflite_exports["none"]["bytes"], (int8["bytes"], tflite_exports["none"]["bytes"])
+    side = json.loads((tmp_path / "int8" / "model.json").read_text(encoding="utf-8"))
+    assert side["quantize"] == "int8" and side["inputs"]["text"] == {"shape": [1, 8], "dtype": "int32"}
 
 
 def test_tflite_sidecar_vocabulary_and_reference_tokenizer(run, tflite_exports):
     folder, _ = run
     _, pre = load_run_model(folder)
-    out = tflite_exports["int8"]["out"]
+    out = tflite_exports["dynamic"]["out"]
     assert {"model.tflite", "model.json", "vocabulary.txt", "tokenizer.py", "preprocessor.json"} <= set(os.listdir(out))
     side = json.loads(open(os.path.join(out, "model.json"), encoding="utf-8").read())
-    assert side["labels"] == pre.labels.classes and side["quantize"] == "int8" and side["batch_size"] == 1
+    assert side["labels"] == pre.labels.classes and side["quantize"] == "dynamic" and side["batch_size"] == 1
     assert side["inputs"]["image"] == {"shape": [1, 32, 32, 3], "dtype": "float32"}
     assert side["inputs"]["text"] == {"shape": [1, 8], "dtype": "int32"}
     assert side["inputs"]["audio"] == {"shape": [1, 2000], "dtype": "float32"}
@@ -305,7 +328,7 @@ def test_int8_calibration_covers_every_recurrent_step():
 
 # --- ONNX ---
 
-def test_onnx_export_matches_keras_and_predicts(run, tmp_path):
+def test_onnx_export_matches_keras_and_predicts(run, tmp_path, capsys):
     from mbm_keras.deploy.onnx import onnx_session, run_onnx
 
     folder, test_manifest = run
@@ -325,9 +348,10 @@ def test_onnx_export_matches_keras_and_predicts(run, tmp_path):
                           audio=audios[0], top=3)
     assert [c for c, _ in keras_answer] == [c for c, _ in onnx_answer]
     np.testing.assert_allclose([p for _, p in keras_answer], [p for _, p in onnx_answer], atol=1e-4)
-    proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "predict", "--model", str(tmp_path / "onnx"),
-                           "--image", images[0], "--text", rows[0]["text"]], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and len(proc.stdout.strip().splitlines()) == 3, proc.stderr[-2000:]
+    from mbm_keras.cli import main  # the CLI on the export folder (CLI subprocesses: the slow tests above)
+
+    assert main(["predict", "--model", str(tmp_path / "onnx"), "--image", images[0], "--text", rows[0]["text"]]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
 
 
 @keras.saving.register_keras_serializable(package="tests")

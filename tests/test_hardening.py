@@ -4,8 +4,6 @@ something else, and the resume that must not ignore a changed config."""
 import json
 import os
 import re
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -169,7 +167,7 @@ def test_a_finished_run_or_a_foreign_folder_is_never_overwritten_silently(tmp_pa
 from test_data import COLUMNS, OPTIONS, make_files, write_csv  # noqa: E402
 
 from mbm_keras.data import DataError, fit_preprocessor, make_dataset  # noqa: E402
-from mbm_keras.deploy import export_model, predict  # noqa: E402
+from mbm_keras.deploy import Predictor, export_model, predict  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -198,23 +196,34 @@ def run(tmp_path_factory):
     return root, rows, exports
 
 
+@pytest.fixture(scope="module")
+def predictors(run):
+    """The run and its two exports, each loaded once (`Predictor`); `predict(path)` is `Predictor(path)(...)`."""
+    root, _, exports = run
+    return {"keras": Predictor(str(root / "run")), **{kind: Predictor(path) for kind, path in exports.items()}}
+
+
 def _example(root, row):
     return dict(image=str(root / row["img"]), text=row["caption"], audio=str(root / row["wav"]),
                 tabular=[row["age"], row["city"]])
 
 
-def test_categorical_tabular_exports_to_every_format(run):
+def test_categorical_tabular_exports_to_every_format(run, predictors):
     root, rows, exports = run
-    for row in rows[24:28]:
+    paths = {"keras": str(root / "run"), **exports}
+    for i, row in enumerate(rows[24:28]):
         example = _example(root, row)
-        expected = dict(predict(str(root / "run"), **example))
+        answers = {kind: dict(predictor(**example)) for kind, predictor in predictors.items()}
+        if i == 0:  # the public call (it loads the artifact each time) answers as the loaded Predictor
+            assert {kind: dict(predict(path, **example)) for kind, path in paths.items()} == answers
+        expected = answers["keras"]
         for kind in ("saved_model", "tflite"):
-            got = dict(predict(exports[kind], **example))
+            got = answers[kind]
             assert set(got) == set(expected)
             for label, p in expected.items():
                 assert abs(got[label] - p) <= 1e-4, (kind, got, expected)
     unseen = dict(_example(root, rows[24]), tabular=["31", "tokyo"])  # an unseen city: the unknown slot
-    assert predict(exports["saved_model"], **unseen)[0][0] == predict(str(root / "run"), **unseen)[0][0]
+    assert predictors["saved_model"](**unseen)[0][0] == predictors["keras"](**unseen)[0][0]
 
 
 @pytest.mark.slow
@@ -231,14 +240,14 @@ def test_categorical_tabular_exports_to_int8_tflite(run, tmp_path):
     ("nan", "not a number"), ("inf", "not a number"), ("-Infinity", "not a number"), ("1e39", "finite float32"),
     ("abc", "not a number"), ("1_000", "not a number"),
 ])
-def test_non_finite_or_non_numeric_cells_are_refused_on_every_path(run, cell, reason):
+def test_non_finite_or_non_numeric_cells_are_refused_on_every_path(run, predictors, cell, reason):
     from mbm_keras.deploy.reference_tokenizer import TabularEncoder
 
     root, rows, exports = run
     example = dict(_example(root, rows[24]), tabular=[cell, "paris"])
-    for artifact in (str(root / "run"), exports["saved_model"], exports["tflite"]):
+    for predictor in predictors.values():
         with pytest.raises(ValueError, match=f"tabular column 'age': .*{reason}"):
-            predict(artifact, **example)
+            predictor(**example)
     with pytest.raises(ValueError, match=f"tabular column 'age': '{cell}' is not a (number|finite float32 number)"):
         TabularEncoder.from_export(os.path.join(exports["tflite"], "model.json"))([cell, "paris"])
     bad = [dict(r) for r in rows[24:]]
@@ -279,16 +288,16 @@ def test_reference_tabular_encoder_matches_the_serving_graph(run):
     np.testing.assert_allclose(np.array([reference(c) for c in cells]), graph, rtol=1e-6, atol=1e-6)
 
 
-def test_tabular_cell_count_and_batch_sizes_are_checked(run):
+def test_tabular_cell_count_and_batch_sizes_are_checked(run, predictors):
     import tensorflow as tf
 
     root, rows, exports = run
     example = _example(root, rows[24])
-    for artifact in (str(root / "run"), exports["saved_model"], exports["tflite"]):
+    for predictor in predictors.values():
         with pytest.raises(ValueError, match=r"takes 2 tabular cell\(s\).*received 3"):
-            predict(artifact, **dict(example, tabular=["31", "paris", "extra"]))
+            predictor(**dict(example, tabular=["31", "paris", "extra"]))
         with pytest.raises(ValueError, match=r"takes 2 tabular cell\(s\).*received 1"):
-            predict(artifact, **dict(example, tabular=["31"]))
+            predictor(**dict(example, tabular=["31"]))
     serve = tf.saved_model.load(exports["saved_model"]).signatures["serving_default"]
     raw = {"image": tf.constant([open(example["image"], "rb").read()] * 2), "text": tf.constant(["a", "b"]),
            "audio": tf.constant([open(example["audio"], "rb").read()] * 2), "tabular": tf.constant([["1", "paris"]])}
@@ -312,14 +321,14 @@ def _png(path, width, height):
     return path
 
 
-def test_images_above_the_pixel_limit_are_refused_before_decoding(run, tmp_path):
+def test_images_above_the_pixel_limit_are_refused_before_decoding(run, predictors, tmp_path):
     root, rows, exports = run
     bomb = _png(tmp_path / "bomb.png", 16000, 16000)
     assert os.path.getsize(bomb) < 100_000
     example = dict(_example(root, rows[24]), image=str(bomb))
-    for artifact in (str(root / "run"), exports["saved_model"], exports["tflite"]):
+    for predictor in predictors.values():
         with pytest.raises(ValueError, match=r"image of 16000x16000 pixels is above the limit max_image_pixels=89,478,485"):
-            predict(artifact, **example)
+            predictor(**example)
     # make_dataset: named with its row, whether found by the header check or while streaming.
     shutil_rows = [dict(r) for r in rows[24:]]
     os.replace(bomb, root / "img" / "bomb.png")
@@ -350,25 +359,25 @@ def test_images_above_the_pixel_limit_are_refused_before_decoding(run, tmp_path)
     assert explain(info.value).startswith("image of 40x30 pixels is above the limit max_image_pixels=1,000")
 
 
-def test_wav_bit_depths_long_audio_and_garbage_audio_give_the_reason(run, tmp_path):
+def test_wav_bit_depths_long_audio_and_garbage_audio_give_the_reason(run, predictors, tmp_path):
     root, rows, exports = run
     example = _example(root, rows[24])
     for width in (1, 4):
         wav = write_pcm_wav(tmp_path / f"{8 * width}.wav", width)
-        for artifact in (str(root / "run"), exports["saved_model"]):
+        for kind in ("keras", "saved_model"):
             with pytest.raises(ValueError, match=fr"a {8 * width}-bit WAV file \(format tag 1, 1 = PCM, 3 = float\): "
                                                  "only 16-bit PCM WAV is read"):
-                predict(artifact, **dict(example, audio=wav))
+                predictors[kind](**dict(example, audio=wav))
     from mbm_keras.codecs.audio import wav_info
 
     assert wav_info(write_pcm_wav(tmp_path / "16.wav", 2)) == (1, 16, 0.1)
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"OggS" + bytes(range(256)) * 4)
     with pytest.raises(ValueError, match="input audio must hold WAV file bytes"):
-        predict(exports["saved_model"], **dict(example, audio=str(garbage)))
+        predictors["saved_model"](**dict(example, audio=str(garbage)))
     garbage.write_bytes(b"RIFF\xff\xff\xff\xffWAVE" + bytes(range(128, 256)) * 4)
     with pytest.raises(ValueError) as info:
-        predict(exports["saved_model"], **dict(example, audio=str(garbage)))
+        predictors["saved_model"](**dict(example, audio=str(garbage)))
     assert "\n" not in str(info.value) and "user code" not in str(info.value)
     # Longer than max_audio_seconds: refused naming the duration.
     from mbm_keras.data import Preprocessor
@@ -392,18 +401,35 @@ def test_wav_bit_depths_long_audio_and_garbage_audio_give_the_reason(run, tmp_pa
     assert explain(info.value) == "audio of 0.1 s is longer than max_audio_seconds=0.05 (data.preprocessing.max_audio_seconds)"
 
 
-def test_unknown_image_bytes_keep_tensorflows_reason(run, tmp_path):
-    root, rows, exports = run
-    (tmp_path / "x.png").write_bytes(b"not an image at all")
-    proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "predict", "--model", exports["saved_model"],
-                           "--image", str(tmp_path / "x.png"), "--text", "a red thing", "--tabular", "30,paris"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    last = proc.stderr.strip().splitlines()[-1]
+@pytest.fixture(scope="module")
+def cli_results(run, tmp_path_factory):
+    """`mbm-keras predict` on an image that is no image and on a SavedModel with truncated variables, both in
+    one fresh process (tests/cli_batch.py)."""
+    import shutil
+
+    from helpers import batch
+
+    root, _, exports = run
+    folder = tmp_path_factory.mktemp("cli")
+    (folder / "x.png").write_bytes(b"not an image at all")
+    sm = folder / "sm"
+    shutil.copytree(exports["saved_model"], sm)
+    for f in (sm / "variables").glob("variables.data*"):
+        f.write_bytes(f.read_bytes()[:100])
+    cases = {"not_an_image": ["predict", "--model", exports["saved_model"], "--image", folder / "x.png", "--text",
+                              "a red thing", "--tabular", "30,paris"],
+             "damaged_saved_model": ["predict", "--model", sm, "--text", "x", "--tabular", "30,paris"]}
+    return batch(cases, folder), sm
+
+
+def test_unknown_image_bytes_keep_tensorflows_reason(cli_results):
+    result = cli_results[0]["not_an_image"]
+    assert result["code"] == 2 and result["traceback"] is None, result
+    last = result["stderr"].strip().splitlines()[-1]
     assert last.startswith("mbm-keras predict: error: Unknown image file format. One of JPEG") and last.endswith("required.")
 
 
-def test_damaged_artifacts_name_the_file_and_the_cause(run, tmp_path):
+def test_damaged_artifacts_name_the_file_and_the_cause(run, cli_results, tmp_path):
     import shutil
     import zipfile
 
@@ -433,14 +459,10 @@ def test_damaged_artifacts_name_the_file_and_the_cause(run, tmp_path):
     shutil.copy(os.path.join(exports["tflite"], "vocabulary.txt"), tmp_path)
     with pytest.raises(ValueError, match=f"{tfl}: not a loadable TFLite model"):
         predict(str(tfl), **example)
-    sm = tmp_path / "sm"
-    shutil.copytree(exports["saved_model"], sm)
-    for f in (sm / "variables").glob("variables.data*"):
-        f.write_bytes(f.read_bytes()[:100])
-    proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", "predict", "--model", str(sm), "--text", "x",
-                           "--tabular", "30,paris"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert f"{sm}: cannot load the SavedModel" in proc.stderr.strip().splitlines()[-1]
+    results, sm = cli_results  # the SavedModel with truncated variables, through the CLI
+    result = results["damaged_saved_model"]
+    assert result["code"] == 2 and result["traceback"] is None and "Traceback" not in result["stderr"], result
+    assert f"{sm}: cannot load the SavedModel" in result["stderr"].strip().splitlines()[-1]
 
 
 def test_latin1_manifest_names_the_file_and_the_line(tmp_path):
@@ -507,7 +529,7 @@ def test_rows_that_fail_while_streaming_are_named_or_skipped(tmp_path, capfd):
         train(config, verbose=0)
 
 
-def test_advice_in_messages_names_options_the_user_has(tmp_path):
+def test_advice_in_messages_names_options_the_user_has(tmp_path, capsys):
     # Paths outside the data root: the message names the Python argument, the config key and the CLI flag,
     # and each of them exists.
     rows = make_files(tmp_path, n=4)
@@ -523,8 +545,10 @@ def test_advice_in_messages_names_options_the_user_has(tmp_path):
     assert make_dataset(path, preprocessor=pre_img, allow_outside_root=True).report["kept"] == 4
     assert load_config({"data": {"train": path, "columns": {"text": "caption"}, "allow_outside_root": True}})["data"][
         "allow_outside_root"] is True
+    from mbm_keras.cli import main
+
     for command in ("evaluate", "export"):
-        proc = subprocess.run([sys.executable, "-m", "mbm_keras.cli", command, "--help"], capture_output=True, text=True,
-                              timeout=300)
-        assert "--allow-outside-root" in proc.stdout
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "--allow-outside-root" in capsys.readouterr().out
     assert pre.fitted

@@ -100,11 +100,10 @@ def _pack(runs, name, **kw):
     return out
 
 
-def test_check_data_reads_a_healthy_shard_folder_from_its_shards(runs):
-    packed = _pack(runs, "healthy")
-    proc = cli("check-data", "--data", packed, "--model", runs / "retrieval" / "run", "--quiet")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "24 of 24 rows usable, 0 problem(s)" in proc.stdout
+def test_check_data_reads_a_healthy_shard_folder_from_its_shards(retrieval_cli):
+    result = retrieval_cli[0]["healthy_shards"]
+    assert result["code"] == 0, result
+    assert "24 of 24 rows usable, 0 problem(s)" in result["stdout"]
 
 
 # --- 3. Two writers of one index keep both their rows -------------------------------------------------------------
@@ -125,10 +124,11 @@ def test_concurrent_index_adds_keep_every_row(runs, tmp_path):
 
 # --- 4 and 5. search --k, crafted index files ---------------------------------------------------------------------
 
-def test_search_k_below_one_is_refused(runs):
-    proc = cli("search", "--index", runs / "catalogue.index", "--feature", "tabular=30,paris", "--k", "-3")
-    assert proc.returncode == 2 and "argument --k: must be a whole number >= 1. Received: -3" in proc.stderr
-    assert proc.stdout == ""
+def test_search_k_below_one_is_refused(retrieval_cli):
+    results, runs = retrieval_cli
+    result = results["k_negative"]
+    assert result["code"] == 2 and "argument --k: must be a whole number >= 1. Received: -3" in result["stderr"]
+    assert result["stdout"] == ""
     with pytest.raises(ValueError, match="k \\(the number of results\\) must be a positive int. Received: k=0"):
         Index.load(runs / "catalogue.index").search(np.ones((1, 8)), k=0)
 
@@ -249,7 +249,10 @@ def retrieval_cli(runs, crafted):
     shutil.copy(bad / "img" / "0.png", bad / "img" / "\x1b[2Jx.png")
     write_csv(bad / "escapes.csv", [dict(rows[0], img="img/\x1b[2Jx.png"), *rows[1:]])
     (bad / "a_folder").mkdir()
+    healthy = _pack(runs, "healthy")
     cases = {
+        "healthy_shards": ["check-data", "--data", healthy, "--model", run, "--quiet"],
+        "k_negative": ["search", "--index", runs / "catalogue.index", "--feature", "tabular=30,paris", "--k", "-3"],
         "k0": ["search", "--index", runs / "catalogue.index", "--feature", "tabular=30,paris", "--k", "0"],
         "out_folder": ["index", "--model", run, "--data", data / "val.csv", "--out", bad / "a_folder"],
         "out_missing_folder": ["index", "--model", run, "--data", data / "val.csv", "--out",

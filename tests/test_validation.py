@@ -180,6 +180,7 @@ def test_evaluate_counts_each_row_once_when_rows_are_skipped(default_run, tmp_pa
     assert f"the run kept: {kept}" in text and "its epoch (" in text and "chosen on: data.val_split" in text
 
 
+@pytest.mark.slow  # three retrieval trainings (the fused candidate and each feature alone), as the trained task runs
 def test_a_fused_retrieval_candidate_is_compared_with_each_of_its_features(tmp_path):
     from mbm_keras.run import Run
 

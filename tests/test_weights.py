@@ -17,7 +17,8 @@ STANDALONE = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(STANDALONE))
+# ResNet50 (three full-size backbones built and run) is slow; MobileNetV3Small takes the same path in test-fast.
+@pytest.mark.parametrize("name", [pytest.param("resnet50", marks=pytest.mark.slow), "mobilenet_v3_small"])
 def test_weights_file_is_loaded(name, tmp_path):
     app, preprocess = STANDALONE[name]
     keras.utils.set_random_seed(123)

@@ -10,6 +10,8 @@ from mbm_keras.run import artifact_kind
 def predict(path, image=None, text=None, audio=None, tabular=None, top=3, *, features=None, **more):
     """Top classes for one example.
 
+    Loads `path` each time; `Predictor(path)` loads it once for many examples.
+
     Args:
         path: a run folder or `.keras` file (with `preprocessor.json` beside
             it), a SavedModel folder from `export_model`, or a `.tflite` or
@@ -36,76 +38,108 @@ def predict(path, image=None, text=None, audio=None, tabular=None, top=3, *, fea
         [('red-cat-high', 0.93), ...]
         >>> predict("runs/cars", features={"front": "f.jpg", "rear": "r.jpg", "title": "red hatchback"})
     """
-    path = os.path.abspath(path)
-    kind = artifact_kind(path)
-    given = {k: v for k, v in dict(image=image, text=text, audio=audio, tabular=tabular, **more).items()
-             if v is not None}
-    for name, value in (features or {}).items():
-        if name in given:
-            raise ValueError(f"{name!r} is given twice: as a keyword and in features")
-        given[name] = value
-    if kind == "saved_model":
-        return _predict_saved_model(path, given, top)
-    return _predict_preprocessed(path, kind, given, top)
+    return Predictor(path)(image=image, text=text, audio=audio, tabular=tabular, top=top, features=features, **more)
 
 
-def _predict_saved_model(path, given, top):
-    """Raw inputs into the SavedModel's serving signature; its task reads the answer."""
-    import tensorflow as tf
+class Predictor:
+    """A model artifact loaded once, answering one example per call as `predict` does.
 
-    signature, feature_modalities = _load_signature(path)
-    task = _export_task(path)
-    task.check_predictable(path, "saved_model")
-    specs = signature.structured_input_signature[1]
-    _check_given(list(specs), given)
-    raw = {}
-    for name, spec in specs.items():
-        modality = get_modality(feature_modalities.get(name, name))
-        raw[name] = tf.constant([modality.raw_example(given.get(name), name, spec.shape[1:])])
-    return task.answer(_run(signature, raw), None, top, path)
+    Args:
+        path: as `predict`'s: a run folder or `.keras` file, a SavedModel
+            folder, or a `.tflite` or `.onnx` file or export folder.
 
+    Examples:
+        >>> predictor = Predictor("saved_models/demo")
+        >>> predictor(image="cat.png", text="a red cat", top=2)
+        [('red-cat-high', 0.93), ('red-cat-low', 0.05)]
+    """
 
-def _predict_preprocessed(path, kind, given, top):
-    """A `.keras` run, a TFLite or an ONNX export: each input preprocessed as the SavedModel would, then the
-    model; the run's task reads the answer."""
-    import tensorflow as tf
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+        self.kind = artifact_kind(self.path)
+        if self.kind == "saved_model":
+            self._load_saved_model()
+        else:
+            self._load_preprocessed()
 
-    from mbm_keras.deploy.raw_inputs import raw_to_inputs
+    def __call__(self, image=None, text=None, audio=None, tabular=None, top=3, *, features=None, **more):
+        """`predict`'s answer for one example; the arguments are `predict`'s after `path`."""
+        given = {k: v for k, v in dict(image=image, text=text, audio=audio, tabular=tabular, **more).items()
+                 if v is not None}
+        for name, value in (features or {}).items():
+            if name in given:
+                raise ValueError(f"{name!r} is given twice: as a keyword and in features")
+            given[name] = value
+        if self.kind == "saved_model":
+            return self._answer_saved_model(given, top)
+        return self._answer_preprocessed(given, top)
 
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    if kind == "keras":
-        from mbm_keras.tasks import load_run
+    def _load_saved_model(self):
+        self._signature, self._feature_modalities = _load_signature(self.path)
+        self.task = _export_task(self.path)
+        self.task.check_predictable(self.path, "saved_model")
 
-        model, pre, task = load_run(path)
-        names = [t.name for t in model.inputs]
-    else:
-        from mbm_keras.data import Preprocessor
+    def _answer_saved_model(self, given, top):
+        """Raw inputs into the SavedModel's serving signature; its task reads the answer."""
+        import tensorflow as tf
 
-        pre = Preprocessor.load(folder)
-        task = _export_task(folder, pre)
-    task.check_predictable(path, kind)
-    if kind == "onnx":
-        from mbm_keras.deploy.onnx import onnx_session, run_onnx
+        specs = self._signature.structured_input_signature[1]
+        _check_given(list(specs), given)
+        raw = {}
+        for name, spec in specs.items():
+            modality = get_modality(self._feature_modalities.get(name, name))
+            raw[name] = tf.constant([modality.raw_example(given.get(name), name, spec.shape[1:])])
+        return self.task.answer(_run(self._signature, raw), None, top, self.path)
 
-        session = onnx_session(path if path.endswith(".onnx") else os.path.join(path, "model.onnx"))
-        names = [i.name for i in session.get_inputs()]
-    elif kind == "tflite":
-        from mbm_keras.deploy.tflite import run_tflite, tflite_interpreter
+    def _load_preprocessed(self):
+        """A `.keras` run, a TFLite or an ONNX export, with its preprocessor and task."""
+        path, kind = self.path, self.kind
+        folder = path if os.path.isdir(path) else os.path.dirname(path)
+        if kind == "keras":
+            from mbm_keras.tasks import load_run
 
-        interpreter = tflite_interpreter(path if path.endswith(".tflite") else os.path.join(path, "model.tflite"))
-        names = list(interpreter.get_signature_runner().get_input_details())
-    _check_given(pre.modalities, given, names)
-    raw = {name: tf.constant([feature.raw_example(given.get(name), name, feature.raw_spec().shape, feature.columns())])
-           for name, feature in pre.features.items()}
-    inputs = {k: v.numpy() for k, v in _run(lambda **r: raw_to_inputs(r, pre, names), raw).items()}
-    if kind == "keras":
-        outputs = model.predict(inputs, verbose=0)[0]
-    elif kind == "onnx":
-        outputs = run_onnx(session, inputs)[0]
-    else:
-        outputs = run_tflite(interpreter, inputs)[0]
-    classes = [str(c) for c in pre.labels.classes] if pre.labels is not None and pre.labels.classes else None
-    return task.answer(outputs, classes, top, path)
+            self._model, self.pre, self.task = load_run(path)
+            self._names = [t.name for t in self._model.inputs]
+        else:
+            from mbm_keras.data import Preprocessor
+
+            self.pre = Preprocessor.load(folder)
+            self.task = _export_task(folder, self.pre)
+        self.task.check_predictable(path, kind)
+        if kind == "onnx":
+            from mbm_keras.deploy.onnx import onnx_session
+
+            self._model = onnx_session(path if path.endswith(".onnx") else os.path.join(path, "model.onnx"))
+            self._names = [i.name for i in self._model.get_inputs()]
+        elif kind == "tflite":
+            from mbm_keras.deploy.tflite import tflite_interpreter
+
+            self._model = tflite_interpreter(path if path.endswith(".tflite") else os.path.join(path, "model.tflite"))
+            self._names = list(self._model.get_signature_runner().get_input_details())
+
+    def _answer_preprocessed(self, given, top):
+        """Each input preprocessed as the SavedModel would, then the model; the task reads the answer."""
+        import tensorflow as tf
+
+        from mbm_keras.deploy.raw_inputs import raw_to_inputs
+
+        pre, names = self.pre, self._names
+        _check_given(pre.modalities, given, names)
+        raw = {name: tf.constant([feature.raw_example(given.get(name), name, feature.raw_spec().shape, feature.columns())])
+               for name, feature in pre.features.items()}
+        inputs = {k: v.numpy() for k, v in _run(lambda **r: raw_to_inputs(r, pre, names), raw).items()}
+        if self.kind == "keras":
+            outputs = self._model.predict(inputs, verbose=0)[0]
+        elif self.kind == "onnx":
+            from mbm_keras.deploy.onnx import run_onnx
+
+            outputs = run_onnx(self._model, inputs)[0]
+        else:
+            from mbm_keras.deploy.tflite import run_tflite
+
+            outputs = run_tflite(self._model, inputs)[0]
+        classes = [str(c) for c in pre.labels.classes] if pre.labels is not None and pre.labels.classes else None
+        return self.task.answer(outputs, classes, top, self.path)
 
 
 def _export_task(folder, pre=None):
