@@ -29,9 +29,10 @@ def all_layers(model):
 
 def run_model_checks(model, inputs, labels, tmp_path, num_classes):
     """Shapes, input names, no NaN, no Lambda, .keras round trip, one fit step lowers the loss."""
-    # Shapes, input names, no NaN.
+    # Shapes, input names, no NaN. Called eagerly, in inference mode: predict's tf.function would be traced for
+    # each model (about a second each); the graph is traced by the training step below and by every trained test.
     assert set(model.input.keys()) == set(inputs.keys())
-    outputs = model.predict(inputs, verbose=0)
+    outputs = keras.ops.convert_to_numpy(model(inputs, training=False))
     assert outputs.shape == (len(labels), num_classes)
     assert np.all(np.isfinite(outputs))
     assert not any(isinstance(layer, keras.layers.Lambda) for layer in all_layers(model))
@@ -43,7 +44,7 @@ def run_model_checks(model, inputs, labels, tmp_path, num_classes):
     path = os.path.join(tmp_path, "model.keras")
     model.save(path)
     reloaded = keras.models.load_model(path, safe_mode=True)
-    np.testing.assert_array_equal(reloaded.predict(inputs, verbose=0), outputs)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(reloaded(inputs, training=False)), outputs)
 
     # One training step lowers the loss on that batch. Measured in training
     # mode (BatchNorm on batch statistics) with the random state and moving
