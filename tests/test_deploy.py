@@ -110,6 +110,9 @@ def test_saved_model_serves_raw_files_like_keras(run, saved_model):
     assert served.shape == (12, len(pre.labels.classes))
     np.testing.assert_allclose(served, expected, atol=1e-5)
     labels = [x.decode() for x in out["label"].numpy()]
+    # Every output holds one row per example: TF Serving's row format ("instances") refuses any other.
+    assert {k: v.shape[0] for k, v in out.items()} == dict.fromkeys(["probabilities", "label", "score", "classes"], 12)
+    assert [c.decode() for c in out["classes"].numpy()[5]] == [str(c) for c in pre.labels.classes]
     assert labels == [pre.labels.classes[i] for i in expected.argmax(1)]
     assert np.mean([a == r["label"] for a, r in zip(labels, rows)]) > 0.5
 

@@ -4,7 +4,7 @@ Two signatures:
 - `serving_default`: raw inputs (image bytes, UTF-8 text, WAV bytes, tabular
   cells as strings; see `raw_inputs`) -> `probabilities` and the top class's
   `label` and `score` of the top class, and `classes` (the class names in
-  column order; regression heads: `predictions` only);
+  column order, one row per example; regression heads: `predictions` only);
 - `serve_tensors`: the preprocessed tensors the Keras model takes.
 
 Models with a wordpiece tokenizer need `import tensorflow_text` before loading.
@@ -36,8 +36,30 @@ def _outputs(probabilities, pre):
         "probabilities": probabilities,
         "label": tf.gather(classes, top),
         "score": tf.reduce_max(probabilities, axis=-1),
-        "classes": classes,  # the class of each probability column, so the SavedModel is self-describing
+        # The class of each probability column, so the SavedModel is self-describing: one row per example, as
+        # TF Serving's row format ("instances") needs every output to be (it refuses an output of another batch size).
+        "classes": tf.tile(classes[None], [tf.shape(probabilities)[0], 1]),
     }
+
+
+def serving_function(model, pre):
+    """`raw inputs -> named outputs`: the SavedModel's `serving_default`, and what `mbm-keras serve` runs on a
+    run folder (one implementation of both).
+
+    Args:
+        model: the trained Keras model.
+        pre: the fitted `Preprocessor` it was trained with.
+
+    Examples:
+        >>> serve = tf.function(serving_function(model, pre), input_signature=[raw_signature(pre)])
+        >>> serve({"text": tf.constant(["a red cat"]), ...})["label"]
+    """
+    names = [t.name for t in model.inputs]
+
+    def serve_raw(raw):
+        return _outputs(model(raw_to_inputs(raw, pre, names), training=False), pre)
+
+    return serve_raw
 
 
 def export_serving_model(model, pre, path):
@@ -54,7 +76,6 @@ def export_serving_model(model, pre, path):
         >>> served = tf.saved_model.load("saved_models/demo/saved_model")
         >>> served.signatures["serving_default"](text=tf.constant(["a red cat"]), image=...)
     """
-    names = [t.name for t in model.inputs]
     archive = keras.export.ExportArchive()
     archive.track(model)
     # Tokenizers and lookup tables made here, outside the traced endpoint, and
@@ -69,13 +90,10 @@ def export_serving_model(model, pre, path):
     # Which modality each raw input is, for `predict` on the SavedModel alone.
     archive._tf_trackable.feature_modalities = tf.Variable(json.dumps(pre.feature_modalities), trainable=False)
 
-    def serve_raw(raw):
-        return _outputs(model(raw_to_inputs(raw, pre, names), training=False), pre)
-
     def serve_tensors(inputs):
         return _outputs(model(inputs, training=False), pre)
 
-    archive.add_endpoint("serving_default", serve_raw, input_signature=[raw_signature(pre)])
+    archive.add_endpoint("serving_default", serving_function(model, pre), input_signature=[raw_signature(pre)])
     archive.add_endpoint("serve_tensors", serve_tensors, input_signature=[tensor_signature(model)])
     archive.write_out(path, verbose=False)
     return os.path.abspath(path)

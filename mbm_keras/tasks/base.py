@@ -260,7 +260,8 @@ class Task:
 
         if isinstance(outputs, dict):
             if "classes" in outputs:
-                classes = [c.decode("utf-8") for c in outputs["classes"].numpy()]
+                names = outputs["classes"].numpy()  # one row per example; a vector in earlier exports
+                classes = [c.decode("utf-8") for c in (names[0] if names.ndim == 2 else names)]
             outputs = outputs.get("probabilities", outputs.get("predictions")).numpy()[0]
         outputs = np.asarray(outputs)
         if classes is None:
