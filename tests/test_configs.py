@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +199,7 @@ def test_readme_command_line_runs_as_written(tmp_path):
     top = outputs[5].splitlines()[0].split()
     assert top[0] == "blue-dog-high" and float(top[1]) > 0.3, outputs[5]  # the row's image and clip, a dog text
     assert load_config(str(tmp_path / "my_run.yaml"))["data"]["columns"]["label"] == "label"
+    _readme_serve_block_runs(readme, tmp_path, env)
     # Every file an example in --help reads is one the user now has.
     from mbm_keras.cli import make_parser
 
@@ -207,6 +209,47 @@ def test_readme_command_line_runs_as_written(tmp_path):
     assert {"configs/classification.yaml", "data/demo/train.csv", "data/demo/images/0001.png"} <= named
     assert [p for p in named if not (tmp_path / p).exists()] == []
     assert not re.search(r"\b(cat|meow|query|f|r|drive)\.(jpg|png|wav|npy)\b", "\n".join(texts))
+
+
+def _readme_serve_block_runs(readme, folder, env):
+    """The README's `mbm-keras serve` block on the run the command line block trained: the export, the server
+    (in the background, as a user's second terminal), then each request (curl, or httpx where curl is missing)."""
+    import httpx
+
+    section = readme[readme.index("**Serve it over HTTP**"):]
+    lines = [line for line in re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines() if line.strip()]
+    assert lines[1].startswith("mbm-keras serve --model saved_models/demo") and len(lines) == 4
+    proc = subprocess.run(["bash", "-c", lines[0]], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    server = subprocess.Popen(["bash", "-c", "exec " + lines[1].split("#")[0]], cwd=folder, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get("http://127.0.0.1:8500/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert server.poll() is None, server.stderr.read()[-3000:]
+                time.sleep(0.5)
+        answers = []
+        for line in lines[2:]:
+            if shutil.which("curl"):
+                answers.append(subprocess.run(["bash", "-c", line + " -sS --fail-with-body"], cwd=folder, env=env,
+                                              capture_output=True, text=True, timeout=120).stdout)
+            elif "-F" in line:
+                image = (folder / "data" / "demo" / "images" / "0001.png").read_bytes()
+                answers.append(httpx.post("http://127.0.0.1:8500/predict", files={"image": ("0001.png", image)},
+                                          data={"text": "a brown terrier"}, timeout=120).text)
+            else:
+                answers.append(httpx.post("http://127.0.0.1:8500/v1/models/demo:predict", timeout=120,
+                                          json={"instances": [{"text": "a brown terrier"}]}).text)
+    finally:
+        server.terminate()
+        server.wait(60)
+    upload, rows = json.loads(answers[0]), json.loads(answers[1])
+    assert upload["label"] == upload["classes"][0]["class"] and len(upload["classes"]) == 3, upload
+    assert len(rows["predictions"]) == 1 and set(rows["predictions"][0]) == {"probabilities", "label", "score",
+                                                                               "classes"}, rows
 
 
 def test_the_json_schema_and_the_key_table_come_from_the_config_schema():
