@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast zoo docs clean graphviz
+.PHONY: demo test test-fast zoo docs clean graphviz chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 $(VENV)/.installed-dev: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e ".[dev]"
 	@command -v dot >/dev/null || $(MAKE) --no-print-directory graphviz
+	@{ command -v chromium || command -v chromium-browser; } >/dev/null && command -v chromedriver >/dev/null \
+		|| $(MAKE) --no-print-directory chromium
 	touch $@ $(VENV)/.installed
 
 # keras.utils.plot_model (notebook 01) needs Graphviz's `dot` program, a system
@@ -34,6 +36,17 @@ graphviz:
 	elif command -v brew >/dev/null; then brew install graphviz || echo "NOTE: brew could not install graphviz."; \
 	else echo "NOTE: Graphviz's dot is missing and cannot be installed here (no root/sudo apt-get, no brew);" \
 		"plot_model in notebook 01 will print a message instead of drawing the graph."; fi
+
+# The web page's browser test (tests/test_serve.py) drives headless Chromium with Selenium: Debian's chromium
+# and chromium-driver, installed with apt-get (as root or with passwordless sudo); elsewhere the test skips
+# and says why (MBM_KERAS_REQUIRE_BROWSER=1 turns that skip into a failure).
+chromium:
+	@if command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y -q chromium chromium-driver || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; } \
+			|| echo "NOTE: apt-get could not install chromium; the web page's browser test will skip."; \
+	else echo "NOTE: chromium and chromedriver are missing and cannot be installed here (no root/sudo apt-get);" \
+		"the web page's browser test will skip."; fi
 
 demo: $(VENV)/.installed
 	$(BIN)/mbm-keras demo

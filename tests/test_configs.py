@@ -1,6 +1,7 @@
 """The command-line path a new user follows: the example configs in configs/, `mbm-keras init`,
 and the README's command-line walkthrough run as written."""
 
+import base64
 import csv
 import json
 import os
@@ -236,13 +237,16 @@ def _readme_serve_block_runs(readme, folder, env):
             if shutil.which("curl"):
                 answers.append(subprocess.run(["bash", "-c", line + " -sS --fail-with-body"], cwd=folder, env=env,
                                               capture_output=True, text=True, timeout=120).stdout)
-            elif "-F" in line:
-                image = (folder / "data" / "demo" / "images" / "0001.png").read_bytes()
-                answers.append(httpx.post("http://127.0.0.1:8500/predict", files={"image": ("0001.png", image)},
-                                          data={"text": "a brown terrier"}, timeout=120).text)
-            else:
-                answers.append(httpx.post("http://127.0.0.1:8500/v1/models/demo:predict", timeout=120,
-                                          json={"instances": [{"text": "a brown terrier"}]}).text)
+            else:  # the same request from httpx
+                files = {k: (folder / "data" / "demo" / k / f"0001.{ext}").read_bytes()
+                         for k, ext in (("images", "png"), ("audio", "wav"))}
+                if "-F" in line:
+                    answers.append(httpx.post("http://127.0.0.1:8500/predict", timeout=120, data={"text": "a brown terrier"},
+                                              files={"image": files["images"], "audio": files["audio"]}).text)
+                else:
+                    b64 = {k: {"b64": base64.b64encode(v).decode()} for k, v in files.items()}
+                    answers.append(httpx.post("http://127.0.0.1:8500/v1/models/demo:predict", timeout=120, json={
+                        "instances": [{"image": b64["images"], "audio": b64["audio"], "text": "a brown terrier"}]}).text)
     finally:
         server.terminate()
         server.wait(60)

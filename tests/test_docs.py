@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PUBLIC_MODULES = ["mbm_keras", "mbm_keras.data", "mbm_keras.deploy", "mbm_keras.training", "mbm_keras.evaluate",
                   "mbm_keras.io", "mbm_keras.modalities", "mbm_keras.demo", "mbm_keras.retrieval",
-                  "mbm_keras.transcription", "mbm_keras.pretraining", "mbm_keras.hub"]
+                  "mbm_keras.transcription", "mbm_keras.pretraining", "mbm_keras.hub", "mbm_keras.serve"]
 
 
 def public_api():
@@ -59,7 +59,7 @@ def _subparsers():
 def test_every_cli_option_has_help_and_every_command_an_example():
     parser, commands = _subparsers()
     assert set(commands) == {"demo", "train", "pretrain", "check-data", "pack", "embed", "index", "search", "evaluate", "export",
-                             "predict", "zoo", "init", "transcribe"}
+                             "predict", "zoo", "init", "transcribe", "serve"}
     assert "example" in parser.format_help()
     for name, sub in commands.items():
         text = sub.format_help()

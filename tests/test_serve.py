@@ -248,3 +248,84 @@ def test_a_uvicorn_process_serves_then_finishes_in_flight_requests_on_sigterm(se
     out = proc.stdout.read()
     assert "Traceback" not in proc.stderr.read()
     assert f"Serving classification model 'demo' on http://127.0.0.1:{port}" in out, out
+
+
+# --- The web page, in headless Chromium ---------------------------------------------------------------------------
+
+OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output")
+
+
+def _browser():
+    """Headless Chromium through Selenium, with Debian's chromium and chromium-driver (`make test` installs them;
+    Selenium's own driver manager would try to download a driver, which fails offline)."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (chromium and driver):
+        message = "headless Chromium and chromedriver are not installed (make test installs them with apt-get as root)"
+        if os.environ.get("MBM_KERAS_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,800"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+@pytest.fixture
+def live_server(served):
+    """The run's app on a real uvicorn server, in a thread of this process, on a free port."""
+    import threading
+
+    import uvicorn
+
+    _, servables = served
+    server = uvicorn.Server(uvicorn.Config(create_app(servables["run"], ServeOptions(name="demo")), host="127.0.0.1",
+                                           port=_free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{server.config.port}"
+    server.should_exit = True
+    thread.join(30)
+
+
+def test_the_web_page_predicts_an_upload_and_shows_the_classes_as_bars(served, live_server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    root, _ = served
+    browser = _browser()
+    try:
+        browser.get(live_server + "/")
+        assert browser.title == "mbm-keras serve: demo"
+        browser.find_element(By.ID, "input-image").send_keys(str(root / "img" / "3.png"))
+        browser.find_element(By.ID, "input-text").send_keys("a red thing")
+        browser.find_element(By.ID, "predict").click()
+        WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#results .row"))
+        rows = browser.find_elements(By.CSS_SELECTOR, "#results .row")
+        shown = [(r.get_attribute("data-class"), r.find_element(By.CLASS_NAME, "value").text,
+                  r.find_element(By.CLASS_NAME, "bar").get_attribute("style")) for r in rows]
+        os.makedirs(OUTPUT, exist_ok=True)
+        browser.save_screenshot(os.path.join(OUTPUT, "serve-page.png"))
+        # A file that is no image: the error, naming the input, where the bars were.
+        browser.find_element(By.ID, "input-image").send_keys(str(root / "train.csv"))
+        browser.find_element(By.ID, "predict").click()
+        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "error").is_displayed())
+        error = browser.find_element(By.ID, "error").text
+        browser.save_screenshot(os.path.join(OUTPUT, "serve-page-error.png"))
+    finally:
+        browser.quit()
+    expected = Predictor(str(root / "run"))(image=str(root / "img" / "3.png"), text="a red thing", top=2)
+    assert [name for name, _, _ in shown] == [c for c, _ in expected]  # most likely first
+    for (_, value, style), (_, p) in zip(shown, expected):
+        assert value == f"{100 * p:.1f}%" and f"width: {100 * p:.1f}%" in style
+    assert error == "input 'image': not a JPEG, PNG, BMP or GIF file (image)"

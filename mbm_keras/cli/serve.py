@@ -37,17 +37,17 @@ def add_parser(sub):
     serve.add_argument("--model", required=True,
                        help="run folder (or its model.keras) or SavedModel folder, e.g. --model saved_models/demo")
     serve.add_argument("--name", default=None,
-                       help="the model's name in /v1/models/NAME (default: the model folder's name)")
+                       help="the model's name in /v1/models/NAME, e.g. --name demo (default: the model folder's name)")
     serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default: %(default)s, this machine only; 0.0.0.0: every one)")
-    serve.add_argument("--port", type=_port, default=8500, help="port (default: %(default)s)")
+                       help="address to listen on, e.g. --host 0.0.0.0 for every interface (default: %(default)s, this machine only)")
+    serve.add_argument("--port", type=_port, default=8500, help="port, e.g. --port 8600 (default: %(default)s)")
     serve.add_argument("--max-batch-size", type=positive_int, default=32,
-                       help="most examples merged into one model call (default: %(default)s)")
+                       help="most examples merged into one model call, e.g. --max-batch-size 64 (default: %(default)s)")
     serve.add_argument("--batch-timeout-ms", type=_milliseconds, default=5.0,
-                       help="how long a request waits for others to join its batch (default: %(default)s)")
-    serve.add_argument("--no-batching", action="store_true", help="one model call per request")
+                       help="how long a request waits for others to join its batch, e.g. --batch-timeout-ms 2 (default: %(default)s)")
+    serve.add_argument("--no-batching", action="store_true", help="one model call per request, e.g. --no-batching to compare")
     serve.add_argument("--max-body-mb", type=positive_int, default=32,
-                       help="largest request body taken, in MB (default: %(default)s); larger ones get 413")
+                       help="largest request body taken, in MB, e.g. --max-body-mb 8 (default: %(default)s); larger ones get 413")
     serve.set_defaults(func=command)
 
 

@@ -17,7 +17,7 @@ from mbm_keras.serve.batching import BatchOptions, Batcher
 from mbm_keras.serve.servable import RequestError, Servable
 
 log = logging.getLogger("mbm_keras.serve")
-PUBLIC_PATHS = ("/healthz",)
+PUBLIC_PATHS = ("/healthz", "/")  # the page holds no answers: its requests need the token
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +30,9 @@ class ServeOptions:
         max_body_bytes: the largest request body taken (413 above it).
         token: when set, every request but `/healthz` needs `Authorization: Bearer TOKEN`.
         version: the version `/v1/models/NAME` reports.
+
+    Examples:
+        >>> ServeOptions(name="demo", batching=BatchOptions(max_batch_size=64), token="s3cret")
     """
 
     name: str = None
@@ -40,14 +43,26 @@ class ServeOptions:
 
 
 def model_name(path):
-    """TensorFlow Serving's `--model_name` default here: the model folder's name."""
+    """TensorFlow Serving's `--model_name` default here: the model folder's name.
+
+    Args:
+        path: the served run folder, `model.keras` file or SavedModel folder.
+
+    Examples:
+        >>> model_name("saved_models/demo")
+        'demo'
+    """
     path = os.path.abspath(path)
     folder = os.path.dirname(path) if os.path.isfile(path) else path
     return os.path.basename(folder.rstrip(os.sep)) or "model"
 
 
 def create_app(model, options=ServeOptions()):
-    """The app serving `model` (a path, or a loaded `Servable`).
+    """The app serving `model`: TensorFlow Serving's REST API, `/predict` uploads, `/metrics`, `/healthz`.
+
+    Args:
+        model: a run folder, `model.keras` or SavedModel folder, or a loaded `Servable`.
+        options: a `ServeOptions` (name, batching, body limit, API token).
 
     Examples:
         >>> app = create_app("saved_models/demo", ServeOptions(batching=BatchOptions(max_batch_size=16)))
@@ -171,12 +186,18 @@ async def _body(request, limit):
 
 def _add_routes(app, servable, batcher, metrics, name, options):
     from fastapi import Request
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     def check_name(requested):
         if requested != name:
             raise RequestError(f"Servable not found for request: Latest({requested}); this server holds {name!r}",
                                field="name", status=404)
+
+    page = _page(servable, name, options)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def web_page():
+        return page
 
     @app.get("/healthz")
     async def healthz():
@@ -230,6 +251,24 @@ def _add_routes(app, servable, batcher, metrics, name, options):
         outputs, rows = await batcher.submit([servable.example(values)])
         answer = servable.answer(outputs, rows[0])
         return _top_classes(answer, top)
+
+
+def _page(servable, name, options):
+    """The web page (`page.html` beside this file): a form of the model's inputs, the answer as bars."""
+    import html
+
+    def script(value):  # JSON inside <script>: no "</script>" can close it early
+        return json.dumps(value).replace("<", "\\u003c")
+
+    with open(os.path.join(os.path.dirname(__file__), "page.html"), encoding="utf-8") as f:
+        text = f.read()
+    inputs = {k: {"modality": v["modality"], "binary": v["binary"], "shape": v["shape"]}
+              for k, v in servable.inputs.items()}
+    for key, value in {"__NAME__": html.escape(name), "__TASK__": html.escape(servable.task.name),
+                       "__INPUTS__": script(inputs), "__CLASS_COUNT__": script(len(servable.classes or [])),
+                       "__TOKEN__": script(bool(options.token))}.items():
+        text = text.replace(key, value)
+    return text
 
 
 def _media_type(request, expected):

@@ -20,6 +20,10 @@ class BatchOptions:
         enabled: merge concurrent requests (False: each request is one model call of its own).
         max_batch_size: the most examples in one model call.
         timeout_ms: how long a request waits for others to join it.
+
+    Examples:
+        >>> BatchOptions(max_batch_size=64, timeout_ms=2)
+        >>> BatchOptions(enabled=False)       # one model call per request
     """
 
     enabled: bool = True

@@ -24,7 +24,11 @@ def _preprocessor_beside(path):
 
 
 class RequestError(ValueError):
-    """A request the model cannot take: `status` is its HTTP status, `field` the input it names."""
+    """A request the model cannot take: `status` is its HTTP status, `field` the input it names.
+
+    Examples:
+        >>> raise RequestError("input 'image': not a JPEG, PNG, BMP or GIF file", field="image")
+    """
 
     def __init__(self, message, field=None, status=422):
         super().__init__(message)
