@@ -319,6 +319,7 @@ def test_int8_calibration_covers_every_recurrent_step():
 
 # --- ONNX ---
 
+@pytest.mark.slow  # tf2onnx in a child process (TensorFlow's start-up); test-fast converts in the test below
 def test_onnx_export_matches_keras_and_predicts(run, tmp_path, capsys):
     from mbm_keras.deploy.onnx import onnx_session, run_onnx
 

@@ -15,7 +15,9 @@ def test_fusion_zoo():
     assert set(list_fusions()) >= {"concat", "gated", "attention", "low_rank_tensor", "late", "transformer", "cross_attention"}
 
 
-@pytest.mark.parametrize("modalities", [("image", "text"), ("image", "text", "audio", "tabular")], ids=["2mod", "4mod"])
+# Four modalities in test-fast; two (each fusion's smallest case, the same code) in make test.
+@pytest.mark.parametrize("modalities", [pytest.param(("image", "text"), marks=pytest.mark.slow),
+                                        ("image", "text", "audio", "tabular")], ids=["2mod", "4mod"])
 @pytest.mark.parametrize("fusion", list_fusions())
 def test_fusion_in_model(fusion, modalities, tmp_path):
     model = build_tiny({m: SMALL[m] for m in modalities}, fusion=fusion, num_classes=4, fusion_kwargs={"units": 16} if fusion != "late" else None)
