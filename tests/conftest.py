@@ -64,8 +64,11 @@ def tiny():
 # The longest test modules first: pytest-xdist (--dist loadscope) hands out
 # modules and test classes in collection order, so a long one collected last
 # would leave the other worker idle at the end.
-LONGEST_FIRST = ("test_notebooks.py", "test_deploy.py", "test_hardening.py", "test_features.py", "test_backends.py",
-                 "test_demo.py", "test_training.py")
+# Measured with benchmarks/suite.py: make test's longest (notebooks, backends, demo) are all slow; the rest are
+# test-fast's longest.
+LONGEST_FIRST = ("test_notebooks.py", "test_deploy.py", "test_hardening.py", "test_hostile.py", "test_features.py",
+                 "test_backends.py", "test_demo.py", "test_data.py", "test_validation.py", "test_shards.py",
+                 "test_keras_hub.py", "test_serve.py", "test_training.py", "test_finetune.py")
 
 
 def pytest_collection_modifyitems(config, items):
