@@ -176,6 +176,19 @@ def _metric(client, name):
     return float(lines[0].split()[-1])
 
 
+def test_the_page_asks_for_every_class_even_without_a_preprocessor_beside_the_saved_model(served, tmp_path):
+    import shutil
+
+    root, servables = served
+    shutil.copytree(root / "demo", tmp_path / "alone", ignore=shutil.ignore_patterns("preprocessor.json"))
+    alone = Servable(str(tmp_path / "alone"))
+    assert alone.classes is None and alone.output_specs["probabilities"]["shape"] == [-1, 2]
+    for servable in (alone, servables["saved_model"]):
+        with TestClient(create_app(servable)) as client:
+            page = client.get("/").text
+        assert "const CLASS_COUNT = 2;" in page and '"binary": true' in page
+
+
 def test_a_token_guards_everything_but_the_health_check(served):
     _, servables = served
     with TestClient(create_app(servables["run"], ServeOptions(token="s3cret", name="demo"))) as client:

@@ -264,8 +264,11 @@ def _page(servable, name, options):
         text = f.read()
     inputs = {k: {"modality": v["modality"], "binary": v["binary"], "shape": v["shape"]}
               for k, v in servable.inputs.items()}
+    # Every class as a bar: their count from the probabilities' columns when no preprocessor names them.
+    columns = servable.output_specs.get("probabilities", {}).get("shape", [])
+    count = len(servable.classes) if servable.classes else (columns[1] if len(columns) == 2 else 0)
     for key, value in {"__NAME__": html.escape(name), "__TASK__": html.escape(servable.task.name),
-                       "__INPUTS__": script(inputs), "__CLASS_COUNT__": script(len(servable.classes or [])),
+                       "__INPUTS__": script(inputs), "__CLASS_COUNT__": script(max(count, 0)),
                        "__TOKEN__": script(bool(options.token))}.items():
         text = text.replace(key, value)
     return text
