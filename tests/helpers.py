@@ -96,6 +96,14 @@ def write_pcm_wav(path, sampwidth, seconds=0.1, rate=8000):
     return str(path)
 
 
+def blank_png(path, width, height):
+    """A 1-bit blank PNG of `width` x `height` pixels: a few KB, whatever its pixel count (a decompression bomb)."""
+    from PIL import Image
+
+    Image.new("1", (width, height)).save(path)
+    return path
+
+
 HERE = Path(__file__).resolve().parent
 
 

@@ -8,7 +8,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from helpers import write_pcm_wav
+from helpers import blank_png, write_pcm_wav
 from test_training import run_config
 
 from mbm_keras.training import ConfigError, load_config, train
@@ -314,16 +314,10 @@ def test_tabular_cell_count_and_batch_sizes_are_checked(run, predictors):
         assert explain(info.value).startswith(message), explain(info.value)
 
 
-def _png(path, width, height):
-    from PIL import Image
-
-    Image.new("1", (width, height)).save(path)
-    return path
-
 
 def test_images_above_the_pixel_limit_are_refused_before_decoding(run, predictors, tmp_path):
     root, rows, exports = run
-    bomb = _png(tmp_path / "bomb.png", 16000, 16000)
+    bomb = blank_png(tmp_path / "bomb.png", 16000, 16000)
     assert os.path.getsize(bomb) < 100_000
     example = dict(_example(root, rows[24]), image=str(bomb))
     for predictor in predictors.values():

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import blank_png
 from test_training import run_config
 
 from mbm_keras.deploy import Predictor, export_model
@@ -106,16 +107,10 @@ def test_an_upload_gives_the_top_classes(served):
     assert len(only_text["classes"]) == 2 and only_text["label"] in ("blue", "red")
 
 
-def _png(path, width, height):
-    from PIL import Image
-
-    Image.new("1", (width, height)).save(path)
-    return path
-
 
 def test_bad_requests_answer_4xx_in_json_naming_the_input(served, tmp_path):
     root, servables = served
-    bomb = _png(tmp_path / "bomb.png", 16000, 16000)  # 256 M pixels in a few KB
+    bomb = blank_png(tmp_path / "bomb.png", 16000, 16000)  # 256 M pixels in a few KB
     url = "/v1/models/run:predict"
     cases = [
         ("post", url, {"content": b"{not json"}, 400, "the body is not JSON", None),

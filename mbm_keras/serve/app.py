@@ -249,8 +249,7 @@ def _add_routes(app, servable, batcher, metrics, name, options):
             else:
                 values[key] = value
         outputs, rows = await batcher.submit([servable.example(values)])
-        answer = servable.answer(outputs, rows[0])
-        return _top_classes(answer, top)
+        return _top_classes(servable, servable.answer(outputs, rows[0]), top)
 
 
 def _page(servable, name, options):
@@ -287,10 +286,11 @@ def _top(value):
     return int(value)
 
 
-def _top_classes(answer, top):
-    """`/predict`'s answer: the top classes with their probabilities, most likely first."""
+def _top_classes(servable, answer, top):
+    """`/predict`'s answer: the top classes with their probabilities, most likely first (ranked by the task, as
+    `predict` ranks them)."""
     if "probabilities" not in answer or "classes" not in answer:
         return {"predictions": answer.get("predictions", answer)}
-    ranked = sorted(zip(answer["classes"], answer["probabilities"]), key=lambda cp: -cp[1])[:top]
+    ranked = servable.task.answer(answer["probabilities"], answer["classes"], top, servable.path)
     return {"label": answer["label"], "score": answer["score"],
             "classes": [{"class": c, "probability": p} for c, p in ranked]}

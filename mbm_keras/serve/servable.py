@@ -161,7 +161,7 @@ class Servable:
             raise RequestError(reason, field=field) from None
         return {k: v.numpy() for k, v in outputs.items()}
 
-    def answer(self, outputs, row, top=None):
+    def answer(self, outputs, row):
         """One example's answer from `run`'s outputs, as JSON: every output's row (strings decoded)."""
         answer = {}
         for key, value in outputs.items():
