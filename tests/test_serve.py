@@ -5,7 +5,6 @@ import base64
 import concurrent.futures
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import time
 import numpy as np
 import pytest
 from helpers import blank_png
-from test_training import run_config
+from test_training import _free_ports, run_config
 
 from mbm_keras.deploy import Predictor, export_model
 from mbm_keras.serve import BatchOptions, ServeOptions, Servable, create_app
@@ -211,18 +210,12 @@ def test_serve_refuses_artifacts_and_options_it_cannot_take(served, capsys):
         BatchOptions(max_batch_size=0)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow  # a uvicorn process (TensorFlow's start-up)
 def test_a_uvicorn_process_serves_then_finishes_in_flight_requests_on_sigterm(served):
     import httpx
 
     root, _ = served
-    port = _free_port()
+    port = _free_ports(1)[0]
     proc = subprocess.Popen([sys.executable, "-m", "mbm_keras.cli", "serve", "--model", str(root / "demo"),
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -294,7 +287,7 @@ def live_server(served):
 
     _, servables = served
     server = uvicorn.Server(uvicorn.Config(create_app(servables["run"], ServeOptions(name="demo")), host="127.0.0.1",
-                                           port=_free_port(), log_level="warning"))
+                                           port=_free_ports(1)[0], log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     for _ in range(200):
