@@ -52,7 +52,7 @@ demo: $(VENV)/.installed
 	$(BIN)/mbm-keras demo
 
 # Two pytest workers (pytest-xdist), one test module each at a time, so a
-# module's trained fixtures are built once: about 23 minutes on 2 cores (benchmarks/suite.py --all says where).
+# module's trained fixtures are built once: about 21 minutes on 2 cores (benchmarks/suite.py --all says where).
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto --dist loadscope $(PYTEST_ARGS)
 
