@@ -160,6 +160,13 @@ def _export_task(folder, pre=None):
 
 
 def _load_signature(path):
+    """`(serving_default, {feature: modality})` of a SavedModel export."""
+    served, modalities = _load_saved_model(path)
+    return served.signatures["serving_default"], modalities
+
+
+def _load_saved_model(path):
+    """`(the loaded SavedModel, {feature: modality})`; ArtifactError naming the folder when it is no export."""
     import tensorflow as tf
 
     from mbm_keras.run import ArtifactError
@@ -174,7 +181,7 @@ def _load_signature(path):
         raise ArtifactError(f"{path}: the SavedModel has no serving_default signature; it is not an mbm_keras export")
     # {feature: modality}, saved by export_serving_model (absent before named features: names are modalities).
     modalities = json.loads(served.feature_modalities.numpy()) if hasattr(served, "feature_modalities") else {}
-    return served.signatures["serving_default"], modalities
+    return served, modalities
 
 
 def _run(function, raw):

@@ -43,6 +43,42 @@ def _top_overlap(queries, candidates, expected_queries, expected_candidates, k=1
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, want)]))
 
 
+def serving_functions(model, pre):
+    """`{signature: (function of raw inputs -> {"embedding"}, its input signature, its preprocessor)}`: each
+    tower's `embed_query` and `embed_candidate`, and `serving_default` (= `embed_query`): what the SavedModel
+    holds and what `mbm-keras serve` runs on a run folder.
+
+    Examples:
+        >>> function, signature, tower_pre = serving_functions(model, pre)["embed_candidate"]
+    """
+    from mbm_keras.deploy.raw_inputs import raw_signature, raw_to_inputs
+
+    def endpoint(tower, tower_pre):  # one argument: a traced endpoint takes no defaults
+        names = list(tower.input)
+
+        def raw(inputs):
+            return {"embedding": tower(raw_to_inputs(inputs, tower_pre, names), training=False)}
+
+        return raw
+
+    functions = {}
+    for kind in TOWERS:
+        tower = model.get_layer(f"{kind}_tower")
+        tower_pre = tower_preprocessor(pre, tower)
+        functions[f"embed_{kind}"] = (endpoint(tower, tower_pre), raw_signature(tower_pre), tower_pre)
+    functions["serving_default"] = functions["embed_query"]
+    return functions
+
+
+def _tensors_endpoint(tower):
+    """A tower's endpoint of preprocessed tensors (one argument: a traced endpoint takes no defaults)."""
+
+    def tensors(inputs):
+        return {"embedding": tower(inputs, training=False)}
+
+    return tensors
+
+
 def export_saved_model(model, pre, path):
     """Writes the towers' SavedModel to `path` (see the module doc).
 
@@ -60,41 +96,28 @@ def export_saved_model(model, pre, path):
     import keras
     import tensorflow as tf
 
-    from mbm_keras.deploy.raw_inputs import category_tables, raw_signature, raw_to_inputs
+    from mbm_keras.deploy.raw_inputs import category_tables
     from mbm_keras.deploy.saved_model import tensor_signature
 
     archive = keras.export.ExportArchive()
     archive.track(model)
+    functions = serving_functions(model, pre)
     resources = []
-    towers = {kind: model.get_layer(f"{kind}_tower") for kind in TOWERS}
-    pres = {kind: tower_preprocessor(pre, tower) for kind, tower in towers.items()}
     for kind in TOWERS:
-        for trackable in category_tables(pres[kind]):
+        for trackable in category_tables(functions[f"embed_{kind}"][2]):
             if isinstance(trackable, keras.layers.Layer):
                 archive.track(trackable)
             else:
                 resources.append(trackable)
     archive._tf_trackable.preprocessing_resources = resources
     archive._tf_trackable.feature_modalities = tf.Variable(json.dumps(pre.feature_modalities), trainable=False)
-
-    def endpoints(kind):
-        tower, tower_pre = towers[kind], pres[kind]
-        names = list(tower.input)
-
-        def raw(inputs):
-            return {"embedding": tower(raw_to_inputs(inputs, tower_pre, names), training=False)}
-
-        def tensors(inputs):
-            return {"embedding": tower(inputs, training=False)}
-        return raw, tensors
-
     for kind in TOWERS:
-        raw, tensors = endpoints(kind)
-        signature = raw_signature(pres[kind])
+        raw, signature, _ = functions[f"embed_{kind}"]
         archive.add_endpoint(f"embed_{kind}", raw, input_signature=[signature])
         if kind == "query":
             archive.add_endpoint("serving_default", raw, input_signature=[signature])
-        archive.add_endpoint(f"{kind}_tensors", tensors, input_signature=[tensor_signature(towers[kind])])
+        tower = model.get_layer(f"{kind}_tower")
+        archive.add_endpoint(f"{kind}_tensors", _tensors_endpoint(tower), input_signature=[tensor_signature(tower)])
     archive.write_out(path, verbose=False)
     return os.path.abspath(path)
 

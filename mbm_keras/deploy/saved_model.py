@@ -62,6 +62,12 @@ def serving_function(model, pre):
     return serve_raw
 
 
+def serving_functions(model, pre):
+    """`{signature: (function of raw inputs, its input signature, its preprocessor)}` of a single-output model:
+    `serving_default` alone (what `Task.serving_functions` gives by default)."""
+    return {"serving_default": (serving_function(model, pre), raw_signature(pre), pre)}
+
+
 def export_serving_model(model, pre, path):
     """Writes a SavedModel with `serving_default` (raw inputs) and
     `serve_tensors` (preprocessed tensors) signatures to `path`.

@@ -45,16 +45,30 @@ def _model_inputs(raw, pre, names, context):
     return {k: v for k, v in inputs.items() if k in names}
 
 
+def serving_functions(model, pre):
+    """`{"serving_default": (function of raw inputs -> transcript and log_probs, its input signature, pre)}`: what
+    the SavedModel holds and what `mbm-keras serve` runs on a run folder."""
+    from mbm_keras.deploy.raw_inputs import raw_signature
+
+    audio, context = transcription_features(model, pre)
+    names = [n for n in (audio, context) if n]
+    symbols = list(pre.labels.classes)
+    signature = {k: v for k, v in raw_signature(pre).items() if k in names}
+
+    def serve_raw(raw):
+        log_probs = model(_model_inputs(raw, pre, names, context), training=False)
+        return {"transcript": greedy_strings(log_probs, symbols), "log_probs": log_probs}
+
+    return {"serving_default": (serve_raw, signature, pre)}
+
+
 def export_saved_model(model, pre, path):
     """The raw-input SavedModel of a transcription model."""
     import keras
     import tensorflow as tf
 
-    from mbm_keras.deploy.raw_inputs import raw_signature
     from mbm_keras.deploy.saved_model import tensor_signature
 
-    audio, context = transcription_features(model, pre)
-    names = [n for n in (audio, context) if n]
     symbols = list(pre.labels.classes)
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -63,16 +77,11 @@ def export_saved_model(model, pre, path):
     archive._tf_trackable.feature_modalities = tf.Variable(json.dumps(pre.feature_modalities), trainable=False)
     # The output alphabet (ids 2..), for scoring candidate transcripts against `log_probs`.
     archive._tf_trackable.vocabulary_symbols = tf.Variable(json.dumps(symbols), trainable=False)
-    signature = {k: v for k, v in raw_signature(pre).items() if k in names}
-
-    def outputs(log_probs):
-        return {"transcript": greedy_strings(log_probs, symbols), "log_probs": log_probs}
-
-    def serve_raw(raw):
-        return outputs(model(_model_inputs(raw, pre, names, context), training=False))
+    serve_raw, signature, _ = serving_functions(model, pre)["serving_default"]
 
     def serve_tensors(inputs):
-        return outputs(model(inputs, training=False))
+        log_probs = model(inputs, training=False)
+        return {"transcript": greedy_strings(log_probs, symbols), "log_probs": log_probs}
 
     archive.add_endpoint("serving_default", serve_raw, input_signature=[signature])
     archive.add_endpoint("serve_tensors", serve_tensors, input_signature=[tensor_signature(model)])

@@ -16,13 +16,13 @@ MAX_INSTANCES = 1024
 
 
 def parse_predict(body, servable):
-    """`(examples, columnar)` from a `:predict` body (a dict from JSON)."""
+    """`(examples, columnar, signature name)` from a `:predict` body (a dict from JSON)."""
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object with \"instances\" or \"inputs\"", status=400)
-    signature = body.get("signature_name", "serving_default") or "serving_default"
-    if signature != "serving_default":
-        raise RequestError(f"signature_name {signature!r}: this server runs serving_default only",
-                           field="signature_name", status=400)
+    chosen = body.get("signature_name", "serving_default") or "serving_default"
+    if not isinstance(chosen, str):
+        raise RequestError("signature_name must be a string", field="signature_name", status=400)
+    signature = servable.signature(chosen)
     if ("instances" in body) == ("inputs" in body):
         raise RequestError("give either \"instances\" (row format) or \"inputs\" (columnar format), not both or "
                            "neither", status=400)
@@ -30,17 +30,17 @@ def parse_predict(body, servable):
         instances = body["instances"]
         if not isinstance(instances, list) or not instances:
             raise RequestError("\"instances\" must be a non-empty list", field="instances", status=400)
-        if len(servable.specs) == 1 and not all(isinstance(i, dict) and set(i) <= set(servable.specs)
-                                                for i in instances):
-            only = next(iter(servable.specs))  # one named input: the instances are its values
+        if len(signature.specs) == 1 and not all(isinstance(i, dict) and set(i) <= set(signature.specs)
+                                                 for i in instances):
+            only = next(iter(signature.specs))  # one named input: the instances are its values
             instances = [{only: i} for i in instances]
-        return [servable.example(i) for i in _bounded(instances)], False
+        return [servable.example(i, chosen) for i in _bounded(instances)], False, chosen
     inputs = body["inputs"]
     if not isinstance(inputs, dict):
-        if len(servable.specs) != 1:
-            raise RequestError(f"\"inputs\" must be an object of inputs ({', '.join(servable.specs)})",
+        if len(signature.specs) != 1:
+            raise RequestError(f"\"inputs\" must be an object of inputs ({', '.join(signature.specs)})",
                                field="inputs", status=400)
-        inputs = {next(iter(servable.specs)): inputs}
+        inputs = {next(iter(signature.specs)): inputs}
     lengths = {name: len(v) if isinstance(v, list) else None for name, v in inputs.items()}
     bad = next((name for name, n in lengths.items() if not n), None)
     if bad is not None:
@@ -50,7 +50,7 @@ def parse_predict(body, servable):
         raise RequestError(f"inputs hold different numbers of examples: {lengths}", status=400)
     count = next(iter(lengths.values()))
     rows = [{name: values[i] for name, values in inputs.items()} for i in range(count)]
-    return [servable.example(r) for r in _bounded(rows)], True
+    return [servable.example(r, chosen) for r in _bounded(rows)], True, chosen
 
 
 def _bounded(rows):
@@ -77,21 +77,24 @@ _DTYPES = {"string": "DT_STRING", "float32": "DT_FLOAT", "int32": "DT_INT32", "i
 
 
 def metadata(servable, name, version):
-    """`GET /v1/models/NAME/metadata`: the serving_default signature as TensorFlow Serving describes it, and
-    what mbm_keras knows more (each input's modality, the classes, the task)."""
+    """`GET /v1/models/NAME/metadata`: the raw-input signatures as TensorFlow Serving describes them, and
+    what mbm_keras knows more (each input's modality, the classes, the task, its endpoints)."""
 
     def tensor(key, dtype, shape):
         return {"dtype": _DTYPES.get(dtype, dtype), "name": key,
                 "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in shape], "unknown_rank": False}}
 
-    inputs = {k: tensor(k, v["dtype"], v["shape"]) for k, v in servable.inputs.items()}
-    outputs = {k: tensor(k, v["dtype"], v["shape"]) for k, v in servable.output_specs.items()}
+    def signature_def(signature):
+        return {"inputs": {k: tensor(k, v["dtype"], v["shape"]) for k, v in signature.inputs.items()},
+                "outputs": {k: tensor(k, v["dtype"], v["shape"]) for k, v in signature.output_specs.items()},
+                "method_name": "tensorflow/serving/predict"}
+
     return {
         "model_spec": {"name": name, "signature_name": "", "version": str(version)},
         "metadata": {
-            "signature_def": {"signature_def": {"serving_default": {
-                "inputs": inputs, "outputs": outputs, "method_name": "tensorflow/serving/predict"}}},
+            "signature_def": {"signature_def": {k: signature_def(v) for k, v in sorted(servable.signatures.items())}},
             "mbm_keras": {"task": servable.task.name, "classes": servable.classes,
+                          "endpoints": ["/" + e for e in servable.task.endpoints],
                           "inputs": {k: {"modality": v["modality"], "binary": v["binary"]}
                                      for k, v in servable.inputs.items()}},
         },

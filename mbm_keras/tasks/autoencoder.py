@@ -157,6 +157,7 @@ class Autoencoder(Task):
     }
     ranges = {"noise": (0, 1, True, True), "mask_rate": (0, 1, True, False)}
     predicts = False
+    endpoints = ()
 
     def check_config(self, config, source):
         check_config(config, source)

@@ -137,6 +137,8 @@ class Task:
     balances = False
     # Whether `predict` answers for this task's runs.
     predicts = True
+    # The task endpoints `mbm-keras serve` offers beside TensorFlow Serving's REST API (`mbm_keras/serve/endpoints.py`).
+    endpoints = ("predict",)
     # model.fusion_kwargs are checked as arguments of model.fusion.
     checks_fusion_kwargs = True
 
@@ -245,6 +247,20 @@ class Task:
         from mbm_keras.deploy.formats import export_single_model
 
         return export_single_model(model, pre, format, folder, quantize, examples, say)
+
+    def serving_functions(self, model, pre):
+        """`{signature: (function of raw inputs -> named outputs, its input signature, its preprocessor)}`: the
+        raw-input signatures the SavedModel export holds, and what `mbm-keras serve` runs on a run folder (one
+        implementation of both). Default: `serving_default`, raw inputs -> probabilities and classes."""
+        from mbm_keras.deploy.saved_model import serving_functions
+
+        return serving_functions(model, pre)
+
+    def check_servable(self, path):
+        """Raises when `mbm-keras serve` has nothing to offer for this task's model."""
+        if not self.endpoints:
+            raise ValueError(f"{path} is a {self.name} model; mbm-keras serve serves classifiers, regressors, "
+                             f"retrieval and transcription models")
 
     def report_check(self, check, format, quantize, say):
         """Prints the export check's figures; raises when a float export disagrees with Keras."""

@@ -162,6 +162,7 @@ class Retrieval(Task):
     ranges = {"embedding_dim": (1, None, True, None), "hard_negatives": (1, None, True, None),
               "temperature": (0.01, None, True, None)}
     predicts = False
+    endpoints = ("search", "embed")
 
     def check_config(self, config, source):
         _check_towers(config, source)
@@ -234,6 +235,11 @@ class Retrieval(Task):
         from mbm_keras.deploy.retrieval_export import export_retrieval
 
         return export_retrieval(model, pre, format, folder, quantize, examples, say)
+
+    def serving_functions(self, model, pre):
+        from mbm_keras.deploy.retrieval_export import serving_functions
+
+        return serving_functions(model, pre)
 
     def report_check(self, check, format, quantize, say):
         say(f"Checked against Keras on {check['examples']} examples: lowest cosine similarity "

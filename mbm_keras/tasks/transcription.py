@@ -208,6 +208,7 @@ class Transcription(Task):
     ranges = {"beam": (1, None, True, None)}
     # model.fusion_kwargs are the context's cross-attention's (FUSION_KEYS), not a fusion's
     checks_fusion_kwargs = False
+    endpoints = ("transcribe",)
 
     def check_config(self, config, source):
         check_config(config, source)
@@ -311,6 +312,11 @@ class Transcription(Task):
         if quantize == "none" and check["identical_transcripts"] < 1:
             raise AssertionError(f"The {format} export's greedy transcripts differ from Keras' on "
                                  f"{100 * (1 - check['identical_transcripts']):.1f}% of {check['examples']} examples")
+
+    def serving_functions(self, model, pre):
+        from mbm_keras.deploy.transcription_export import serving_functions
+
+        return serving_functions(model, pre)
 
     def check_predictable(self, path, artifact):
         if artifact != "saved_model":
