@@ -61,8 +61,9 @@ def embed(run, data, tower="candidate", batch_size=64, on_error="raise", progres
 
     Returns:
         `(vectors (n, d), rows)`: one dict per embedded row with its manifest
-        row number and the tower's cells (file paths as written), plus the
-        label when the manifest has the run's label column.
+        row number and its cells: the tower's first (file paths as written),
+        then the label when the manifest has the run's label column, then
+        every other column of the manifest (descriptions, ids).
 
     Examples:
         >>> vectors, rows = embed("runs/search", "catalogue.csv")
@@ -97,6 +98,7 @@ def embed(run, data, tower="candidate", batch_size=64, on_error="raise", progres
 
     vectors = tower_model.predict(select_inputs(ds, tower_model.input), verbose=1 if progress else 0)
     columns = column_names(pre.columns, pre.feature_modalities) + ([pre.columns["label"]] if pre.labels else [])
+    columns += [c for c in kept.columns if c not in columns]  # the rest of the catalogue row (descriptions, ids)
     cells = {c: kept.column(c) for c in columns}
     rows = [{"row": i + 1, **{c: (None if cells[c][j] is None else str(cells[c][j])) for c in columns}}
             for j, i in enumerate(keep)]

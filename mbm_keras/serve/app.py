@@ -14,6 +14,8 @@ import time
 
 from mbm_keras.serve import rest
 from mbm_keras.serve.batching import BatchOptions, Batcher
+from mbm_keras.serve.endpoints import Served, add_endpoints
+from mbm_keras.serve.forms import read_body
 from mbm_keras.serve.servable import RequestError, Servable
 
 log = logging.getLogger("mbm_keras.serve")
@@ -26,6 +28,7 @@ class ServeOptions:
 
     Args:
         name: the model's name in `/v1/models/NAME` (default: the model folder's name).
+        index: an index file (`mbm-keras index`) that `/search` searches (retrieval models).
         batching: a `BatchOptions` (dynamic batching).
         max_body_bytes: the largest request body taken (413 above it).
         token: when set, every request but `/healthz` needs `Authorization: Bearer TOKEN`.
@@ -36,6 +39,7 @@ class ServeOptions:
     """
 
     name: str = None
+    index: str = None
     batching: BatchOptions = BatchOptions()
     max_body_bytes: int = 32 * 1024 * 1024
     token: str = None
@@ -58,7 +62,8 @@ def model_name(path):
 
 
 def create_app(model, options=ServeOptions()):
-    """The app serving `model`: TensorFlow Serving's REST API, `/predict` uploads, `/metrics`, `/healthz`.
+    """The app serving `model`: TensorFlow Serving's REST API, its task's endpoints (`/predict`, `/search`,
+    `/embed`, `/transcribe`), the web page, `/metrics` and `/healthz`.
 
     Args:
         model: a run folder, `model.keras` or SavedModel folder, or a loaded `Servable`.
@@ -67,27 +72,38 @@ def create_app(model, options=ServeOptions()):
     Examples:
         >>> app = create_app("saved_models/demo", ServeOptions(batching=BatchOptions(max_batch_size=16)))
         >>> uvicorn.run(app, host="127.0.0.1", port=8500)
+        >>> app = create_app("runs/search", ServeOptions(index="catalogue.index"))   # /search too
     """
     import contextlib
+    import functools
 
     from fastapi import FastAPI
 
+    from mbm_keras.serve.catalogue import Catalogue
+
     servable = model if isinstance(model, Servable) else Servable(model)
+    catalogue = Catalogue(options.index, servable) if options.index else None
     name = options.name or model_name(servable.path)
     metrics = _Metrics()
-    batcher = Batcher(servable.run, options.batching, observe=metrics.batch_size.observe)
+    batchers = {signature: Batcher(functools.partial(servable.run, signature=signature), options.batching,
+                                   observe=metrics.batch_size.observe) for signature in servable.signatures}
+    served = Served(servable, batchers, catalogue, options)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        await batcher.start()
+        for batcher in batchers.values():
+            await batcher.start()
         log.info("serving %s as %r (%s)", servable.path, name, servable.task.name)
         yield
-        await batcher.stop()  # requests in flight finish first
+        for batcher in batchers.values():
+            await batcher.stop()  # requests in flight finish first
 
     app = FastAPI(title=f"mbm-keras serve: {name}", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.servable, app.state.batcher, app.state.metrics, app.state.name = servable, batcher, metrics, name
+    app.state.servable, app.state.batchers, app.state.metrics, app.state.name = servable, batchers, metrics, name
+    app.state.catalogue = catalogue
     _add_guards(app, options, metrics)
-    _add_routes(app, servable, batcher, metrics, name, options)
+    _add_routes(app, served, metrics, name)
+    add_endpoints(app, served)
     return app
 
 
@@ -115,12 +131,20 @@ def _error(status, message, field=None):
 
 def _add_guards(app, options, metrics):
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     app.add_middleware(_Guard, options=options, metrics=metrics)
 
     @app.exception_handler(RequestError)
     async def request_error(request, error):
         return _error(error.status, str(error), error.field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, error):  # an unknown path or method: JSON like every other error
+        if error.status_code == 404:
+            paths = sorted({route.path for route in app.routes if route.path not in ("/openapi.json",)})
+            return _error(404, f"no endpoint {request.url.path}; this server answers {', '.join(paths)}")
+        return _error(error.status_code, str(error.detail))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, error):
@@ -167,33 +191,31 @@ class _Guard:
         self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
 
 
+KNOWN_ENDPOINTS = ("predict", "search", "embed", "transcribe", "healthz", "metrics")
+
+
 def _endpoint(path):
+    """The metrics' endpoint label of a path (a bounded set: a path from the request never becomes a label)."""
     if path.startswith("/v1/models/"):
         return "predict" if path.endswith(":predict") else "metadata" if path.endswith("/metadata") else "status"
-    return path.strip("/") or "page"
+    if path.startswith("/rows/"):
+        return "rows"
+    name = path.strip("/") or "page"
+    return name if name in KNOWN_ENDPOINTS or name == "page" else "other"
 
 
-async def _body(request, limit):
-    """The body, read up to `limit` bytes (a client may send more than its Content-Length says)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(f"the request body is over the limit of {limit:,} bytes", status=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _add_routes(app, servable, batcher, metrics, name, options):
+def _add_routes(app, served, metrics, name):
     from fastapi import Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+    servable, options = served.servable, served.options
 
     def check_name(requested):
         if requested != name:
             raise RequestError(f"Servable not found for request: Latest({requested}); this server holds {name!r}",
                                field="name", status=404)
 
-    page = _page(servable, name, options)
+    page = _page(served, name)
 
     @app.get("/", response_class=HTMLResponse)
     async def web_page():
@@ -222,75 +244,46 @@ def _add_routes(app, servable, batcher, metrics, name, options):
     @app.post("/v1/models/{requested}:predict")
     async def tf_serving_predict(requested: str, request: Request):
         check_name(requested)  # any Content-Type, as TensorFlow Serving (curl -d sends a form's)
-        body = await _body(request, options.max_body_bytes)
+        body = await read_body(request, options.max_body_bytes)
         try:
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise RequestError(f"the body is not JSON: {e}", status=400) from None
-        examples, columnar = rest.parse_predict(data, servable)
-        outputs, rows = await batcher.submit(examples)
+        examples, columnar, signature = rest.parse_predict(data, servable)
+        outputs, rows = await served.batchers[signature].submit(examples)
         return JSONResponse(rest.format_predict(servable, outputs, rows, columnar))
 
-    @app.post("/predict")
-    async def predict_upload(request: Request):
-        _media_type(request, "multipart/form-data")
-        body = await _body(request, options.max_body_bytes)
 
-        async def replay():
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        form = await Request(request.scope, replay).form()
-        values, top = {}, 3
-        for key, value in form.multi_items():
-            if key == "top":
-                top = _top(value)
-            elif hasattr(value, "read"):  # an uploaded file
-                values[key] = await value.read()
-            else:
-                values[key] = value
-        outputs, rows = await batcher.submit([servable.example(values)])
-        return _top_classes(servable, servable.answer(outputs, rows[0]), top)
+def _clip_seconds(servable):
+    """`{audio input: the longest clip the model takes, in seconds}` (the page's recorder stops there): the
+    model's whole length where a clip must fit it (transcription), else the decode limit."""
+    pre = servable.preprocessor
+    if pre is None:
+        return {}
+    return {name: round(f.options["audio_length"] / f.options["sample_rate"] if f.options["audio_whole_clip"]
+                        else f.options["max_audio_seconds"], 2)
+            for name, f in pre.features.items() if f.name == "audio"}
 
 
-def _page(servable, name, options):
-    """The web page (`page.html` beside this file): a form of the model's inputs, the answer as bars."""
+def _page(served, name):
+    """The web page (`page.html` beside this file): a form per endpoint of the model's task, answers drawn."""
     import html
 
     def script(value):  # JSON inside <script>: no "</script>" can close it early
         return json.dumps(value).replace("<", "\\u003c")
 
+    servable = served.servable
     with open(os.path.join(os.path.dirname(__file__), "page.html"), encoding="utf-8") as f:
         text = f.read()
-    inputs = {k: {"modality": v["modality"], "binary": v["binary"], "shape": v["shape"]}
-              for k, v in servable.inputs.items()}
+    signatures = {s: {k: {"modality": v["modality"], "binary": v["binary"], "shape": v["shape"]}
+                      for k, v in servable.signature(s).inputs.items()} for s in servable.signatures}
     # Every class as a bar: their count from the probabilities' columns when no preprocessor names them.
     columns = servable.output_specs.get("probabilities", {}).get("shape", [])
     count = len(servable.classes) if servable.classes else (columns[1] if len(columns) == 2 else 0)
+    page = {"endpoints": list(servable.task.endpoints), "signatures": signatures, "classCount": max(count, 0),
+            "seconds": _clip_seconds(servable),
+            "token": bool(served.options.token), "rows": len(served.catalogue) if served.catalogue else None}
     for key, value in {"__NAME__": html.escape(name), "__TASK__": html.escape(servable.task.name),
-                       "__INPUTS__": script(inputs), "__CLASS_COUNT__": script(max(count, 0)),
-                       "__TOKEN__": script(bool(options.token))}.items():
+                       "__PAGE__": script(page)}.items():
         text = text.replace(key, value)
     return text
-
-
-def _media_type(request, expected):
-    given = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if given != expected:
-        raise RequestError(f"Content-Type {given or 'none'!r}: this endpoint takes {expected}", field="content-type",
-                           status=415)
-
-
-def _top(value):
-    if not str(value).isdigit() or int(value) < 1:
-        raise RequestError(f"top must be a whole number >= 1. Received: {value!r}", field="top")
-    return int(value)
-
-
-def _top_classes(servable, answer, top):
-    """`/predict`'s answer: the top classes with their probabilities, most likely first (ranked by the task, as
-    `predict` ranks them)."""
-    if "probabilities" not in answer or "classes" not in answer:
-        return {"predictions": answer.get("predictions", answer)}
-    ranked = servable.task.answer(answer["probabilities"], answer["classes"], top, servable.path)
-    return {"label": answer["label"], "score": answer["score"],
-            "classes": [{"class": c, "probability": p} for c, p in ranked]}
