@@ -3,6 +3,7 @@ trained run and its SavedModel; in-process (Starlette's TestClient) and as a rea
 
 import base64
 import concurrent.futures
+import contextlib
 import os
 import signal
 import subprocess
@@ -126,10 +127,12 @@ def test_bad_requests_answer_4xx_in_json_naming_the_input(served, tmp_path):
         ("post", url, {"json": {"instances": [{"text": 5}] * 1025}}, 413, "1025 examples in one request", None),
         ("post", url, {"json": {"instances": [{"text": ["a"]}]}}, 422, "input 'text' must be a string", "text"),
         ("post", url, {"json": {"signature_name": "serve_tensors", "instances": [{"text": "a"}]}}, 400,
-         "serving_default only", "signature_name"),
+         "signature_name 'serve_tensors': this model has serving_default", "signature_name"),
         ("post", "/predict", {"json": {"text": "a"}}, 415, "this endpoint takes multipart/form-data", "content-type"),
         ("post", "/predict", {"files": {"text": (None, "a")}, "data": {"top": "0"}}, 422, "top must be", "top"),
-        ("get", "/v1/models/run/nothing", {}, 404, None, None),
+        ("get", "/v1/models/run/nothing", {}, 404, "no endpoint /v1/models/run/nothing; this server answers /, ", None),
+        ("get", "/search", {}, 404, "no endpoint /search", None),  # a retrieval model's: not this one's
+        ("get", "/nothing/here", {}, 404, "no endpoint /nothing/here", None),
     ]
     with TestClient(create_app(servables["run"]), raise_server_exceptions=False) as client:
         for method, path, kwargs, status, message, field in cases:
@@ -139,6 +142,7 @@ def test_bad_requests_answer_4xx_in_json_naming_the_input(served, tmp_path):
                 assert message in response.json()["error"] and response.json().get("field") == field, response.json()
         metrics = client.get("/metrics").text
     assert 'mbm_keras_requests_total{code="422",endpoint="predict"}' in metrics and 'code="500"' not in metrics
+    assert 'endpoint="other"' in metrics and "nothing" not in metrics  # a path from a request is no metrics label
     small = create_app(servables["run"], ServeOptions(max_body_bytes=100))
     with TestClient(small) as client:
         response = client.post(url, json={"instances": _instances(root, 1)})
@@ -180,7 +184,7 @@ def test_the_page_asks_for_every_class_even_without_a_preprocessor_beside_the_sa
     for servable in (alone, servables["saved_model"]):
         with TestClient(create_app(servable)) as client:
             page = client.get("/").text
-        assert "const CLASS_COUNT = 2;" in page and '"binary": true' in page
+        assert '"classCount": 2' in page and '"binary": true' in page
 
 
 def test_a_token_guards_everything_but_the_health_check(served):
@@ -215,20 +219,9 @@ def test_a_uvicorn_process_serves_then_finishes_in_flight_requests_on_sigterm(se
     import httpx
 
     root, _ = served
-    port = _free_ports(1)[0]
-    proc = subprocess.Popen([sys.executable, "-m", "mbm_keras.cli", "serve", "--model", str(root / "demo"),
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    base = f"http://127.0.0.1:{port}"
+    proc, base = serve_process("--model", str(root / "demo"))
+    port = int(base.rsplit(":", 1)[1])
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the server did not start: " + proc.stderr.read()[-2000:] if proc.poll() is not None else "")
         response = httpx.post(f"{base}/v1/models/demo:predict", json={"instances": _instances(root, 2)}, timeout=60)
         assert response.status_code == 200 and len(response.json()["predictions"]) == 2
         upload = httpx.post(f"{base}/predict", files={"image": ("0.png", (root / "img" / "0.png").read_bytes())},
@@ -251,14 +244,36 @@ def test_a_uvicorn_process_serves_then_finishes_in_flight_requests_on_sigterm(se
     assert f"Serving classification model 'demo' on http://127.0.0.1:{port}" in out, out
 
 
+def serve_process(*arguments):
+    """`(process, base URL)` of `mbm-keras serve ARGUMENTS` on a free port, once it answers /healthz."""
+    import httpx
+
+    port = _free_ports(1)[0]
+    proc = subprocess.Popen([sys.executable, "-m", "mbm_keras.cli", "serve", *arguments, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        if proc.poll() is not None:
+            pytest.fail("the server stopped: " + proc.stderr.read()[-2000:])
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.5)
+    proc.kill()
+    pytest.fail("the server did not answer /healthz in 2 minutes")
+
+
 # --- The web page, in headless Chromium ---------------------------------------------------------------------------
 
 OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output")
 
 
-def _browser():
+def browser(*arguments):
     """Headless Chromium through Selenium, with Debian's chromium and chromium-driver (`make test` installs them;
-    Selenium's own driver manager would try to download a driver, which fails offline)."""
+    Selenium's own driver manager would try to download a driver, which fails offline); `arguments` are more
+    Chromium flags."""
     import shutil
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -273,30 +288,37 @@ def _browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,800"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,800", *arguments):
         options.add_argument(argument)
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
-@pytest.fixture
-def live_server(served):
-    """The run's app on a real uvicorn server, in a thread of this process, on a free port."""
+@contextlib.contextmanager
+def live_app(app):
+    """`app` on a real uvicorn server, in a thread of this process, on a free port: yields its base URL."""
     import threading
 
     import uvicorn
 
-    _, servables = served
-    server = uvicorn.Server(uvicorn.Config(create_app(servables["run"], ServeOptions(name="demo")), host="127.0.0.1",
-                                           port=_free_ports(1)[0], log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_ports(1)[0], log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     for _ in range(200):
         if server.started:
             break
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(30)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture
+def live_server(served):
+    _, servables = served
+    with live_app(create_app(servables["run"], ServeOptions(name="demo"))) as url:
+        yield url
 
 
 def test_the_web_page_predicts_an_upload_and_shows_the_classes_as_bars(served, live_server):
@@ -304,27 +326,27 @@ def test_the_web_page_predicts_an_upload_and_shows_the_classes_as_bars(served, l
     from selenium.webdriver.support.ui import WebDriverWait
 
     root, _ = served
-    browser = _browser()
+    chromium = browser()
     try:
-        browser.get(live_server + "/")
-        assert browser.title == "mbm-keras serve: demo"
-        browser.find_element(By.ID, "input-image").send_keys(str(root / "img" / "3.png"))
-        browser.find_element(By.ID, "input-text").send_keys("a red thing")
-        browser.find_element(By.ID, "predict").click()
-        WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#results .row"))
-        rows = browser.find_elements(By.CSS_SELECTOR, "#results .row")
+        chromium.get(live_server + "/")
+        assert chromium.title == "mbm-keras serve: demo"
+        chromium.find_element(By.ID, "input-image").send_keys(str(root / "img" / "3.png"))
+        chromium.find_element(By.ID, "input-text").send_keys("a red thing")
+        chromium.find_element(By.ID, "predict").click()
+        WebDriverWait(chromium, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#results .row"))
+        rows = chromium.find_elements(By.CSS_SELECTOR, "#results .row")
         shown = [(r.get_attribute("data-class"), r.find_element(By.CLASS_NAME, "value").text,
                   r.find_element(By.CLASS_NAME, "bar").get_attribute("style")) for r in rows]
         os.makedirs(OUTPUT, exist_ok=True)
-        browser.save_screenshot(os.path.join(OUTPUT, "serve-page.png"))
+        chromium.save_screenshot(os.path.join(OUTPUT, "serve-page.png"))
         # A file that is no image: the error, naming the input, where the bars were.
-        browser.find_element(By.ID, "input-image").send_keys(str(root / "train.csv"))
-        browser.find_element(By.ID, "predict").click()
-        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "error").is_displayed())
-        error = browser.find_element(By.ID, "error").text
-        browser.save_screenshot(os.path.join(OUTPUT, "serve-page-error.png"))
+        chromium.find_element(By.ID, "input-image").send_keys(str(root / "train.csv"))
+        chromium.find_element(By.ID, "predict").click()
+        WebDriverWait(chromium, 30).until(lambda b: b.find_element(By.ID, "error").is_displayed())
+        error = chromium.find_element(By.ID, "error").text
+        chromium.save_screenshot(os.path.join(OUTPUT, "serve-page-error.png"))
     finally:
-        browser.quit()
+        chromium.quit()
     expected = Predictor(str(root / "run"))(image=str(root / "img" / "3.png"), text="a red thing", top=2)
     assert [name for name, _, _ in shown] == [c for c, _ in expected]  # most likely first
     for (_, value, style), (_, p) in zip(shown, expected):
