@@ -1,16 +1,18 @@
 """`mbm-keras serve` under load: requests/s and latency with dynamic batching on and off, side by side.
 
-    python benchmarks/serve.py                      # trains a demo classifier, exports it, serves it
-    python benchmarks/serve.py --model saved_models/demo --clients 32 --seconds 20
+    python benchmarks/serve.py                      # trains the demo classifier and search model, serves each
+    python benchmarks/serve.py --only classification --model saved_models/demo --clients 32 --seconds 20
 
-For each server (a real `mbm-keras serve` process on 127.0.0.1, batching on, then off) N concurrent clients
-(an asyncio loop of aiohttp clients) send one-example `:predict` requests (TensorFlow Serving's JSON body: the
-demo's image and audio as b64, its text) for a fixed time. Printed: requests/s, p50 and p99 latency, errors
-by status, the server's resident memory at the start and end of the load, and the ratio of batched to
-unbatched requests/s (the figure: machines are noisy, the ratio measured side by side is what compares).
-A third run mixes bad requests (one in four: bad base64, an unknown input, bytes that are no image, a text
-where a file is expected) into the batched server's load: they must get 4xx, never 5xx, and the good ones
-their answers.
+Two models of the demo's data: a classifier (image + text + audio, exported as a SavedModel) and a search
+model (text queries, image candidates, its catalogue indexed). For each (a real `mbm-keras serve` process on
+127.0.0.1, batching on, then off) N concurrent clients (an asyncio loop of aiohttp clients) send one-example
+requests for a fixed time: the classifier's are `:predict` (TensorFlow Serving's JSON body: the demo's image
+and audio as b64, its text), the search model's `POST /search` (a multipart form: a text query, k=10).
+Printed: requests/s, p50 and p99 latency, errors by status, the server's resident memory at the start and end
+of the load, and the ratio of batched to unbatched requests/s (the figure: machines are noisy, the ratio
+measured side by side is what compares). A third run mixes bad requests (one in four: bad base64, an unknown
+input, bytes that are no image, a text where a file is expected; for search an empty query, k=0, an unknown
+field) into the batched server's load: they must get 4xx, never 5xx, and the good ones their answers.
 """
 
 import argparse
@@ -51,6 +53,26 @@ def demo_model(folder):
     return out, manifest
 
 
+def search_model(folder, data):
+    """A demo search model (text queries, image candidates), trained briefly, and its index of the demo's test
+    rows. Returns `(run folder, index file)`."""
+    from mbm_keras.retrieval.search import build_index
+    from mbm_keras.training import train
+
+    config = {
+        "data": {"train": data, "columns": {"image": "image", "text": "text", "label": "label"},
+                 "preprocessing": {"image_size": [32, 32], "text_length": 8}, "batch_size": 32},
+        "model": {"image": "small_cnn", "text": "lstm"},  # the encoders of demo_model's classifier
+        "task": {"kind": "retrieval", "query": ["text"], "candidate": ["image"], "embedding_dim": 32},
+        "train": {"epochs": 2, "seed": 0},
+        "output": os.path.join(folder, "search"),
+    }
+    train(config, verbose=0)
+    index = os.path.join(folder, "catalogue.index")
+    build_index(config["output"], os.path.join(os.path.dirname(data), "test.csv"), index, progress=False)
+    return config["output"], index
+
+
 def examples(manifest, n=32):
     root = os.path.dirname(manifest.path)
 
@@ -63,6 +85,35 @@ def examples(manifest, n=32):
 
 BAD = [{"image": {"b64": "%%%"}}, {"colour": "red"}, {"image": {"b64": base64.b64encode(b"no image").decode()}},
        {"audio": "clip.wav"}]
+BAD_SEARCHES = [{"text": ""}, {"text": "a red cat", "k": "0"}, {"colour": "red"}, {"text": "a cat", "k": "many"}]
+
+
+class Predicts:
+    """One-example `:predict` requests (TensorFlow Serving's JSON body)."""
+
+    def __init__(self, bodies):
+        self.good = [json.dumps({"instances": [b]}) for b in bodies]
+        self.bad = [json.dumps({"instances": [b]}) for b in BAD]
+
+    def request(self, i, bad):
+        body = (self.bad if bad else self.good)[i % len(self.bad if bad else self.good)]
+        return "/v1/models/demo:predict", {"data": body, "headers": {"Content-Type": "application/json"}}
+
+
+class Searches:
+    """`POST /search` requests: a form of a text query and k (URL-encoded, as `curl -d` sends it)."""
+
+    def __init__(self, manifest, n=32):
+        self.good = [{"text": r["text"], "k": "10"} for r in manifest.rows[:n]]
+
+    def request(self, i, bad):
+        import aiohttp
+
+        fields = BAD_SEARCHES[i % len(BAD_SEARCHES)] if bad else self.good[i % len(self.good)]
+        form = aiohttp.FormData()
+        for key, value in fields.items():
+            form.add_field(key, value)
+        return "/search", {"data": form}
 
 
 def free_port():
@@ -80,10 +131,11 @@ def rss_mb(pid):
 
 
 class Server:
-    def __init__(self, model, batching, max_batch_size, timeout_ms, cpus=None):
+    def __init__(self, model, batching, max_batch_size, timeout_ms, cpus=None, index=None):
         self.port = free_port()
         command = [sys.executable, "-m", "mbm_keras.cli", "serve", "--model", model, "--port", str(self.port),
                    "--name", "demo", "--max-batch-size", str(max_batch_size), "--batch-timeout-ms", str(timeout_ms)]
+        command += ["--index", index] if index else []
         self.proc = subprocess.Popen(command + ([] if batching else ["--no-batching"]), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
                                      preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
@@ -110,16 +162,13 @@ class Server:
             self.proc.kill()
 
 
-async def load(url, bodies, clients, seconds, bad_every=0):
-    """`clients` loops posting `bodies` in turn for `seconds`: latencies of the good requests, status counts.
-    The client is aiohttp: httpx's AsyncClient tops out near 400 requests/s on 2 cores, which would measure
-    the client, not the server."""
+async def load(url, requests, clients, seconds, bad_every=0):
+    """`clients` loops posting `requests` (`Predicts` or `Searches`) in turn for `seconds`: latencies of the
+    good requests, status counts. The client is aiohttp: httpx's AsyncClient tops out near 400 requests/s on
+    2 cores, which would measure the client, not the server."""
     import aiohttp
 
     latencies, statuses, stop = [], {}, time.perf_counter() + seconds
-    payloads = [json.dumps({"instances": [b]}) for b in bodies]
-    bad_payloads = [json.dumps({"instances": [b]}) for b in BAD]
-    headers = {"Content-Type": "application/json"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients),
                                      timeout=aiohttp.ClientTimeout(total=60)) as session:
         sent = itertools.count()  # one stream: every bad_every-th request of it is a bad one, whoever sends it
@@ -127,11 +176,11 @@ async def load(url, bodies, clients, seconds, bad_every=0):
         async def one(worker):
             while time.perf_counter() < stop:
                 i = next(sent)
-                bad = bad_every and i % bad_every == 0
-                body = bad_payloads[i // bad_every % len(BAD)] if bad else payloads[i % len(payloads)]
+                bad = bool(bad_every) and i % bad_every == 0
+                path, kwargs = requests.request(i // bad_every if bad else i, bad)
                 started = time.perf_counter()
                 try:
-                    async with session.post(f"{url}/v1/models/demo:predict", data=body, headers=headers) as response:
+                    async with session.post(url + path, **kwargs) as response:
                         await response.read()
                         code = response.status
                 except aiohttp.ClientError as e:
@@ -144,12 +193,12 @@ async def load(url, bodies, clients, seconds, bad_every=0):
     return latencies, statuses
 
 
-def measure(model, bodies, args, batching, bad_every=0):
+def measure(model, requests, args, batching, bad_every=0, index=None):
     import numpy as np
 
-    server = Server(model, batching, args.max_batch_size, args.batch_timeout_ms, args.server_cpus).wait()
+    server = Server(model, batching, args.max_batch_size, args.batch_timeout_ms, args.server_cpus, index).wait()
     try:
-        asyncio.run(load(server.url, bodies, args.clients, 2))  # warm-up: traced functions, allocator
+        asyncio.run(load(server.url, requests, args.clients, 2))  # warm-up: traced functions, allocator
         samples, done = [], threading.Event()
 
         def sample():  # the server's resident memory each second of the load
@@ -160,7 +209,7 @@ def measure(model, bodies, args, batching, bad_every=0):
         before = rss_mb(server.proc.pid)
         sampler.start()
         started = time.perf_counter()
-        latencies, statuses = asyncio.run(load(server.url, bodies, args.clients, args.seconds, bad_every))
+        latencies, statuses = asyncio.run(load(server.url, requests, args.clients, args.seconds, bad_every))
         elapsed = time.perf_counter() - started
         done.set()
         sampler.join()
@@ -176,7 +225,9 @@ def measure(model, bodies, args, batching, bad_every=0):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="a run folder or SavedModel with the demo's inputs (default: train one)")
+    parser.add_argument("--model", help="a classifier (run folder or SavedModel) with the demo's inputs (default: train one)")
+    parser.add_argument("--only", choices=("classification", "search"), default=None,
+                        help="benchmark one model (default: both)")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--max-batch-size", type=int, default=32)
@@ -193,29 +244,45 @@ def main():
     from mbm_keras.data import read_manifest
     from mbm_keras.demo import write_demo_dataset
 
+    results = {}
     with tempfile.TemporaryDirectory() as folder:
-        if args.model:
-            model, manifest = args.model, read_manifest(write_demo_dataset(os.path.join(folder, "data"), seed=0))
-        else:
-            print("Training and exporting a demo classifier ...", flush=True)
-            model, manifest = demo_model(folder)
-        bodies = examples(manifest)
-        results = {}
-        for name, batching, bad_every in (("batched", True, 0), ("unbatched", False, 0), ("batched, 1 in 4 bad", True, 4)):
-            print(f"{name}: {args.clients} clients for {args.seconds:g} s ...", flush=True)
-            results[name] = measure(model, bodies, args, batching, bad_every)
-    print(f"\n{'server':<22}{'req/s':>8}{'good/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'RSS MB start->end':>20}  statuses")
-    for name, r in results.items():
+        data = write_demo_dataset(os.path.join(folder, "data"), seed=0)
+        manifest = read_manifest(data)
+        models = []
+        if args.only in (None, "classification"):
+            if args.model:
+                model = args.model
+            else:
+                print("Training and exporting a demo classifier ...", flush=True)
+                model, _ = demo_model(folder)
+            models.append(("classification", model, None, Predicts(examples(manifest))))
+        if args.only in (None, "search"):
+            print("Training a demo search model and indexing the demo's test rows ...", flush=True)
+            run, index = search_model(folder, os.path.join(os.path.dirname(data), "train.csv"))
+            models.append(("search", run, index, Searches(manifest)))
+        for task, model, index, requests in models:
+            for name, batching, bad_every in (("batched", True, 0), ("unbatched", False, 0),
+                                              ("batched, 1 in 4 bad", True, 4)):
+                print(f"{task}, {name}: {args.clients} clients for {args.seconds:g} s ...", flush=True)
+                results[(task, name)] = measure(model, requests, args, batching, bad_every, index)
+    report(results, args)
+
+
+def report(results, args):
+    print(f"\n{'model':<16}{'server':<22}{'req/s':>8}{'good/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'RSS MB start->end':>20}  statuses")
+    for (task, name), r in results.items():
         rss = f"{r['rss MB'][0]:.0f} -> {r['rss MB'][1]:.0f}"
-        print(f"{name:<22}{r['requests/s']:>8.1f}{r['good requests/s']:>8.1f}{r['p50 ms']:>9.1f}{r['p99 ms']:>9.1f}"
-              f"{rss:>20}  {r['statuses']}")
-    ratio = results["batched"]["requests/s"] / results["unbatched"]["requests/s"]
-    fives = sum(n for code, n in results["batched, 1 in 4 bad"]["statuses"].items()
-                if not isinstance(code, int) or code >= 500)
+        print(f"{task:<16}{name:<22}{r['requests/s']:>8.1f}{r['good requests/s']:>8.1f}{r['p50 ms']:>9.1f}"
+              f"{r['p99 ms']:>9.1f}{rss:>20}  {r['statuses']}")
     print("\nserver memory growth over the first and the second half of each load (MB): "
-          + ", ".join(f"{name} {r['rss MB halves'][0]:+.0f} / {r['rss MB halves'][1]:+.0f}" for name, r in results.items()))
-    print(f"batched / unbatched requests/s at {args.clients} clients: {ratio:.2f}x")
-    print(f"5xx or failed connections under the mixed load: {fives}")
+          + ", ".join(f"{task} {name} {r['rss MB halves'][0]:+.0f} / {r['rss MB halves'][1]:+.0f}"
+                      for (task, name), r in results.items()))
+    for task in dict.fromkeys(t for t, _ in results):
+        ratio = results[(task, "batched")]["requests/s"] / results[(task, "unbatched")]["requests/s"]
+        fives = sum(n for code, n in results[(task, "batched, 1 in 4 bad")]["statuses"].items()
+                    if not isinstance(code, int) or code >= 500)
+        print(f"{task}: batched / unbatched requests/s at {args.clients} clients: {ratio:.2f}x; "
+              f"5xx or failed connections under the mixed load: {fives}")
 
 
 if __name__ == "__main__":

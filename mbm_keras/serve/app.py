@@ -87,6 +87,8 @@ def create_app(model, options=ServeOptions()):
     metrics = _Metrics()
     batchers = {signature: Batcher(functools.partial(servable.run, signature=signature), options.batching,
                                    observe=metrics.batch_size.observe) for signature in servable.signatures}
+    if catalogue is not None:  # queries embedded and searched in one call
+        batchers["search"] = Batcher(catalogue.searcher(servable), options.batching, observe=metrics.batch_size.observe)
     served = Served(servable, batchers, catalogue, options)
 
     @contextlib.asynccontextmanager

@@ -13,6 +13,7 @@ from mbm_keras.serve.servable import RequestError
 MEDIA_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"),
                (b"GIF89a", "image/gif"), (b"BM", "image/bmp"), (b"fLaC", "audio/flac"), (b"OggS", "audio/ogg"))
 SHOWN = ("image", "audio")  # the modalities whose files a page can show or play
+K = "_k"  # a search example's number of results (no model input has a name starting with "_")
 
 
 class Catalogue:
@@ -54,10 +55,24 @@ class Catalogue:
     def __len__(self):
         return len(self.index)
 
-    def search(self, vector, k):
-        """`[(row id, score)]`: the `k` best rows for one query vector."""
-        ids, scores = self.index.search(vector[None], k=min(k, len(self.index)))
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+    def searcher(self, servable):
+        """`examples -> {"ids", "scores"}`: the query tower and the index search in one call, for a batch of
+        queries (each example holds its `k` under `K`): one matrix product searches them all, beside the event
+        loop, as the model runs."""
+
+        def search(examples):
+            vectors = servable.run(examples, "embed_query")["embedding"]
+            k = min(max(e[K] for e in examples), len(self.index))
+            ids, scores = self.index.search(vectors, k=k)
+            return {"ids": ids, "scores": scores}
+
+        return search
+
+    def results(self, ids, scores, k):
+        """The answer of `/search` for one query's row of `searcher`'s outputs."""
+        found = [(int(i), float(s)) for i, s in zip(ids[:k], scores[:k]) if i >= 0]
+        return {"results": [{"rank": rank + 1, "score": score, **self.row(i)} for rank, (i, score) in enumerate(found)],
+                "rows": len(self.index)}
 
     def row(self, row_id):
         """`{"id", "row", "cells", "files"}` of a row: its manifest row number, its cells (text, paths, label)

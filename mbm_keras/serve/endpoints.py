@@ -4,7 +4,8 @@
 - `/predict` (classifiers, regressors): multipart inputs -> the top classes with their probabilities.
 - `/embed` (retrieval): multipart inputs of one tower -> its unit vector.
 - `/search` (retrieval, with `--index`): a query's inputs and `k` -> the best catalogue rows with their
-  scores, cells and the URLs of their files (`/rows/ID/COLUMN`, served by row id only).
+  scores, cells and the URLs of their files (`/rows/ID/COLUMN`, served by row id only). Concurrent queries
+  are embedded and searched together (`Catalogue.searcher`: one model call, one index search).
 - `/transcribe` (transcription): a clip, an optional context and candidate list -> the transcript.
 
 Every one runs its model call through the batcher of its signature, so concurrent requests share model calls.
@@ -13,13 +14,13 @@ Every one runs its model call through the batcher of its signature, so concurren
 import asyncio
 import dataclasses
 
+from mbm_keras.serve.catalogue import K
 from mbm_keras.serve.forms import read_form, split_fields, text_setting, whole_number
 from mbm_keras.serve.servable import RequestError
 
 MAX_K = 1000  # the most rows one search answers
 MAX_CANDIDATES = 1000  # the most candidate transcripts one request scores
 MAX_BEAM = 64
-INLINE_SEARCH_ROWS = 20_000  # exact search of 20,000 128-d rows: 0.3 ms here
 
 
 @dataclasses.dataclass
@@ -85,7 +86,6 @@ def _embed(app, served):
 
 
 def _search(app, served):
-    import numpy as np
     from fastapi import Request
     from fastapi.responses import FileResponse, JSONResponse
 
@@ -101,12 +101,9 @@ def _search(app, served):
         values, settings = split_fields(fields, ("k",), servable.signature("embed_query").inputs)
         k = whole_number(settings, "k", 10, high=MAX_K)
         _need_one(values, servable.signature("embed_query"), "a query")
-        vector = np.asarray((await served.call(values, "embed_query"))["embedding"], np.float32)
-        # A small index is searched in the event loop (well under a millisecond); a large one beside it.
-        found = (catalogue.search(vector, k) if len(catalogue) <= INLINE_SEARCH_ROWS
-                 else await asyncio.to_thread(catalogue.search, vector, k))
-        return JSONResponse({"results": [{"rank": rank + 1, "score": score, **catalogue.row(i)}
-                                         for rank, (i, score) in enumerate(found)], "rows": len(catalogue)})
+        example = {**servable.example(values, "embed_query"), K: k}
+        outputs, rows = await served.batchers["search"].submit([example])
+        return JSONResponse(catalogue.results(outputs["ids"][rows[0]], outputs["scores"][rows[0]], k))
 
     @app.get("/rows/{row_id}/{column}")
     async def row_file(row_id: int, column: str):
