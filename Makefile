@@ -59,7 +59,8 @@ test: $(VENV)/.installed-dev
 # Skips the full-size backbones' training steps, the end-to-end demo run, int8 conversions, the notebooks, the
 # sequence fusions' TFLite conversions, the multi-process and resume runs, the retrieval and transcription runs' training and
 # exports, the CLI's export and predict subprocesses, the ONNX parity export, the two-modality fusion variants, the
-# classification config's epoch, a uvicorn process, the AV-digits benchmark's run (make test runs them all): about
+# classification config's epoch, a uvicorn process, the search and transcription servers (tests/test_serve_tasks.py),
+# the AV-digits benchmark's run (make test runs them all): about
 # 4.7 minutes on 2 cores (benchmarks/suite.py).
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto --dist loadscope -m "not slow" $(PYTEST_ARGS)
