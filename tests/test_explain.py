@@ -1,0 +1,180 @@
+"""`mbm_keras.explain`: modality Shapley values (efficient, exact and sampled, with the model's masks or zero
+inputs), integrated gradients (complete for every modality), and `mbm-keras explain` on a trained run with
+the sanity checks: the attributions find the informative inputs, move when a modality is corrupted, and
+differ on a model whose weights were re-initialized (Adebayo et al. 2018)."""
+
+import numpy as np
+import pytest
+from conftest import TINY, tiny_inputs
+
+from mbm_keras.explain import integrated_gradients, modality_shapley
+from mbm_keras.explain import shapley as shapley_module
+from mbm_keras.fusion_model import build_fusion_model
+
+KWARGS = {k: v for k, v in TINY.items() if k not in ("text_preset", "image_preset")}
+ENCODERS = {"image": "small_cnn", "text": "cnn", "audio": "logmel_cnn", "tabular": "mlp", "timeseries": "conv1d"}
+
+
+def _model(modalities, masks=True, seed=0, **encoders):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    chosen = {m: encoders.get(m, ENCODERS[m]) for m in modalities}
+    return build_fusion_model(**chosen, num_classes=3, missing_modalities=masks, fusion="concat", **KWARGS)
+
+
+def _inputs(modalities, batch, masks=True):
+    x = tiny_inputs(modalities, batch=batch)
+    if masks:
+        x.update({f"{m}_mask": np.ones((batch, 1), np.float32) for m in modalities})
+    return x
+
+
+def test_shapley_values_are_efficient_exact_or_sampled_and_match_a_count_by_hand(monkeypatch):
+    from mbm_keras.explain.shapley import absent_inputs
+
+    modalities = ("image", "text", "audio", "tabular")
+    model, x = _model(modalities), _inputs(modalities, 6)
+    exact = modality_shapley(model, x)
+    assert exact.exact and exact.baseline == "masks" and exact.features == list(modalities)
+    np.testing.assert_allclose(exact.values.sum(axis=1), exact.full - exact.empty, atol=1e-6)
+    probabilities = model.predict(x, verbose=0)
+    np.testing.assert_allclose(exact.full, probabilities[np.arange(6), probabilities.argmax(axis=1)], atol=1e-6)
+    # Sampled by permutations (as beyond six features): efficient too, and near the exact values.
+    monkeypatch.setattr(shapley_module, "EXACT_UP_TO", 1)
+    sampled = modality_shapley(model, x, targets=exact.targets, permutations=300)
+    assert not sampled.exact and sampled.permutations == 300
+    np.testing.assert_allclose(sampled.values.sum(axis=1), sampled.full - sampled.empty, atol=1e-6)
+    np.testing.assert_allclose(sampled.values, exact.values, atol=0.02)
+    monkeypatch.undo()
+    # Two features by hand: phi_a = ((v(a) - v()) + (v(ab) - v(b))) / 2, with the model's own masks.
+    model, x = _model(("image", "text")), _inputs(("image", "text"), 3)
+    values = modality_shapley(model, x, targets=2)
+
+    def v(*present):
+        return model.predict(absent_inputs(x, ["image", "text"], set(present), True), verbose=0)[:, 2]
+
+    by_hand = ((v("image") - v()) + (v("image", "text") - v("text"))) / 2
+    np.testing.assert_allclose(values.values[:, 0], by_hand, atol=1e-6)
+    assert values.mean(by=["a", "b", "a"])["a"]["image"] == pytest.approx(float(values.values[[0, 2], 0].mean()))
+
+
+def test_a_model_without_masks_is_explained_against_zero_inputs_and_says_so():
+    model, x = _model(("image", "tabular"), masks=False), _inputs(("image", "tabular"), 4, masks=False)
+    values = modality_shapley(model, x)
+    assert values.baseline == "zeros"
+    zeros = {k: np.zeros_like(v) for k, v in x.items()}
+    np.testing.assert_allclose(values.empty, model.predict(zeros, verbose=0)[np.arange(4), values.targets], atol=1e-6)
+    np.testing.assert_allclose(values.values.sum(axis=1), values.full - values.empty, atol=1e-6)
+    with pytest.raises(ValueError, match="targets must be output columns 0 to 2"):
+        modality_shapley(model, x, targets=3)
+    with pytest.raises(ValueError, match="inputs lack the model's feature 'tabular'"):
+        modality_shapley(model, {"image": x["image"]})
+
+
+@pytest.mark.parametrize("modality,encoder", [("image", "small_cnn"), ("text", "cnn"), ("text", "gru"),
+                                              ("audio", "logmel_cnn"), ("audio", "logmel_tcn"),
+                                              ("tabular", "mlp"), ("timeseries", "conv1d")])
+def test_integrated_gradients_add_up_to_the_output_change_for_every_modality(modality, encoder):
+    model = _model((modality,), **{modality: encoder})
+    example = _inputs((modality,), 1)
+    a = integrated_gradients(model, example, target=1)
+    gap = a.output - a.baseline_output
+    assert abs(gap) > 1e-4, gap  # something to attribute
+    assert a.error <= 0.01 and abs(sum(a.totals().values()) - gap) <= 0.01 * abs(gap), (a.error, a.steps)
+    assert a.output == pytest.approx(float(model.predict(example, verbose=0)[0, 1]), abs=1e-6)
+    shape = {"image": (32, 32, 3), "text": (8,), "tabular": (5,), "timeseries": (16, 3)}.get(modality)
+    if shape:
+        assert a.features[modality].shape == shape
+    else:  # audio: the normalized log-mel frames (frames, mels), where the model's front end puts them
+        assert a.features[modality].shape == a.points[modality].shape and a.points[modality].ndim == 2
+
+
+@pytest.mark.slow  # three explanations of a four-modality model
+def test_integrated_gradients_of_every_input_at_once_blur_and_smoothgrad():
+    modalities = ("image", "text", "audio", "tabular")
+    model, x = _model(modalities), _inputs(modalities, 1)
+    a = integrated_gradients(model, x)
+    assert a.target == int(model.predict(x, verbose=0)[0].argmax()) and a.error <= 0.01
+    blurred = integrated_gradients(model, x, target=a.target, baselines={"image": "blur"})
+    assert blurred.error <= 0.01 and not np.allclose(blurred.features["image"], a.features["image"])
+    smooth = integrated_gradients(model, x, target=a.target, smoothgrad=3, steps=16)
+    assert smooth.features["image"].shape == (32, 32, 3) and not np.allclose(smooth.features["image"], a.features["image"])
+    with pytest.raises(ValueError, match="baselines\\['image'\\] must be an array, 'zeros', 'black' or 'blur'"):
+        integrated_gradients(model, x, baselines={"image": "grey"})
+
+
+# --- a trained run, through the command line -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Red or blue, told by the image's colour and the caption's word ("crimson" or "azure"); age and city
+    (tabular) are noise. Trained with masks, so each modality can be left out as the model learned."""
+    from test_training import run_config
+
+    from mbm_keras.training import train
+
+    root = tmp_path_factory.mktemp("explain")
+    train(str(run_config(root, train__epochs=6, data__missing_modalities=True, model__tabular="mlp",
+                         data__columns={"image": "img", "text": "caption", "label": "label",
+                                        "tabular": {"numeric": ["age"], "categorical": ["city"]}})), verbose=0)
+    return root
+
+
+@pytest.mark.slow  # a training and reports
+def test_explain_writes_reports_that_find_the_informative_inputs(trained, capsys):
+    import csv
+    import json
+
+    from mbm_keras.cli import main
+
+    root = trained
+    assert main(["explain", "--model", str(root / "run"), "--data", str(root / "val.csv"), "--rows", "0,1,2,3",
+                 "--out", str(root / "report")]) == 0
+    assert "Explained 4 rows: " in capsys.readouterr().out
+    summary = json.loads((root / "report" / "explanation.json").read_text())
+    assert summary["baseline"] == "masks" and summary["exact"] and summary["features"] == ["image", "text", "tabular"]
+    mean = summary["mean_shapley"]
+    assert mean["image"] + mean["text"] > 10 * abs(mean["tabular"]), mean  # the noise columns barely count
+    for row in summary["rows"]:
+        assert row["answer"] == row["label"] and row["completeness_error"] <= 0.01
+        page = (root / "report" / f"row-{row['row']}.html").read_text()
+        assert page.count("data:image/png;base64,") == 3 and "http" not in page  # self-contained
+        assert ("crimson" if row["label"] == "red" else "azure") in page
+        assert {p.name for p in (root / "report" / f"row-{row['row']}").iterdir()} == {
+            "modalities.png", "image.png", "tabular.png"}
+    # The caption's colour word carries the most attribution of its words.
+    rows = list(csv.DictReader(open(root / "val.csv")))
+    shaded = page.split("text (text)")[1]
+    word = "crimson" if rows[3]["label"] == "red" else "azure"
+    values = {w.split(">")[1].split("<")[0]: float(w.split('data-attribution="')[1].split('"')[0])
+              for w in shaded.split('<span class="word"')[1:]}
+    assert max(values, key=values.get) == word, values
+    assert (root / "report" / "index.html").is_file()
+    assert main(["explain", "--model", str(root / "run"), "--data", str(root / "val.csv"), "--rows", "99"]) == 2
+    assert "row 99 is not in" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_shapley_values_move_when_a_modality_is_corrupted_and_gradients_fail_the_randomization_test(trained):
+    import keras
+    from scipy.stats import spearmanr
+
+    from mbm_keras.data import make_dataset
+    from mbm_keras.tasks import load_run
+
+    root = trained
+    model, pre, _ = load_run(str(root / "run"))
+    x, _ = next(iter(make_dataset(str(root / "val.csv"), preprocessor=pre, batch_size=8, missing_modalities=True,
+                                  verbose=False)))
+    x = {k: np.asarray(v) for k, v in x.items()}
+    clean = modality_shapley(model, x)
+    corrupted = modality_shapley(model, {**x, "text": np.ones_like(x["text"])}, targets=clean.targets)  # all [UNK]
+    assert corrupted.mean()["text"] < 0.5 * clean.mean()["text"], (clean.mean(), corrupted.mean())
+    # A model of the same architecture with fresh weights explains the same example differently.
+    fresh = keras.models.clone_model(model)
+    example = {k: v[:1] for k, v in x.items()}
+    trained_map = integrated_gradients(model, example).features["image"].sum(axis=-1).ravel()
+    random_map = integrated_gradients(fresh, example, target=int(clean.targets[0])).features["image"].sum(axis=-1).ravel()
+    correlation = spearmanr(np.abs(trained_map), np.abs(random_map)).statistic
+    assert correlation < 0.5, correlation
