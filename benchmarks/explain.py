@@ -58,11 +58,13 @@ def batch(manifest, pre, rows):
 
 def speech_frames(path, layer, length):
     """Which of the model's log-mel frames hold speech: the clean recording, cropped as the model crops it (the
-    start), framed as the layer frames it, each frame's RMS within 20 dB of the loudest frame's."""
+    start), framed as the layer frames it (centred: frame i around sample i * hop), each frame's RMS within
+    20 dB of the loudest frame's."""
     samples, _ = av_digits.read_wav(path)
     samples = np.pad(samples[:length], (0, max(0, length - len(samples))))
     hop, width = int(layer.sequence_stride), int(layer.sequence_length)
-    frames = [samples[i * hop:i * hop + width] for i in range(1 + (length - width) // hop)]
+    padded = np.pad(samples, (width // 2, width // 2))
+    frames = [padded[i * hop:i * hop + width] for i in range(1 + (len(padded) - width) // hop)]
     rms = np.array([np.sqrt(np.mean(f ** 2)) if len(f) else 0.0 for f in frames])
     return rms >= rms.max() * 10 ** (-20 / 20)
 
@@ -79,8 +81,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     start = time.time()
     table, info = av_digits.build_files(args.data, args.work)
-    folder = os.path.join(info["folder"], "explain")
-    os.makedirs(folder, exist_ok=True)
+    folder = info["folder"]  # the fold's manifests sit beside the files (as benchmarks/av_digits.py writes them)
     print(f"Training the fusion (test speaker {args.speaker}) ...", flush=True)
     model, pre, tests = train_fold(table, folder, args.speaker, args.epochs)
     tested = [r for r in table if r["speaker"] == args.speaker]

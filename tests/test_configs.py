@@ -201,6 +201,7 @@ def test_readme_command_line_runs_as_written(tmp_path):
     assert top[0] == "blue-dog-high" and float(top[1]) > 0.3, outputs[5]  # the row's image and clip, a dog text
     assert load_config(str(tmp_path / "my_run.yaml"))["data"]["columns"]["label"] == "label"
     _readme_serve_block_runs(readme, tmp_path, env)
+    _readme_explain_line_runs(readme, tmp_path, env)
     # Every file an example in --help reads is one the user now has.
     from mbm_keras.cli import make_parser
 
@@ -210,6 +211,18 @@ def test_readme_command_line_runs_as_written(tmp_path):
     assert {"configs/classification.yaml", "data/demo/train.csv", "data/demo/images/0001.png"} <= named
     assert [p for p in named if not (tmp_path / p).exists()] == []
     assert not re.search(r"\b(cat|meow|query|f|r|drive)\.(jpg|png|wav|npy)\b", "\n".join(texts))
+
+
+def _readme_explain_line_runs(readme, folder, env):
+    """The README's `mbm-keras explain` line on the run the command line block trained: a page per row."""
+    section = readme[readme.index("**Explain an answer**"):]
+    (line,) = [line for line in re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines() if line.strip()]
+    proc = subprocess.run(["bash", "-c", line], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Explained 3 rows: report/index.html" in proc.stdout, proc.stdout
+    summary = json.loads((folder / "report" / "explanation.json").read_text())
+    assert [r["row"] for r in summary["rows"]] == [0, 5, 9] and all(r["completeness_error"] <= 0.01 for r in summary["rows"])
+    assert all((folder / "report" / f"row-{r}.html").is_file() for r in (0, 5, 9))
 
 
 def _readme_serve_block_runs(readme, folder, env):
