@@ -281,6 +281,46 @@ def test_the_web_page_searches_by_a_typed_query_and_shows_the_thumbnails(search)
     assert sizes == [list(Image.open(root / rows[int(i)]["img"]).size) for i, _ in found["blue"]]
 
 
+def test_the_web_page_searches_by_a_dropped_image(tmp_path):
+    """An image query (query tower: the image; candidates: the captions): an image dropped on the search form
+    goes to the query's image input and the search runs, its results the captions of the image's colour."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from mbm_keras.retrieval.search import build_index
+
+    train(str(run_config(tmp_path, task__kind="retrieval", task__query=["image"], task__candidate=["text"],
+                         task__embedding_dim=8, train__epochs=12)), verbose=0)
+    rows = list(csv.DictReader(open(tmp_path / "val.csv")))
+    with open(tmp_path / "captions.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["caption", "label"]] + [[r["caption"], r["label"]] for r in rows])
+    build_index(str(tmp_path / "run"), str(tmp_path / "captions.csv"), str(tmp_path / "captions.index"), progress=False)
+    red = next(r for r in rows if r["label"] == "red")
+    png = base64.b64encode((tmp_path / red["img"]).read_bytes()).decode()
+    app = create_app(str(tmp_path / "run"), ServeOptions(index=str(tmp_path / "captions.index")))
+    with live_app(app) as url:
+        chromium = browser()
+        try:
+            chromium.get(url + "/")
+            chromium.execute_script("document.getElementById('search-k').value = '3'")
+            section = chromium.find_element(By.ID, "section-search")
+            chromium.execute_script("""
+                const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+                const files = new DataTransfer();
+                files.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+                document.getElementById("search-inputs").dispatchEvent(
+                    new DragEvent("drop", {dataTransfer: files, bubbles: true, cancelable: true}));""", png)
+            WebDriverWait(chromium, 30).until(lambda b: section.get_attribute("data-answers") == "1")
+            hits = [h.text for h in chromium.find_elements(By.CSS_SELECTOR, "#search-results .hit")]
+            chosen = chromium.execute_script("return document.getElementById('search-input-image').files[0].name")
+            os.makedirs(OUTPUT, exist_ok=True)
+            chromium.save_screenshot(os.path.join(OUTPUT, "serve-search-dropped.png"))
+        finally:
+            chromium.quit()
+    assert chosen == "dropped.png" and len(hits) == 3, hits
+    assert all("label: red" in h and "crimson" in h for h in hits), hits
+
+
 def _press_and_wait(chromium, button):
     """Presses the section's button and waits for its answer (or error): the page counts them in the section's
     data-answers."""
