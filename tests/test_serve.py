@@ -222,6 +222,10 @@ def test_a_uvicorn_process_serves_then_finishes_in_flight_requests_on_sigterm(se
     proc, base = serve_process("--model", str(root / "demo"))
     port = int(base.rsplit(":", 1)[1])
     try:
+        assert httpx.get(f"{base}/v1/models/demo").json()["model_version_status"][0]["state"] == "AVAILABLE"
+        metadata = httpx.get(f"{base}/v1/models/demo/metadata").json()["metadata"]
+        assert set(metadata["signature_def"]["signature_def"]["serving_default"]["inputs"]) == {"image", "text"}
+        assert httpx.get(f"{base}/").text.startswith("<!doctype html>")
         response = httpx.post(f"{base}/v1/models/demo:predict", json={"instances": _instances(root, 2)}, timeout=60)
         assert response.status_code == 200 and len(response.json()["predictions"]) == 2
         upload = httpx.post(f"{base}/predict", files={"image": ("0.png", (root / "img" / "0.png").read_bytes())},
