@@ -222,6 +222,13 @@ class Preprocessor:
         out.share = {a: b for a, b in self.share.items() if a in features and b in features}
         return out
 
+    def without_labels(self):
+        """A fitted copy that reads the features only: no label column, no labels (a catalogue to embed, rows
+        to explain without their answers)."""
+        out = self.subset(list(self.features))
+        out.labels, out.columns = None, {k: v for k, v in out.columns.items() if k != "label"}
+        return out
+
     def _check_fitted(self):
         if not self.fitted:
             raise DataError("The preprocessor is not fitted: call fit(training_manifest) (or fit_preprocessor) first")

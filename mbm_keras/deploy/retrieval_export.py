@@ -24,10 +24,7 @@ TOWERS = ("query", "candidate")
 
 def tower_preprocessor(pre, tower):
     """The preprocessing of one tower's features alone (no labels)."""
-    names = [n for n in tower.input if not n.endswith("_mask")]
-    out = pre.subset(names)
-    out.labels, out.columns = None, {k: v for k, v in out.columns.items() if k != "label"}
-    return out
+    return pre.subset([n for n in tower.input if not n.endswith("_mask")]).without_labels()
 
 
 def _cosine(a, b):

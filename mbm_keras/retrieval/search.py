@@ -78,7 +78,7 @@ def embed(run, data, tower="candidate", batch_size=64, on_error="raise", progres
     manifest = read_manifest(data)
     label = pre.columns.get("label")
     if label is not None and label not in manifest.columns:  # a catalogue without labels
-        pre.labels, pre.columns = None, {k: v for k, v in pre.columns.items() if k != "label"}
+        pre = pre.without_labels()
     masks = any(n.endswith("_mask") for n in tower_model.input)
     report = check_data(manifest, pre, missing_modalities=masks, progress=progress, verbose=False)
     if report["problems"] and on_error == "raise":

@@ -93,10 +93,7 @@ def _search(app, served):
 
     @app.post("/search")
     async def search(request: Request):
-        catalogue = served.catalogue
-        if catalogue is None:
-            raise RequestError("this server holds no index: start it with mbm-keras serve --index CATALOGUE.index",
-                               status=404)
+        catalogue = _catalogue(served)
         fields = await read_form(request, served.options.max_body_bytes)
         values, settings = split_fields(fields, ("k",), servable.signature("embed_query").inputs)
         k = whole_number(settings, "k", 10, high=MAX_K)
@@ -107,10 +104,7 @@ def _search(app, served):
 
     @app.get("/rows/{row_id}/{column}")
     async def row_file(row_id: int, column: str):
-        if served.catalogue is None:
-            raise RequestError("this server holds no index: start it with mbm-keras serve --index CATALOGUE.index",
-                               status=404)
-        path, media_type = served.catalogue.file(row_id, column)
+        path, media_type = _catalogue(served).file(row_id, column)
         return FileResponse(path, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
 
 
@@ -140,6 +134,14 @@ def _transcribe(app, served):
 
         text = (await asyncio.to_thread(decode, log_probs, servable.vocabulary, beam))[0]
         return {"transcript": text, "decoding": f"beam {beam}" if beam else "greedy"}
+
+
+def _catalogue(served):
+    """The served index; 404 saying how to give one when the server has none."""
+    if served.catalogue is None:
+        raise RequestError("this server holds no index: start it with mbm-keras serve --index CATALOGUE.index",
+                           status=404)
+    return served.catalogue
 
 
 def _need_one(values, signature, what):
