@@ -153,6 +153,17 @@ def test_explain_writes_reports_that_find_the_informative_inputs(trained, capsys
     assert (root / "report" / "index.html").is_file()
     assert main(["explain", "--model", str(root / "run"), "--data", str(root / "val.csv"), "--rows", "99"]) == 2
     assert "row 99 is not in" in capsys.readouterr().err
+    # A file that does not decode: one line naming the row and the file, and no report folder left behind.
+    (root / "img" / "broken.png").write_bytes(b"not a png")
+    with open(root / "broken.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=rows[0].keys())
+        writer.writeheader()
+        writer.writerows([{**rows[0], "img": "img/broken.png"}])
+    assert main(["explain", "--model", str(root / "run"), "--data", str(root / "broken.csv"), "--out",
+                 str(root / "broken-report")]) == 2
+    err = capsys.readouterr().err
+    assert "broken.csv row 1, column 'img'" in err and "broken.png): not a JPEG, PNG, BMP or GIF file" in err, err
+    assert not (root / "broken-report").exists()
 
 
 @pytest.mark.slow

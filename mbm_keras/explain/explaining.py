@@ -56,14 +56,13 @@ def explain(run, data, rows=None, out=None, steps=32, tolerance=0.01, smoothgrad
         raise ValueError("rows is empty: give at least one row to explain")
     out = out or os.path.join(os.path.abspath(run) if os.path.isdir(run) else os.path.dirname(os.path.abspath(run)),
                               "explain-" + os.path.splitext(os.path.basename(manifest.path))[0])
-    os.makedirs(out, exist_ok=True)
     chosen = manifest.subset(rows)
     if pre.labels is not None and pre.columns.get("label") not in chosen.columns:
-        pre = pre.subset(list(pre.features))
-        pre.labels, pre.columns = None, {k: v for k, v in pre.columns.items() if k != "label"}
-    batch = next(iter(make_dataset(chosen, preprocessor=pre, batch_size=len(rows), missing_modalities=has_masks(model),
-                                   verbose=False)))
+        pre = pre.without_labels()
+    batch = _first_batch(make_dataset(chosen, preprocessor=pre, batch_size=len(rows),
+                                      missing_modalities=has_masks(model), verbose=False))
     x, y = batch if isinstance(batch, tuple) else (batch, None)
+    os.makedirs(out, exist_ok=True)  # once the rows decode: a bad row leaves no empty report folder
     x = {k: np.asarray(v) for k, v in x.items()}
     classes = [str(c) for c in pre.labels.classes] if pre.labels is not None and pre.labels.classes else None
     shapley = modality_shapley(model, x)
@@ -77,11 +76,24 @@ def explain(run, data, rows=None, out=None, steps=32, tolerance=0.01, smoothgrad
                                             steps=steps, tolerance=tolerance, smoothgrad=smoothgrad)
         truth = None if y is None or classes is None else classes[int(np.asarray(y)[i])]
         explained.append(_write_row(out, row, model, pre, classes, shapley, i, attributions, truth, example))
-    summary = _summary(out, run, manifest, shapley, explained, classes)
+    summary = _summary(run, manifest, shapley, explained)
     report.write_page(os.path.join(out, "index.html"), _index_page(summary, out))
     with open(os.path.join(out, "explanation.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return {**summary, "out": out}
+
+
+def _first_batch(dataset):
+    """The dataset's one batch; a row that cannot be decoded is a DataError naming it (not a traceback)."""
+    import tensorflow as tf
+
+    from mbm_keras.codecs.asserts import explain as reason
+    from mbm_keras.data.manifest import DataError
+
+    try:
+        return next(iter(dataset))
+    except tf.errors.InvalidArgumentError as e:
+        raise DataError(reason(e)) from None
 
 
 def _answer_name(classes, target):
@@ -166,7 +178,7 @@ def _cells(feature, values):
     return names, np.asarray(grouped, float)
 
 
-def _summary(out, run, manifest, shapley, explained, classes):
+def _summary(run, manifest, shapley, explained):
     answers = [e["answer"] for e in explained]
     return {"run": os.path.abspath(run), "data": manifest.path, "features": shapley.features,
             "baseline": shapley.baseline, "exact": shapley.exact, "rows": explained,
