@@ -104,6 +104,75 @@ def test_integrated_gradients_of_every_input_at_once_blur_and_smoothgrad():
         integrated_gradients(model, x, baselines={"image": "grey"})
 
 
+def _biases_set(model, seed=0):
+    """Every bias (and the context's gate) set to random values, as training leaves them. With the zero biases
+    of a fresh model, a blank input is encoded as the zero vector, where a unit normalization or a layer
+    normalization is undefined (0 / 0): the path of integrated gradients would start on that singularity."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        if w.path.rsplit("/", 1)[-1] in ("bias", "beta", "alpha"):
+            w.assign(rng.normal(0, 0.3, w.shape).astype("float32"))
+    return model
+
+
+def test_a_retrieval_match_is_explained_over_both_towers():
+    import keras
+
+    from mbm_keras.explain.matching import match_model
+    from mbm_keras.retrieval import build_retrieval_model
+
+    keras.utils.set_random_seed(0)
+    model = _biases_set(build_retrieval_model(
+        query={"text": ("text", "cnn")}, candidate={"image": ("image", "small_cnn"), "audio": ("audio", "logmel_cnn")},
+        embedding_dim=8, missing_modalities=True, **KWARGS))
+    scorer = match_model(model)
+    x = _inputs(("text", "image", "audio"), 3)
+    # The explained output is the cosine that search ranks by: each query's unit vector times its candidate's.
+    queries = model.get_layer("query_tower").predict({k: x[k] for k in ("text", "text_mask")}, verbose=0)
+    candidates = model.get_layer("candidate_tower").predict(
+        {k: x[k] for k in ("image", "audio", "image_mask", "audio_mask")}, verbose=0)
+    np.testing.assert_allclose(scorer.predict(x, verbose=0)[:, 0], (queries * candidates).sum(axis=1), atol=1e-5)
+    values = modality_shapley(scorer, x, targets=0)
+    assert values.baseline == "masks" and values.features == ["text", "image", "audio"]
+    np.testing.assert_allclose(values.values.sum(axis=1), values.full - values.empty, atol=1e-6)
+    a = integrated_gradients(scorer, {k: v[:1] for k, v in x.items()}, target=0)
+    gap = a.output - a.baseline_output
+    assert abs(gap) > 1e-3 and a.error <= 0.01, (gap, a.error, a.steps)
+    assert a.features["text"].shape == (8,) and a.features["image"].shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="is not a retrieval model: it has no query_tower"):
+        match_model(_model(("image",)))
+
+
+@pytest.mark.slow  # one explanation per character (11 s)
+def test_each_character_of_a_transcript_is_explained_by_audio_frames_and_context_tokens():
+    import keras
+
+    from mbm_keras.explain.transcripts import emitted_characters, transcript_attributions
+    from mbm_keras.transcription import Vocabulary, build_transcription_model, greedy_decode
+
+    vocab = Vocabulary.fit(["do re mi", "fa sol la"])
+    keras.utils.set_random_seed(0)
+    model = _biases_set(build_transcription_model(
+        vocab, "logmel_tcn", "cnn", audio_length=2000, sample_rate=8000, context_length=4, context_vocab_size=20,
+        audio_kwargs={"units": 8, "dilations": [1]}, context_kwargs={"embed_dim": 8}, units=8, num_heads=1), seed=1)
+    rng = np.random.default_rng(1)
+    x = {"audio": rng.normal(0, 0.3, (1, 2000)).astype("float32"), "context": np.array([[3, 7, 0, 0]], "int32")}
+    log_probs = model.predict(x, verbose=0)[0]
+    # Greedy decoding's characters, each at the frame of its run where it is most likely.
+    assert emitted_characters(np.log([[.1, .8, .1], [.1, .89, .01], [.9, .09, .01], [.2, .1, .7]]), vocab) == [(1, 1), (2, 3)]
+    t = transcript_attributions(model, x, vocab)
+    assert t.transcript == greedy_decode(log_probs, vocab) and len(t.characters) >= 3
+    assert "".join(c for c, _, _ in t.characters) == t.transcript
+    for (char, frame, log_prob), a in zip(t.characters, t.attributions):
+        assert a.output == pytest.approx(log_prob, abs=1e-5) == pytest.approx(float(log_probs[frame].max()), abs=1e-5)
+        assert a.error <= 0.01, (char, a.error, a.steps)
+        assert a.features["context"].shape == (4,) and a.features["audio"].ndim == 2
+    assert t.frames("audio").shape == (len(t.characters), t.attributions[0].points["audio"].shape[0])
+    assert t.shapley.features == ["audio", "context"] and t.shapley.baseline == "zeros"
+    np.testing.assert_allclose(t.shapley.values.sum(axis=1), t.shapley.full - t.shapley.empty, atol=1e-5)
+    np.testing.assert_allclose(t.shapley.full, [c[2] for c in t.characters], atol=1e-5)
+
+
 # --- a trained run, through the command line -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")

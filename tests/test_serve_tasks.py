@@ -1,6 +1,7 @@
 """`mbm-keras serve` for retrieval (`/search`, `/embed`, the catalogue's files by row id) and transcription
-(`/transcribe`): in-process, as a real uvicorn process and in headless Chromium. Each model trains here, so the
-module runs in `make test` (test_serve.py covers the server itself in test-fast)."""
+(`/transcribe`): in-process, as a real uvicorn process and in headless Chromium; and `mbm-keras explain` on the
+same two runs. Each model trains here, so the module runs in `make test` (test_serve.py covers the server itself
+in test-fast)."""
 
 import base64
 import csv
@@ -443,3 +444,97 @@ def test_readme_search_and_transcription_lines_run_as_written(tmp_path):
     assert (tmp_path / "first.png").read_bytes() == (Path(first["_folder"]) / first["image"]).read_bytes()
     assert embedding["tower"] == "query" and len(embedding["embedding"]) == embedding["dimensions"]
     assert set(transcript) == {"transcript", "decoding"} and transcript["decoding"] == "greedy"
+
+
+# --- explain on the same runs (trained once for serving and explaining) ------------------------------------------
+
+def _randomized(model):
+    """The model's architecture with fresh weights (Adebayo et al. 2018's model-randomization test)."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    return keras.models.clone_model(model)
+
+
+def test_explain_a_retrieval_run_finds_the_query_word_and_fails_on_a_randomized_model(search, capsys):
+    import json
+
+    from scipy.stats import spearmanr
+
+    from mbm_keras.cli import main
+    from mbm_keras.data import make_dataset
+    from mbm_keras.explain import integrated_gradients
+    from mbm_keras.explain.matching import match_model
+    from mbm_keras.tasks import load_run
+
+    root, _ = search
+    report = root / "report"
+    assert main(["explain", "--model", str(root / "run"), "--data", str(root / "val.csv"), "--rows", "0,1,2,3",
+                 "--out", str(report)]) == 0
+    assert "Explained 4 rows: " in capsys.readouterr().out
+    summary = json.loads((report / "explanation.json").read_text())
+    assert summary["task"] == "retrieval" and summary["towers"] == {"query": ["text"], "candidate": ["image"]}
+    rows = list(csv.DictReader(open(root / "val.csv")))
+    for e in summary["rows"]:
+        assert e["completeness_error"] <= 0.01
+        assert sum(e["shapley"].values()) == pytest.approx(e["score"] - e["empty"], abs=1e-5)
+        page = (report / f"row-{e['row']}.html").read_text()
+        assert page.count("data:image/png;base64,") == 2 and "http" not in page  # Shapley bars, candidate heat map
+        words = {w.split(">")[1].split("<")[0]: float(w.split('data-attribution="')[1].split('"')[0])
+                 for w in page.split('<span class="word"')[1:]}
+        colour = "crimson" if rows[e["row"]]["label"] == "red" else "azure"
+        assert max(words, key=words.get) == colour, words  # the query word that makes the match
+    # The candidate's heat map of a randomized model ranks the pixels unlike the trained model's.
+    model, pre, _ = load_run(str(root / "run"))
+    x = next(iter(make_dataset(str(root / "val.csv"), preprocessor=pre.without_labels(), batch_size=1, verbose=False)))
+    x = {k: np.asarray(v) for k, v in x.items()}
+    trained = integrated_gradients(match_model(model), x, target=0).features["image"].sum(axis=-1).ravel()
+    fresh = integrated_gradients(match_model(_randomized(model)), x, target=0).features["image"].sum(axis=-1).ravel()
+    assert spearmanr(np.abs(trained), np.abs(fresh)).statistic < 0.5
+
+
+def test_explain_a_transcription_run_character_by_character_and_fails_on_a_randomized_model(speech, capsys):
+    import json
+
+    from scipy.stats import spearmanr
+
+    from mbm_keras.cli import main
+    from mbm_keras.data import make_dataset
+    from mbm_keras.deploy.transcribing import transcribe
+    from mbm_keras.explain import integrated_gradients
+    from mbm_keras.explain.transcripts import transcript_attributions
+    from mbm_keras.tasks import load_run
+
+    root, row, _ = speech
+    report = root / "report"
+    test_csv = root / "demo" / "speech_test.csv"
+    assert main(["explain", "--model", str(root / "run"), "--data", str(test_csv), "--rows", "0",
+                 "--out", str(report)]) == 0
+    summary = json.loads((report / "explanation.json").read_text())
+    e = summary["rows"][0]
+    assert summary["task"] == "transcription" and summary["features"] == ["audio", "text"]
+    assert e["transcript"] == transcribe(str(root / "run"), str(root / "demo" / row["audio"]), context=row["context"])
+    assert e["label"] == row["transcript"] and "".join(c["character"] for c in e["characters"]) == e["transcript"]
+    assert e["characters"], "the run writes nothing: nothing to explain (train it longer)"
+    for c in e["characters"]:
+        assert c["completeness_error"] <= 0.01
+        assert sum(c["shapley"].values()) == pytest.approx(c["log_prob"] - c["empty"], abs=1e-4)
+    page = (report / "row-0.html").read_text()
+    tokens = page.split("(context tokens)")[1].split("</tr>")[0].count("<th>") - 1
+    assert tokens == len(row["context"].replace(",", " ").split())  # the context's words, punctuation dropped
+    assert page.count("data:image/png;base64,") == 1 and page.count('<td class="cell"') == len(e["characters"]) * tokens
+    # The first character's attribution per audio frame: a randomized model's ranks the frames differently. Signed:
+    # the magnitudes of integrated gradients (gradient times input) follow the clip's own energy whatever the
+    # weights (absolute values correlate at 0.8-0.9 on the demo's trained run; Adebayo et al. found the same).
+    model, pre, _ = load_run(str(root / "run"))
+    vocabulary = pre.labels.vocabulary
+    x = next(iter(make_dataset(str(test_csv), preprocessor=pre.without_labels(), batch_size=1,
+                               missing_modalities=["text"], verbose=False)))
+    x = {k: np.asarray(x[k]) for k in ("audio", "text")}
+    explained = transcript_attributions(model, x, vocabulary)
+    frame = explained.characters[0][1]
+    target = frame * int(model.output.shape[-1]) + int(model.predict(x, verbose=0)[0, frame].argmax())
+    fresh = integrated_gradients(_randomized(model), x, target=target).features["audio"].sum(axis=1)
+    trained = explained.frames("audio")[0]
+    heard = (trained != 0) | (fresh != 0)  # the frames within the output frame's receptive field (the rest are 0)
+    assert heard.sum() >= 10 and spearmanr(trained[heard], fresh[heard]).statistic < 0.5, (heard.sum(), trained, fresh)

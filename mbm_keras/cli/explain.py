@@ -8,18 +8,23 @@ from mbm_keras.cli.common import positive_int
 def add_parser(sub):
     explain = sub.add_parser(
         "explain",
-        help="explain a classification run's answers: each modality's share and the pixels, words, sounds and cells that mattered",
+        help="explain a run's answers: each modality's share and the pixels, words, sounds and cells that mattered",
         description="For each row: the modality Shapley values (each modality left out as the model learned to "
                     "go without it, when it was trained with missing_modalities) and the integrated gradients "
                     "of every input (pixels, words, log-mel frames over time, cells), drawn as pictures in one "
                     "self-contained HTML page per row (OUT/row-N.html, panels as PNGs in OUT/row-N/), a summary "
-                    "page (OUT/index.html) and the numbers (OUT/explanation.json).",
+                    "page (OUT/index.html) and the numbers (OUT/explanation.json). A classification run explains "
+                    "its predicted class; a retrieval run, the match score of each row's query with the row's own "
+                    "candidate (query words, candidate regions); a transcription run, each character of the greedy "
+                    "transcript (the audio frames and context tokens that drove it).",
         epilog="examples (runs/first: mbm-keras train --config configs/classification.yaml):\n"
                "  mbm-keras explain --model runs/first --data data/demo/test.csv --rows 0,5,9 --out report\n"
-               "  mbm-keras explain --model runs/first --data data/demo/test.csv --smoothgrad 8 --image-baseline blur\n",
+               "  mbm-keras explain --model runs/first --data data/demo/test.csv --smoothgrad 8 --image-baseline blur\n"
+               "  mbm-keras explain --model runs/search --data data/demo/test.csv --rows 0,1\n"
+               "  mbm-keras explain --model runs/transcription --data data/demo/speech_test.csv --rows 0\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    explain.add_argument("--model", required=True, help="classification run folder, e.g. --model runs/first")
+    explain.add_argument("--model", required=True, help="classification, retrieval or transcription run folder, e.g. --model runs/first")
     explain.add_argument("--data", required=True, help="manifest of the rows, e.g. --data data/demo/test.csv")
     explain.add_argument("--rows", type=_rows, default=None,
                          help="rows to explain, 0-based positions in the manifest, e.g. --rows 0,5,9 (default: the first 8)")
@@ -51,6 +56,10 @@ def command(args):
         raise ValueError(f"--smoothgrad must be 0 or more. Received: {args.smoothgrad}")
     result = explain(args.model, args.data, rows=args.rows, out=args.out, steps=args.steps,
                      smoothgrad=args.smoothgrad, image_baseline=args.image_baseline)
-    mean = ", ".join(f"{f} {v:+.3f}" for f, v in result["mean_shapley"].items())
-    print(f"Explained {len(result['rows'])} rows: {result['out']}/index.html (mean Shapley values: {mean})")
+    if "mean_shapley" in result:
+        mean = ", ".join(f"{f} {v:+.3f}" for f, v in result["mean_shapley"].items())
+        said = f"mean Shapley values: {mean}"
+    else:
+        said = f"{sum(len(r['characters']) for r in result['rows'])} characters"
+    print(f"Explained {len(result['rows'])} rows: {result['out']}/index.html ({said})")
     return 0

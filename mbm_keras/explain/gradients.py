@@ -75,12 +75,36 @@ def _backend_gradient(function, values):
     raise NotImplementedError(f"integrated gradients need the tensorflow or jax backend, not {backend!r}")
 
 
+def encoder_of(model, feature):
+    """The layer that encodes `feature`: the one named `<feature>_encoder` at any depth (a retrieval tower
+    holds its encoders two models down), else the `*_encoder` layer that reads the model's input `feature`
+    (a transcription model's context is read by `context_encoder`); None when neither is there."""
+    found = _named(model, f"{feature}_encoder")
+    if found is not None:
+        return found
+    tensor = model.input.get(feature) if isinstance(model.input, dict) else None
+    for layer in model.layers:
+        for node in getattr(layer, "_inbound_nodes", []):
+            if layer.name.endswith("_encoder") and any(t is tensor for t in node.input_tensors):
+                return layer
+    return None
+
+
+def _named(model, name):
+    for layer in getattr(model, "layers", []):
+        if layer.name == name:
+            return layer
+        found = _named(layer, name) if isinstance(layer, keras.Model) else None
+        if found is not None:
+            return found
+    return None
+
+
 def inner_layer(model, feature, kinds):
     """The first layer of `kinds` (classes) inside `feature`'s encoder, or None: where its differentiable
     input is (the token embeddings, the log-mel spectrogram)."""
-    try:
-        encoder = model.get_layer(f"{feature}_encoder")
-    except ValueError:
+    encoder = encoder_of(model, feature)
+    if encoder is None:
         return None
     layers = encoder._flatten_layers() if hasattr(encoder, "_flatten_layers") else encoder.layers
     return next((layer for layer in layers if isinstance(layer, kinds)), None)
@@ -96,14 +120,18 @@ def _inner_layers(model, features, example):
         if not np.issubdtype(example[feature].dtype, np.floating):
             layer = inner_layer(model, feature, keras.layers.Embedding)
             if layer is None:
-                raise ValueError(f"feature {feature!r} has integer inputs and no Embedding layer in "
-                                 f"'{feature}_encoder' to take gradients at")
+                raise ValueError(f"feature {feature!r} has integer inputs and no Embedding layer in its encoder "
+                                 f"('{feature}_encoder') to take gradients at")
             inner[feature] = layer
             continue
         try:
-            inner[feature] = model.get_layer(f"{feature}_encoder").get_layer(FRONT_END_LAYERS[-1])
+            inner[feature] = encoder_of(model, feature).get_layer(FRONT_END_LAYERS[-1])
         except (ValueError, AttributeError):
             pass  # no log-mel front end: the input itself
+    shared = [f for f in inner if sum(layer is inner[f] for layer in inner.values()) > 1]
+    if shared:
+        raise ValueError(f"features {shared} are encoded by one shared layer ({inner[shared[0]].name!r}: "
+                         f"share_towers=True); their attributions cannot be taken apart there")
     return inner
 
 

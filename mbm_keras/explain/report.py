@@ -36,14 +36,14 @@ def _png(plt, fig, path):
     return data
 
 
-def shapley_panel(names, values, path, title):
+def shapley_panel(names, values, path, title, unit="share of the answer's probability"):
     """Bars of each feature's Shapley value (green: raised the answer, red: lowered it)."""
     plt, (fig, ax) = _figure(5.0, 0.5 + 0.45 * len(names))
     order = np.argsort(np.abs(values))
     ax.barh([names[i] for i in order], [values[i] for i in order],
             color=[POSITIVE if values[i] >= 0 else NEGATIVE for i in order])
     ax.axvline(0, color="#57606a", linewidth=0.8)
-    ax.set_xlabel("Shapley value (share of the answer's probability)")
+    ax.set_xlabel(f"Shapley value ({unit})")
     ax.set_title(title, fontsize=9)
     return _png(plt, fig, path)
 
@@ -109,6 +109,43 @@ def series_panel(series, attribution, path, title):
     return _png(plt, fig, path)
 
 
+def transcript_panel(frames, attribution, characters, seconds_per_frame, path, title):
+    """The normalized log-mel frames (time across) above a heat map of each output character's attribution per
+    frame (one row per character, top to bottom in the transcript's order), on one time axis."""
+    plt, (fig, ax) = _figure(6.0, 3.4)
+    plt.close(fig)
+    height = 2.0 + 0.22 * len(characters)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, height), sharex=True,
+                                      height_ratios=[2, max(1, 0.22 * len(characters))])
+    end = frames.shape[0] * seconds_per_frame
+    top.imshow(frames.T, origin="lower", aspect="auto", cmap="magma", extent=(0, end, 0, frames.shape[1]))
+    top.set_ylabel("mel band")
+    top.set_title(title, fontsize=9)
+    per_frame = np.asarray(attribution, float)  # (characters, frames)
+    limit = float(np.abs(per_frame).max()) or 1.0
+    bottom.imshow(per_frame, aspect="auto", cmap="RdYlGn", vmin=-limit, vmax=limit, interpolation="nearest",
+                  extent=(0, end, len(characters), 0))
+    bottom.set_yticks(np.arange(len(characters)) + 0.5, [c if c.strip() else "\u2423" for c in characters], fontsize=7)
+    bottom.set_xlabel("time (s)")
+    bottom.set_ylabel("output character")
+    return _png(plt, fig, path)
+
+
+def grid_html(rows, columns, values):
+    """A table of `values` (rows x columns), each cell shaded by its value (green raised, red lowered)."""
+    values = np.asarray(values, float)
+    limit = float(np.abs(values).max()) if values.size else 1.0
+    limit = limit or 1.0
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    lines = []
+    for label, line in zip(rows, values):
+        cells = "".join(
+            f'<td class="cell" title="{v:+.4f}" data-attribution="{v:.6g}" style="background: rgba('
+            f'{"26,127,55" if v >= 0 else "207,34,46"}, {abs(v) / limit:.2f})"></td>' for v in line)
+        lines.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
+    return f'<table class="grid"><tr><th></th>{head}</tr>{"".join(lines)}</table>'
+
+
 def words_html(words, attribution):
     """The words as spans shaded by their attribution (green raised, red lowered the answer)."""
     limit = float(np.abs(attribution).max()) or 1.0
@@ -130,7 +167,7 @@ body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 52r
 h1 {{ font-size: 1.35rem; }} h2 {{ font-size: 1.05rem; margin-top: 1.6rem; }}
 .note {{ color: #5f6b73; }} img {{ max-width: 100%; }}
 .word {{ padding: .1rem .2rem; border-radius: 3px; }}
-table {{ border-collapse: collapse; }} td, th {{ padding: .2rem .6rem; border-bottom: 1px solid #d0d7de; text-align: left; }}
+table {{ border-collapse: collapse; }} .grid td.cell {{ min-width: 1.4rem; }} td, th {{ padding: .2rem .6rem; border-bottom: 1px solid #d0d7de; text-align: left; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 {summary}
