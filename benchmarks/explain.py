@@ -15,6 +15,7 @@ One fold (the test speaker held out), one concat fusion trained with masks and m
 
     python benchmarks/explain.py --data ../shared/data               # about 4 minutes on 2 cores
     python benchmarks/explain.py --data ../shared/data --rows 100
+    python benchmarks/explain.py --data ../shared/data --image-energy 1   # the digits not smeared
 """
 
 import argparse
@@ -78,9 +79,11 @@ def main(argv=None):
     parser.add_argument("--speaker", default="theo")
     parser.add_argument("--rows", type=int, default=60, help="test rows explained")
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--image-energy", type=float, default=av_digits.SPEC["image_energy"],
+                        help="share of PCA energy the images keep (1: the MNIST digits as they are)")
     args = parser.parse_args(argv)
     start = time.time()
-    table, info = av_digits.build_files(args.data, args.work)
+    table, info = av_digits.build_files(args.data, args.work, spec={**av_digits.SPEC, "image_energy": args.image_energy})
     folder = info["folder"]  # the fold's manifests sit beside the files (as benchmarks/av_digits.py writes them)
     print(f"Training the fusion (test speaker {args.speaker}) ...", flush=True)
     model, pre, tests = train_fold(table, folder, args.speaker, args.epochs)
@@ -118,7 +121,8 @@ def main(argv=None):
     corrupted = {"audio at -12 dB": modality_shapley(model, noisy, targets=clean.targets),
                  "another row's image": modality_shapley(model, shuffled, targets=clean.targets)}
 
-    print(f"\nAV-digits, test speaker {args.speaker}, {len(rows)} rows ({time.time() - start:.0f} s)")
+    print(f"\nAV-digits, test speaker {args.speaker}, {len(rows)} rows, images keeping {info['pca_energy']:.0%} of their "
+          f"PCA energy ({time.time() - start:.0f} s)")
     print(f"audio: {np.mean(audio_share):.1%} of the attribution mass in the spoken frames, which are "
           f"{np.mean(audio_chance):.1%} of the frames (rows above chance: "
           f"{np.mean(np.array(audio_share) > np.array(audio_chance)):.0%})")

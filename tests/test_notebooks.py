@@ -10,7 +10,7 @@ import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NAMES = ["01_quickstart", "02_audio_image_text", "03_export_edge", "04_distributed_tpu", "05_named_features",
-         "06_search_engine", "07_transcription"]
+         "06_search_engine", "07_transcription", "08_explain"]
 
 
 def test_every_notebook_is_tested_and_committed_with_its_outputs():
@@ -110,3 +110,12 @@ class TestTranscription:
     def test_runs(self, tmp_path, monkeypatch):
         text, _ = run_notebook("07_transcription", tmp_path, monkeypatch)
         assert "test WER" in text and "among 3 candidates" in text and "kept:" in text
+
+
+@pytest.mark.slow
+class TestExplain:
+    def test_runs(self, tmp_path, monkeypatch):
+        monkeypatch.delenv("MBM_KERAS_AV_DIGITS_DATA", raising=False)  # beside a clone: the demo data stands in
+        text, _ = run_notebook("08_explain", tmp_path, monkeypatch)
+        assert "explaining the built-in demo data's image + audio classifier instead" in text
+        assert "mean Shapley values:" in text and "another row's sound" in text

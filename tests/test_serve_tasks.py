@@ -519,6 +519,13 @@ def test_explain_a_transcription_run_character_by_character_and_fails_on_a_rando
     for c in e["characters"]:
         assert c["completeness_error"] <= 0.01
         assert sum(c["shapley"].values()) == pytest.approx(c["log_prob"] - c["empty"], abs=1e-4)
+    # Without the transcript column: explained all the same, with no label.
+    with open(root / "unlabelled.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["audio", "context"], [str(root / "demo" / row["audio"]), row["context"]]])
+    assert main(["explain", "--model", str(root / "run"), "--data", str(root / "unlabelled.csv"), "--out",
+                 str(root / "unlabelled")]) == 0
+    unlabelled = json.loads((root / "unlabelled" / "explanation.json").read_text())["rows"][0]
+    assert unlabelled["label"] is None and unlabelled["transcript"] == e["transcript"]
     page = (report / "row-0.html").read_text()
     tokens = page.split("(context tokens)")[1].split("</tr>")[0].count("<th>") - 1
     assert tokens == len(row["context"].replace(",", " ").split())  # the context's words, punctuation dropped

@@ -77,7 +77,8 @@ def decoded_rows(dataset, out):
     DataError naming it (not a traceback). Makes the report folder `out` once they decode, so a bad row
     leaves no empty folder."""
     batch = _first_batch(dataset)
-    x, y = batch if isinstance(batch, tuple) else (batch, None)
+    batch = batch if isinstance(batch, tuple) else (batch,)
+    x, y = batch[0], (batch[1] if len(batch) > 1 else None)
     os.makedirs(out, exist_ok=True)
     return {k: np.asarray(v) for k, v in x.items()}, (None if y is None else np.asarray(y))
 
