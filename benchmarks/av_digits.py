@@ -139,7 +139,7 @@ class PCADegrader:
         self.mean = x.mean(0)
         _, s, vt = np.linalg.svd(x - self.mean, full_matrices=False)
         share = np.cumsum(s**2) / np.sum(s**2)
-        self.num_components = int(np.searchsorted(share, self.energy) + 1)
+        self.num_components = min(int(np.searchsorted(share, self.energy) + 1), len(share))  # energy 1: all of them
         self.kept_energy = float(share[self.num_components - 1])
         self.components = vt[: self.num_components]
         return self

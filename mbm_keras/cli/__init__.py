@@ -21,8 +21,8 @@ Each command's --help describes its options, with examples.
 """
 
 # The subcommands in the order --help lists them: mbm_keras/cli/<module>.py each.
-COMMANDS = ("demo", "train", "pretrain", "init", "check_data", "pack", "embed", "index", "search", "evaluate",
-            "explain", "transcribe", "export", "predict", "serve", "zoo")
+COMMANDS = ("demo", "train", "tune", "pretrain", "init", "check_data", "pack", "embed", "index", "search",
+            "evaluate", "explain", "transcribe", "export", "predict", "serve", "zoo")
 
 
 def _quiet_tensorflow():

@@ -195,6 +195,13 @@ class Task:
         scores = model.evaluate(ctx.val_ds, verbose=0, return_dict=True)
         return {"task": self.name, "val": {k: float(v) for k, v in scores.items()}}
 
+    def tuning_score(self, summary):
+        """`(metric, value, "max" or "min")`: the validation score `mbm-keras tune` ranks a trial's run by (its
+        `summary.json`); ValueError saying why when the run has none."""
+        if "val" not in summary or "loss" not in summary["val"]:
+            raise ValueError(f"the run has no validation score ({summary.get('why', 'not measured')})")
+        return "loss", summary["val"]["loss"], "min"
+
     def after_save(self, ctx, model, summary):
         """Writes what the run folder holds besides the model (the chief only)."""
 

@@ -45,6 +45,11 @@ class Classification(Task):
 
         return format_summary(summary)
 
+    def tuning_score(self, summary):
+        if summary.get("score") is None:
+            raise ValueError(f"the run has no validation score ({summary.get('why', 'not measured')})")
+        return summary["metric"], summary["score"], summary["better"]
+
     def evaluate(self, run_dir, model, pre, manifest, out, batch_size=32, on_error="raise",
                  allow_outside_root=False, robustness=False, beam=None):
         import numpy as np

@@ -198,6 +198,12 @@ class Retrieval(Task):
             summary["kept_modality"] = kept
         return summary
 
+    def tuning_score(self, summary):
+        if "val" not in summary:
+            raise ValueError(f"the run has no validation score ({summary.get('why', 'not measured')})")
+        metric = "map" if "map" in summary["val"] else "mrr"
+        return metric, summary["val"][metric], "max"
+
     def format_scores(self, summary):
         return format_scores(summary)
 

@@ -260,6 +260,11 @@ class Transcription(Task):
                 summary["kept_modality"] = ctx.audio
         return summary
 
+    def tuning_score(self, summary):
+        if "val" not in summary:
+            raise ValueError(f"the run has no validation score ({summary.get('why', 'not measured')})")
+        return "cer", summary["val"]["cer"], "min"
+
     def format_scores(self, summary):
         return format_scores(summary)
 

@@ -392,6 +392,8 @@ def validation_summary(out, model, singles, plan, val_ds, head, measure=True):
                "masked": {}, "gain": None, "best_single": None, "kept": "fusion"}
     if len(plan.groups) < 2:
         summary["why"] = "a model of one modality"
+        if val_ds is not None and measure:
+            summary["score"] = _score(model, val_ds, metric)
         return summary
     if val_ds is None:
         summary["why"] = "no validation set: set data.val"
@@ -407,6 +409,7 @@ def validation_summary(out, model, singles, plan, val_ds, head, measure=True):
         features = [f for names in plan.groups.values() for f in names]
         for modality, names in plan.groups.items():
             summary["masked"][modality] = _score(fusion, mask_others(val_ds, names, features), metric)
+    summary["score"] = summary["fusion"]  # the kept model's (a single model's when one is kept, below)
     summary["gain"], summary["best_single"] = gain(summary["fusion"], summary["singles"] or summary["masked"],
                                                    direction)
     if plan.keep == "all" and summary["gain"] is not None and summary["best_single"] in singles:
@@ -414,10 +417,12 @@ def validation_summary(out, model, singles, plan, val_ds, head, measure=True):
         summary["margin"] = noise_margin(fusion, single, val_ds, metric)
         if summary["gain"] < 0:
             summary["kept_modality"] = summary["best_single"]
+            summary["score"] = summary["singles"][summary["best_single"]]
             summary["kept"] = (f"the {summary['best_single']} model alone (better than the fusion by "
                                f"{-summary['gain']:.4f} {metric}); the fusion is in {FUSION}/")
         elif summary["gain"] < summary["margin"]:
             summary["kept_modality"] = summary["best_single"]
+            summary["score"] = summary["singles"][summary["best_single"]]
             summary["kept"] = (f"the {summary['best_single']} model alone: the fusion's gain ({summary['gain']:+.4f} "
                                f"{metric}) is within the validation set's noise ({summary['margin']:.4f}, one "
                                f"standard error of the paired difference), so the simpler model is kept; the "

@@ -74,6 +74,8 @@ SCHEMA = {
     # task.kind, then each registered task's own keys (mbm_keras/tasks/*.py: Task.options), see _task_keys.
     "task": {"kind": (str, "classification", "The kind of model (mbm_keras/tasks/).")},
     "output": (str, "runs/latest", "The run folder; relative to the config file."),
+    "search": (dict, None, "Choices and ranges of config keys for mbm-keras tune, e.g. {model.fusion: [concat, gated], "
+                           "train.learning_rate: {min: 1.0e-4, max: 1.0e-2, log: true}}; mbm-keras train ignores it."),
 }
 REQUIRED = {("data", "train"), ("data", "columns")}
 
@@ -343,7 +345,8 @@ def _with_defaults(config, source):
     for section, spec in full.items():
         if not isinstance(spec, dict):
             value = config.get(section, spec[1])
-            _check(None, section, value, spec[0], source)
+            if value is not None or spec[1] is not None:
+                _check(None, section, value, spec[0], source)
             out[section] = value
             continue
         given = config.get(section) or {}

@@ -1,0 +1,45 @@
+"""`mbm-keras tune`: search a run config's `search:` section with KerasTuner; each trial a run folder."""
+
+import argparse
+
+from mbm_keras.cli.common import positive_int
+
+
+def add_parser(sub):
+    tune = sub.add_parser(
+        "tune",
+        help="search encoders, fusions and training settings (the config's search: section) with KerasTuner",
+        description="Each trial is an ordinary run folder, RUN/trials/<trial id>/, trained with the config's "
+                    "settings and the trial's choices, and scored on validation (data.val, or the run's default "
+                    "hold-out). A search killed at any point resumes where it stopped when run again. At the end: "
+                    "RUN/trials.csv, RUN/trials.png and RUN/best.yaml (the best trial's config, for mbm-keras "
+                    "train --config).",
+        epilog="examples:\n"
+               "  mbm-keras tune --config configs/tune.yaml --trials 8\n"
+               "  mbm-keras tune --config configs/tune.yaml --algorithm hyperband --max-time 3600\n"
+               "  mbm-keras train --config runs/tune/best.yaml\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tune.add_argument("--config", required=True, help="run config with a search: section, e.g. --config configs/tune.yaml")
+    tune.add_argument("--trials", type=positive_int, default=10,
+                      help="the most trials (random and bayesian), e.g. --trials 20 (default: %(default)s)")
+    tune.add_argument("--algorithm", choices=("bayesian", "hyperband", "random"), default="bayesian",
+                      help="how the next trial is chosen, e.g. --algorithm random (default: %(default)s)")
+    tune.add_argument("--max-time", type=positive_int, default=None,
+                      help="seconds after which no new trial starts, e.g. --max-time 3600 (default: no limit)")
+    tune.add_argument("--max-epochs", type=positive_int, default=None,
+                      help="hyperband: the most epochs of a trial, e.g. --max-epochs 27 (default: train.epochs)")
+    tune.add_argument("--overwrite", action="store_true",
+                      help="discard an earlier search in the run folder (default: resume it), e.g. --overwrite")
+    tune.set_defaults(func=command)
+
+
+def command(args):
+    from mbm_keras.tuning import tune
+
+    result = tune(args.config, trials=args.trials, algorithm=args.algorithm, max_time=args.max_time,
+                  max_epochs=args.max_epochs, overwrite=args.overwrite)
+    best = result["best"]
+    print(f"Best of {len(result['trials'])} trials: trial {best['trial']}, validation {best['metric']} "
+          f"{best['score']:.4f}; its config: {result['best_config']}")
+    return 0

@@ -1,0 +1,249 @@
+"""`tune()`: a run config's `search:` section explored with KerasTuner, each trial an ordinary run folder.
+
+KerasTuner's oracle proposes each trial's settings (random search, Bayesian optimization or Hyperband) and
+keeps its state in `RUN/tuner/`; the trial is `train()` of the config with those settings, written to
+`RUN/trials/<trial id>/` and scored on validation (`Task.tuning_score`: the kept model's accuracy, MAP, CER,
+...; the run's default validation split when the config has no `data.val`). A search killed at any point
+starts again where it stopped: finished trials are kept, the one that was running trains again from its run
+folder's backup. At the end: `RUN/trials.csv`, `RUN/trials.png` (the score of each trial) and `RUN/best.yaml`,
+the best trial's config with its settings filled in, which `mbm-keras train --config` takes as it is.
+"""
+
+import csv
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import yaml
+
+ALGORITHMS = ("bayesian", "hyperband", "random")
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None, overwrite=False, progress=True):
+    """Searches the `search:` section of a run config.
+
+    Args:
+        config: the run config's path (YAML or JSON) with a `search:` section.
+        trials: the most trials (random and Bayesian); Hyperband sets its own count from `max_epochs`.
+        algorithm: "bayesian", "hyperband" or "random".
+        max_time: seconds after which no new trial starts (None: no limit).
+        max_epochs: Hyperband's most epochs per trial (default: the config's `train.epochs`).
+        overwrite: start afresh, discarding an earlier search in the same run folder (default: resume it).
+        progress: a line per trial on stderr.
+
+    Returns:
+        `{"trials": [{"trial", "values", "metric", "score", "seconds", "output"}], "best": the best row,
+        "best_config": path of best.yaml, "output": the run folder}`.
+
+    Examples:
+        >>> tune("configs/tune.yaml", trials=8, algorithm="random")["best"]["score"]
+    """
+    import keras_tuner
+
+    from mbm_keras.training.config import _read, load_config
+    from mbm_keras.tuning.space import parse_search
+
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}. Received: {algorithm!r}")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials must be a positive int. Received: {trials!r}")
+    raw, path = _read(config)
+    space = parse_search(raw, source=path)
+    resolved = load_config(path)
+    out = resolved["output"]
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None)
+    size = space.size()
+    if algorithm != "hyperband" and size > trials:
+        say(f"tune: warning: the search space holds {'continuous ranges' if size == math.inf else f'{size} settings'}"
+            f"; {trials} trial(s) explore only part of it (raise --trials or narrow search:)")
+    # The oracle maximizes: a score that is better lower (a CER, a loss) is handed to it negated.
+    objective = keras_tuner.Objective("score", "max")
+    hp = space.hyperparameters()
+    if algorithm == "random":
+        oracle = keras_tuner.oracles.RandomSearchOracle(objective, max_trials=trials, hyperparameters=hp, seed=0)
+    elif algorithm == "bayesian":
+        oracle = keras_tuner.oracles.BayesianOptimizationOracle(objective, max_trials=trials, hyperparameters=hp,
+                                                                 seed=0)
+    else:
+        oracle = keras_tuner.oracles.HyperbandOracle(objective, max_epochs=max_epochs or resolved["train"]["epochs"],
+                                                     hyperparameters=hp, seed=0)
+    if overwrite:
+        for name in ("trials", "tuner"):
+            if os.path.isdir(os.path.join(out, name)):
+                say(f"tune: --overwrite: discarding the earlier search's {os.path.join(out, name)}")
+                shutil.rmtree(os.path.join(out, name))
+    searcher = _Search(raw, path, space, say, max_time, oracle=oracle, directory=out, project_name="tuner",
+                       overwrite=overwrite)
+    try:
+        searcher.search(verbose=0)  # our own line per trial, not KerasTuner's
+    except _OutOfTime:
+        say(f"tune: --max-time {max_time} s reached: no new trial started")
+    except keras_tuner.errors.FatalError as e:
+        cause = e.__cause__
+        raise (type(cause) if isinstance(cause, ValueError) else ValueError)(str(e)) from None
+    return _finish(searcher, out, raw, path, space, say)
+
+
+class _Search:
+    """A KerasTuner tuner whose trial is a `train()` of the config (built lazily: keras_tuner imports late)."""
+
+    def __new__(cls, raw, path, space, say, max_time, **kwargs):
+        import keras_tuner
+
+        class Search(keras_tuner.engine.base_tuner.BaseTuner):
+            def __init__(self):
+                super().__init__(**kwargs)
+                self.deadline = None if max_time is None else time.time() + max_time
+                self.raw, self.path, self.space, self.say = raw, path, space, say
+
+            def pre_create_trial(self):
+                if self.deadline is not None and time.time() > self.deadline:
+                    raise _OutOfTime()
+
+            def run_trial(self, trial, *args, **kwargs):
+                from mbm_keras.errors import ConfigError
+                from mbm_keras.training.run_folder import RunFolderError
+
+                try:
+                    return _run_trial(self, trial)
+                except (ConfigError, RunFolderError, ValueError, FileNotFoundError) as e:
+                    # What every trial would meet again (a missing file, no validation): stop the search, in one
+                    # line, rather than KerasTuner's three retries with tracebacks.
+                    raise keras_tuner.errors.FatalError(f"trial {trial.trial_id}: {e}") from e
+
+            def save_model(self, trial_id, model, step=0):
+                pass
+
+            def load_model(self, trial):
+                raise NotImplementedError("each trial is a run folder: RUN/trials/<trial id>/")
+
+        return Search()
+
+
+def trial_config(raw, path, space, values, output, epochs=None):
+    """The run config of one trial: the raw config's paths made absolute, `search` dropped, `values` set."""
+    from mbm_keras.training.config import load_config
+    from mbm_keras.tuning.space import with_value
+
+    config = {k: v for k, v in raw.items() if k != "search"}
+    resolved = load_config(path)
+    for section, keys in config.items():  # paths relative to the config file, made absolute
+        if isinstance(keys, dict):
+            for key, value in keys.items():
+                if isinstance(value, str) and resolved[section].get(key) != value:
+                    config[section] = {**config[section], key: resolved[section][key]}
+    for key, value in values.items():
+        config = with_value(config, key, value)
+    config["output"] = output
+    if epochs is not None:
+        config = with_value(config, "train.epochs", int(epochs))
+    return config
+
+
+def _run_trial(tuner, trial):
+    from mbm_keras.training import train
+
+    values = tuner.space.values(trial.hyperparameters.values)
+    epochs = trial.hyperparameters.values.get("tuner/epochs")
+    out = os.path.join(tuner.project_dir, "..", "trials", trial.trial_id)
+    out = os.path.abspath(out)
+    config = trial_config(tuner.raw, tuner.path, tuner.space, values, out, epochs)
+    shown = ", ".join(f"{k}={v!r}" for k, v in values.items()) + (f", epochs={epochs}" if epochs else "")
+    record = os.path.join(out, "tuning.json")
+    if os.path.isfile(record):  # killed after the trial was scored, before the oracle heard of it
+        with open(record) as f:
+            saved = json.load(f)
+        tuner.say(f"tune: trial {trial.trial_id}: scored before it was killed: {saved['metric']} {saved['score']:.4f}")
+        return {"score": saved["score"] if saved["better"] == "max" else -saved["score"]}
+    tuner.say(f"tune: trial {trial.trial_id} ({len(tuner.oracle.trials)} started): {shown}")
+    start = time.time()
+    if os.path.isfile(os.path.join(out, "summary.json")) and os.path.isfile(os.path.join(out, "model.keras")):
+        result = {"output": out, "summary": _read_json(os.path.join(out, "summary.json"))}  # trained, not scored
+    else:
+        result = train(config, verbose=0)  # a killed trial's run folder resumes from its backup
+    metric, score, better = _score(result, result.get("summary") or {})
+    seconds = time.time() - start
+    with open(os.path.join(out, "tuning.json"), "w") as f:
+        json.dump({"values": values, "epochs": epochs, "metric": metric, "score": score, "better": better,
+                   "seconds": seconds}, f, indent=1)
+    tuner.say(f"tune: trial {trial.trial_id}: validation {metric} {score:.4f} ({seconds:.0f} s)")
+    return {"score": score if better == "max" else -score}
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _score(result, summary):
+    from mbm_keras.tasks import load_run
+
+    _, _, task = load_run(result["output"])
+    try:
+        return task.tuning_score(summary)
+    except ValueError as e:
+        raise ValueError(f"tune scores each trial on validation, and {result['output']} has none: {e}") from None
+
+
+def _finish(searcher, out, raw, path, space, say):
+    rows = []
+    for trial_id in sorted(searcher.oracle.trials, key=lambda t: (len(t), t)):
+        trial = searcher.oracle.trials[trial_id]
+        record = os.path.join(out, "trials", trial_id, "tuning.json")
+        if trial.status != "COMPLETED" or not os.path.isfile(record):
+            continue
+        with open(record) as f:
+            saved = json.load(f)
+        rows.append({"trial": trial_id, "values": saved["values"], "epochs": saved["epochs"], "metric": saved["metric"],
+                     "score": saved["score"], "better": saved["better"], "seconds": saved["seconds"],
+                     "output": os.path.join(out, "trials", trial_id)})
+    if not rows:
+        raise RuntimeError(f"no trial finished in {out}/trials: nothing to choose from")
+    better = rows[0]["better"]
+    best = (max if better == "max" else min)(rows, key=lambda r: r["score"])
+    keys = list(space.entries)
+    with open(os.path.join(out, "trials.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["trial", *keys, "epochs", best["metric"], "seconds", "output"])
+        for r in rows:
+            writer.writerow([r["trial"], *[r["values"][k] for k in keys], r["epochs"] or "", f"{r['score']:.6g}",
+                             f"{r['seconds']:.1f}", r["output"]])
+    _plot(rows, best, os.path.join(out, "trials.png"))
+    config = trial_config(raw, path, space, best["values"], os.path.join(out, "best"), best["epochs"])
+    best_path = os.path.join(out, "best.yaml")
+    with open(best_path, "w") as f:
+        f.write(f"# The best of {len(rows)} trials of {path} (trial {best['trial']}: validation {best['metric']} "
+                f"{best['score']:.4f}).\n# mbm-keras train --config {best_path}\n")
+        yaml.safe_dump(config, f, sort_keys=False)
+    say(f"tune: {len(rows)} trial(s) in {out}/trials (table: trials.csv, plot: trials.png)")
+    for r in rows:
+        mark = "*" if r is best else " "
+        settings = ", ".join(f"{k}={r['values'][k]!r}" for k in keys)
+        say(f"  {mark} trial {r['trial']}: {r['metric']} {r['score']:.4f}  {r['seconds']:6.0f} s  {settings}")
+    return {"trials": rows, "best": best, "best_config": best_path, "output": out}
+
+
+def _plot(rows, best, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    scores = [r["score"] for r in rows]
+    ax.plot(range(1, len(rows) + 1), scores, "o-", color="#57606a")
+    running = [(max if best["better"] == "max" else min)(scores[:i + 1]) for i in range(len(scores))]
+    ax.plot(range(1, len(rows) + 1), running, "-", color="#1a7f37", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"validation {best['metric']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,125 @@
+"""`mbm-keras tune`: the `search:` section checked by the config's own schema, trials as run folders scored on
+validation, best.yaml that `train` takes as it is, --max-time, and a search killed with SIGKILL resuming."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from test_training import run_config
+
+from mbm_keras.errors import ConfigError
+from mbm_keras.tuning import parse_search
+
+
+def _config(root, search, **overrides):
+    config = json.loads(run_config(root, **{"train__epochs": 1, **overrides}).read_text())
+    config["search"] = search
+    path = root / "tune.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("search,message", [
+    ({"model.fusoin": ["concat"]}, "search.model.fusoin: not a config key"),
+    ({"fusion": ["concat"]}, "search.fusion: not a config key; a key is section.key"),
+    ({"model.fusion": ["concat", "glued"]}, "search.model.fusion: 'glued' is not a valid value: model.fusion"),
+    ({"train.learning_rate": {"min": 0.1, "max": 0.01}}, "search.train.learning_rate: a range needs numbers min < max"),
+    ({"train.learning_rate": {"min": 0, "max": 0.1, "log": True}}, "a log range needs min > 0"),
+    ({"model.dropout": {"min": 0.0, "max": 1.5}}, "search.model.dropout: 1.5 is not a valid value: model.dropout"),
+    ({"train.epochs": []}, "search.train.epochs: the list of choices is empty"),
+    ({"train.epochs": "many"}, "search.train.epochs: must be a list of choices or a range"),
+    ({"model.fusion": ["concat", "concat"]}, "the choices repeat a value"),
+])
+def test_a_bad_search_entry_is_one_line_naming_the_key(tmp_path, search, message):
+    path = _config(tmp_path, search)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")) as e:
+        parse_search(yaml.safe_load(path.read_text()), source=str(path))
+    assert "\n" not in str(e.value)
+
+
+def test_the_search_space_counts_its_settings_and_maps_them_to_keras_tuner(tmp_path):
+    path = _config(tmp_path, {"model.fusion": ["concat", "gated"], "model.fusion_kwargs.units": [8, 16, 32],
+                              "train.epochs": {"min": 1, "max": 3}, "data.augment": [False, True]})
+    space = parse_search(yaml.safe_load(path.read_text()))
+    assert space.size() == 2 * 3 * 3 * 2
+    hp = space.hyperparameters()
+    assert [p.name for p in hp.space] == ["model.fusion", "model.fusion_kwargs.units", "train.epochs", "data.augment"]
+    values = space.values({"model.fusion": "gated", "model.fusion_kwargs.units": 16, "train.epochs": 2,
+                           "data.augment": True})
+    assert values == {"model.fusion": "gated", "model.fusion_kwargs.units": 16, "train.epochs": 2, "data.augment": True}
+    ranged = parse_search({**yaml.safe_load(path.read_text()), "search": {"model.dropout": {"min": 0.0, "max": 0.5}}})
+    assert ranged.size() == float("inf")
+    # mbm-keras train ignores the section: the config trains as it is.
+    from mbm_keras.training.config import load_config
+
+    assert load_config(str(path))["search"]["model.fusion"] == ["concat", "gated"]
+
+
+@pytest.mark.slow  # three small trainings and the best config's
+def test_tune_runs_trials_as_run_folders_and_writes_a_best_config_train_takes(tmp_path, capsys):
+    from mbm_keras.cli import main
+    from mbm_keras.training import train
+
+    path = _config(tmp_path, {"model.fusion": ["concat", "gated"], "train.learning_rate": [0.003, 0.03]},
+                   data__val=None, data__val_split=0.5)  # no data.val: the run's own hold-out scores each trial
+    assert main(["tune", "--config", str(path), "--trials", "3", "--algorithm", "random"]) == 0
+    out, err = capsys.readouterr()
+    assert "Best of 3 trials:" in out
+    assert "tune: warning: the search space holds 4 settings; 3 trial(s) explore only part of it" in err
+    run = tmp_path / "run"
+    rows = list(csv.DictReader(open(run / "trials.csv")))
+    assert len(rows) == 3 and len({(r["model.fusion"], r["train.learning_rate"]) for r in rows}) == 3
+    for r in rows:  # each trial an ordinary run folder, scored on the default validation split
+        folder = run / "trials" / r["trial"]
+        summary = json.loads((folder / "summary.json").read_text())
+        assert (folder / "model.keras").is_file() and summary["validation"]["source"] == "data.val_split"
+        assert float(r["accuracy"]) == pytest.approx(summary["score"], abs=1e-6)
+        assert f"tune: trial {r['trial']}: validation accuracy" in err
+    assert (run / "trials.png").stat().st_size > 1000
+    best = yaml.safe_load((run / "best.yaml").read_text())
+    top = max(rows, key=lambda r: float(r["accuracy"]))
+    assert "search" not in best and best["model"]["fusion"] == top["model.fusion"]
+    assert best["train"]["learning_rate"] == float(top["train.learning_rate"])
+    result = train(str(run / "best.yaml"), verbose=0)  # as it is
+    assert result["output"] == str(run / "best")
+    # Run again: the search is finished; nothing trains, the same best.
+    assert main(["tune", "--config", str(path), "--trials", "3", "--algorithm", "random"]) == 0
+    assert "tune: trial" not in capsys.readouterr().err
+    # --max-time: no new trial starts once it has passed.
+    assert main(["tune", "--config", str(path), "--trials", "3", "--algorithm", "random", "--overwrite",
+                 "--max-time", "1"]) == 0
+    assert "no new trial started" in capsys.readouterr().err
+    assert len(list(csv.DictReader(open(run / "trials.csv")))) == 1
+
+
+@pytest.mark.slow  # a search killed with SIGKILL in its second trial, then resumed
+def test_a_search_killed_with_sigkill_resumes_where_it_stopped(tmp_path):
+    path = _config(tmp_path, {"model.fusion": ["concat", "gated", "attention"]}, train__epochs=2)
+    command = [sys.executable, "-m", "mbm_keras.cli", "tune", "--config", str(path), "--trials", "3",
+               "--algorithm", "random"]
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    trials = tmp_path / "run" / "trials"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # the second trial has started training
+        if (trials / "0" / "tuning.json").is_file() and (trials / "1").is_dir():
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    time.sleep(2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (trials / "1" / "tuning.json").exists()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "run" / "trials.csv")))
+    assert sorted(r["trial"] for r in rows) == ["0", "1", "2"]  # three trials, none run twice
+    assert sorted(r["model.fusion"] for r in rows) == ["attention", "concat", "gated"]
+    assert "tune: trial 0 " not in done.stderr  # the finished trial was kept, not run again
+    assert "tune: trial 1 " in done.stderr  # the killed one ran again
