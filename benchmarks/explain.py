@@ -48,6 +48,16 @@ def train_fold(table, folder, speaker, epochs):
     return model, pre, tests
 
 
+def _dilate(mask, pixels):
+    """`mask` grown by `pixels` in every direction (a square neighbourhood)."""
+    out = mask.copy()
+    padded = np.pad(mask, pixels)
+    for dy in range(2 * pixels + 1):
+        for dx in range(2 * pixels + 1):
+            out |= padded[dy:dy + mask.shape[0], dx:dx + mask.shape[1]]
+    return out
+
+
 def batch(manifest, pre, rows):
     from mbm_keras.data import make_dataset, read_manifest
 
@@ -100,6 +110,7 @@ def main(argv=None):
     log_mel = model.get_layer("audio_encoder").get_layer("log_mel")
     images, _ = av_digits.load_mnist(os.path.join(args.data, "mnist"))
     audio_share, audio_chance, image_share, image_chance = [], [], {"black": [], "blur": []}, []
+    near_share, near_chance = {"black": [], "blur": []}, []  # the ink and the 2-pixel ring around its strokes
     for i, row in enumerate(rows):
         r = tested[row]
         example = {k: v[i:i + 1] for k, v in x.items()}
@@ -110,10 +121,13 @@ def main(argv=None):
         audio_chance.append(spoken.mean())
         ink = images[int(r["image_test"].split("-")[1].split(".")[0])] >= 128  # the original digit, 28x28
         image_chance.append(ink.mean())
+        near = _dilate(ink, 2)
+        near_chance.append(near.mean())
         for how, a in (("black", black), ("blur", integrated_gradients(model, example, target=black.target,
                                                                      baselines={"image": "blur"}))):
             heat = np.abs(a.features["image"]).sum(axis=-1)
             image_share[how].append(heat[ink].sum() / heat.sum())
+            near_share[how].append(heat[near].sum() / heat.sum())
     # Shapley values: clean, then each modality corrupted at test time.
     clean = modality_shapley(model, x)
     noisy, _ = batch(tests["noisier audio 2"], pre, rows)
@@ -130,6 +144,8 @@ def main(argv=None):
         print(f"image ({how} baseline): {np.mean(shares):.1%} of the mass on the digit's ink, which is "
               f"{np.mean(image_chance):.1%} of the pixels (rows above chance: "
               f"{np.mean(np.array(shares) > np.array(image_chance)):.0%})")
+        print(f"image ({how} baseline): {np.mean(near_share[how]):.1%} on the ink and the 2 pixels around its strokes, "
+              f"which are {np.mean(near_chance):.1%} of the pixels")
     print(f"{'modality Shapley values (mean)':<34}{'image':>8}{'audio':>8}")
     for name, values in (("clean", clean), *corrupted.items()):
         mean = values.mean()

@@ -43,7 +43,8 @@ def test_configs_exist_for_each_task_and_readme_lists_them():
         body = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
         commented = [line for line in body if "#" in line]
         assert text.startswith("#") and len(commented) >= 0.4 * len(body), f"{path.name} is not commented"
-        assert any(f"mbm-keras {command} --config configs/{path.name}" in text for command in ("train", "pretrain"))
+        assert any(f"mbm-keras {command} --config configs/{path.name}" in text
+                   for command in ("train", "pretrain", "tune"))
 
 
 # make test-fast trains the tabular config; make test also the classification and pretraining configs (test-fast
@@ -74,7 +75,17 @@ def test_every_config_trains_one_epoch_as_is(workdir, path):
     loaded = load_config(str(config))
     assert os.path.isfile(loaded["data"]["train"]) and os.path.isfile(loaded["data"]["val"])
     out = workdir / "runs" / path.stem
-    train(str(config), epochs=1, output=str(out), verbose=0)
+    if loaded["search"]:  # a search config: one trial of its search, one epoch (tests/test_tune.py tests the rest)
+        from mbm_keras.tuning import tune
+
+        text = config.read_text().replace("epochs: 6 ", "epochs: 1 ")
+        assert text != config.read_text()
+        config.write_text(text)
+        result = tune(str(config), trials=1, algorithm="random", progress=False)
+        assert load_config(result["best_config"])["output"] == str(workdir / "runs" / "tune" / "best")
+        out = workdir / "runs" / "tune" / "trials" / result["best"]["trial"]
+    else:
+        train(str(config), epochs=1, output=str(out), verbose=0)
     assert (out / "model.keras").is_file()
     with open(out / "history.csv") as f:
         assert len(list(csv.DictReader(f))) == 1

@@ -59,7 +59,7 @@ def _subparsers():
 def test_every_cli_option_has_help_and_every_command_an_example():
     parser, commands = _subparsers()
     assert set(commands) == {"demo", "train", "pretrain", "check-data", "pack", "embed", "index", "search", "evaluate", "export",
-                             "predict", "zoo", "init", "transcribe", "serve", "explain"}
+                             "predict", "zoo", "init", "transcribe", "serve", "explain", "tune"}
     assert "example" in parser.format_help()
     for name, sub in commands.items():
         text = sub.format_help()
