@@ -123,3 +123,31 @@ def test_a_search_killed_with_sigkill_resumes_where_it_stopped(tmp_path):
     assert sorted(r["model.fusion"] for r in rows) == ["attention", "concat", "gated"]
     assert "tune: trial 0 " not in done.stderr  # the finished trial was kept, not run again
     assert "tune: trial 1 " in done.stderr  # the killed one ran again
+
+
+@pytest.mark.slow  # a chief and two worker processes
+def test_a_chief_and_two_workers_share_the_trials(tmp_path):
+    import socket
+
+    path = _config(tmp_path, {"model.fusion": ["concat", "gated", "attention", "late"]})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    command = [sys.executable, "-m", "mbm_keras.cli", "tune", "--config", str(path), "--trials", "4",
+               "--algorithm", "random"]
+    procs = {}
+    for role in ("chief", "tuner0", "tuner1"):
+        env = {**os.environ, "KERASTUNER_TUNER_ID": role, "KERASTUNER_ORACLE_IP": "127.0.0.1",
+               "KERASTUNER_ORACLE_PORT": port}
+        procs[role] = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if role == "chief":
+            time.sleep(5)  # the chief listens first
+    logs = {role: p.communicate(timeout=600)[0] for role, p in procs.items()}
+    assert all(p.returncode == 0 for p in procs.values()), {r: log[-2000:] for r, log in logs.items()}
+    ran = {role: {line.split()[2] for line in log.splitlines() if line.startswith("tune: trial ") and " started by " in line}
+           for role, log in logs.items() if role != "chief"}
+    assert ran["tuner0"] and ran["tuner1"] and not ran["tuner0"] & ran["tuner1"], ran  # both ran trials, none twice
+    rows = list(csv.DictReader(open(tmp_path / "run" / "trials.csv")))
+    assert len(rows) == 4 == len(ran["tuner0"] | ran["tuner1"])  # as many trials as one process runs
+    assert {r["trial"] for r in rows} == ran["tuner0"] | ran["tuner1"]
+    assert "Best of 4 trials" in logs["chief"] and (tmp_path / "run" / "best.yaml").is_file()

@@ -17,7 +17,10 @@ def add_parser(sub):
         epilog="examples:\n"
                "  mbm-keras tune --config configs/tune.yaml --trials 8\n"
                "  mbm-keras tune --config configs/tune.yaml --algorithm hyperband --max-time 3600\n"
-               "  mbm-keras train --config runs/tune/best.yaml\n",
+               "  mbm-keras train --config runs/tune/best.yaml\n"
+               "distributed (KerasTuner's variables): the same command as a chief and as workers, e.g.\n"
+               "  KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=127.0.0.1 KERASTUNER_ORACLE_PORT=8000 mbm-keras tune ...\n"
+               "  KERASTUNER_TUNER_ID=tuner0 KERASTUNER_ORACLE_IP=127.0.0.1 KERASTUNER_ORACLE_PORT=8000 mbm-keras tune ...\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tune.add_argument("--config", required=True, help="run config with a search: section, e.g. --config configs/tune.yaml")
@@ -40,6 +43,9 @@ def command(args):
     result = tune(args.config, trials=args.trials, algorithm=args.algorithm, max_time=args.max_time,
                   max_epochs=args.max_epochs, overwrite=args.overwrite)
     best = result["best"]
+    if best is None:  # a worker of a distributed search: the chief reports
+        print(f"Worker done: its trials are in {result['output']}/trials; the chief writes the table and best.yaml")
+        return 0
     print(f"Best of {len(result['trials'])} trials: trial {best['trial']}, validation {best['metric']} "
           f"{best['score']:.4f}; its config: {result['best_config']}")
     return 0

@@ -74,7 +74,8 @@ def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None
     else:
         oracle = keras_tuner.oracles.HyperbandOracle(objective, max_epochs=max_epochs or resolved["train"]["epochs"],
                                                      hyperparameters=hp, seed=0)
-    if overwrite:
+    role = _role(say)
+    if overwrite and role != "worker":
         for name in ("trials", "tuner"):
             if os.path.isdir(os.path.join(out, name)):
                 say(f"tune: --overwrite: discarding the earlier search's {os.path.join(out, name)}")
@@ -88,7 +89,25 @@ def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None
     except keras_tuner.errors.FatalError as e:
         cause = e.__cause__
         raise (type(cause) if isinstance(cause, ValueError) else ValueError)(str(e)) from None
+    if role == "worker":  # the chief gathers the trials, its table and best.yaml
+        say(f"tune: worker {os.environ['KERASTUNER_TUNER_ID']}: the chief has no more trials to give; done")
+        return {"trials": [], "best": None, "best_config": None, "output": out}
     return _finish(searcher, out, raw, path, space, say)
+
+
+def _role(say):
+    """None (one process), "chief" or "worker": KerasTuner's distributed mode, set by its environment variables
+    (KERASTUNER_TUNER_ID: "chief" or a worker's name; KERASTUNER_ORACLE_IP and _PORT: where the chief listens)."""
+    from keras_tuner.src.distribute import utils
+
+    if not utils.has_chief_oracle():
+        return None
+    where = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+    if utils.is_chief_oracle():
+        say(f"tune: chief: the oracle listens on {where}; the workers run the trials")
+        return "chief"
+    say(f"tune: worker {os.environ['KERASTUNER_TUNER_ID']}: asking the chief at {where} for trials")
+    return "worker"
 
 
 class _Search:
@@ -102,6 +121,9 @@ class _Search:
                 super().__init__(**kwargs)
                 self.deadline = None if max_time is None else time.time() + max_time
                 self.raw, self.path, self.space, self.say = raw, path, space, say
+                self.started = 0
+                worker = os.environ.get("KERASTUNER_TUNER_ID", "")
+                self.by = f" by {worker}" if worker and worker != "chief" else ""
 
             def pre_create_trial(self):
                 if self.deadline is not None and time.time() > self.deadline:
@@ -162,7 +184,8 @@ def _run_trial(tuner, trial):
             saved = json.load(f)
         tuner.say(f"tune: trial {trial.trial_id}: scored before it was killed: {saved['metric']} {saved['score']:.4f}")
         return {"score": saved["score"] if saved["better"] == "max" else -saved["score"]}
-    tuner.say(f"tune: trial {trial.trial_id} ({len(tuner.oracle.trials)} started): {shown}")
+    tuner.started += 1
+    tuner.say(f"tune: trial {trial.trial_id} ({tuner.started} started{tuner.by}): {shown}")
     start = time.time()
     if os.path.isfile(os.path.join(out, "summary.json")) and os.path.isfile(os.path.join(out, "model.keras")):
         result = {"output": out, "summary": _read_json(os.path.join(out, "summary.json"))}  # trained, not scored
