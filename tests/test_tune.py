@@ -151,3 +151,24 @@ def test_a_chief_and_two_workers_share_the_trials(tmp_path):
     assert len(rows) == 4 == len(ran["tuner0"] | ran["tuner1"])  # as many trials as one process runs
     assert {r["trial"] for r in rows} == ran["tuner0"] | ran["tuner1"]
     assert "Best of 4 trials" in logs["chief"] and (tmp_path / "run" / "best.yaml").is_file()
+
+
+@pytest.mark.slow  # Hyperband's brackets: a handful of one- and three-epoch trainings
+def test_hyperband_gives_few_epochs_to_many_trials_and_more_to_the_best(tmp_path):
+    from mbm_keras.tuning import tune
+
+    path = _config(tmp_path, {"model.fusion": ["concat", "gated", "attention", "late"],
+                              "train.learning_rate": {"min": 1e-3, "max": 3e-2, "log": True}})
+    result = tune(str(path), algorithm="hyperband", max_epochs=3, progress=False)
+    epochs = [r["epochs"] for r in result["trials"]]
+    assert sorted(epochs) == [1, 1, 1, 3, 3, 3], epochs  # max_epochs 3, factor 3: brackets of 3x1 (+1x3) and 2x3
+    # Of the three one-epoch trials only the best goes on (to three epochs); the two poorer stop there.
+    short = [r for r in result["trials"] if r["epochs"] == 1]
+    best_short = max(short, key=lambda r: r["score"])
+    continued = [r for r in result["trials"] if r["epochs"] == 3 and any(r["values"] == s["values"] for s in short)]
+    assert len(continued) == 1 and any(s["values"] == continued[0]["values"] and s["score"] == best_short["score"]
+                                       for s in short), (short, continued)  # (a tie: any of the best)
+    for r in result["trials"]:  # each trial trained for Hyperband's epochs
+        with open(os.path.join(r["output"], "history.csv")) as f:
+            assert len(list(csv.DictReader(f))) == r["epochs"]
+    assert yaml.safe_load(open(result["best_config"]))["train"]["epochs"] == result["best"]["epochs"]

@@ -1,0 +1,106 @@
+"""Does `mbm-keras tune` find a config at least as good as the default one? AV-digits (a spoken digit and a
+handwritten one, both made hard: benchmarks/av_digits.py), speaker-held-out folds, a fixed budget.
+
+Per fold (the test speaker held out of everything):
+- default: the config a user writes from `mbm-keras init`'s guesses (small_cnn + logmel_cnn, the default fusion,
+  learning rate and dropout, the CLI's defaults for balance and validation: no data.val, so a hold-out of the
+  training speakers' rows grouped by speaker), trained once;
+- tuned: the same config with a search: section (fusion, dropout, learning rate), `tune()` with --trials
+  trials, each scored on that same validation hold-out; the best trial's run is what is tested.
+Both are tested on the held-out speaker's rows; the table gives each fold, the mean and spread, and the time each
+took (the tuned time is the whole search).
+
+    python benchmarks/tune.py --data ../shared/data                        # 3 folds, 4 trials: about 40 minutes
+    python benchmarks/tune.py --data ../shared/data --folds theo --trials 6
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import av_digits  # noqa: E402
+
+SEARCH = {"model.fusion": ["concat", "gated", "attention"],
+          "model.dropout": {"min": 0.0, "max": 0.5},
+          "train.learning_rate": {"min": 3.0e-4, "max": 1.0e-2, "log": True}}
+
+
+def base_config(train_csv, output, epochs):
+    return {
+        "data": {"train": train_csv, "group": "speaker",
+                 "columns": {"image": "image", "audio": "audio", "label": "label"},
+                 "preprocessing": {"image_size": [28, 28], "sample_rate": av_digits.SPEC["sample_rate"],
+                                   "audio_length": 4000}},
+        "model": {"image": "small_cnn", "audio": "logmel_cnn"},
+        "train": {"epochs": epochs, "seed": 0},
+        "output": output,
+    }
+
+
+def test_accuracy(run, manifest):
+    from mbm_keras.evaluate import evaluate
+
+    return float(evaluate(run, manifest, out=os.path.join(run, "eval-test.json"))["accuracy"])
+
+
+def run_fold(table, folder, speaker, work, trials, algorithm, epochs):
+    from mbm_keras.training import train
+    from mbm_keras.tuning import tune
+
+    train_csv, tests = av_digits.fold_manifests(table, folder, speaker)
+    start = time.time()
+    default = base_config(train_csv, os.path.join(work, speaker, "default"), epochs)
+    train(default, verbose=0)
+    default_seconds = time.time() - start
+    path = os.path.join(work, speaker, "tune.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump({**base_config(train_csv, os.path.join(work, speaker, "tune"), epochs), "search": SEARCH}, f,
+                       sort_keys=False)
+    start = time.time()
+    result = tune(path, trials=trials, algorithm=algorithm, progress=False)
+    tuned_seconds = time.time() - start
+    best = result["best"]
+    return {"speaker": speaker, "default": test_accuracy(default["output"], tests["both"]),
+            "tuned": test_accuracy(best["output"], tests["both"]), "default_s": default_seconds,
+            "tuned_s": tuned_seconds, "best": best["values"], "best_val": best["score"],
+            "trials": len(result["trials"])}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+    parser.add_argument("--work", default=os.path.join(os.path.expanduser("~"), ".cache", "mbm_keras"))
+    parser.add_argument("--folds", default="theo,jackson,nicolas", help="test speakers, comma-separated")
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--algorithm", default="random", choices=("random", "bayesian", "hyperband"))
+    parser.add_argument("--epochs", type=int, default=6)
+    args = parser.parse_args(argv)
+    table, info = av_digits.build_files(args.data, args.work)
+    work = tempfile.mkdtemp(prefix="tune-bench-")
+    rows = []
+    for speaker in args.folds.split(","):
+        print(f"fold {speaker}: training the default config, then {args.trials} trials ...", flush=True)
+        rows.append(run_fold(table, info["folder"], speaker, work, args.trials, args.algorithm, args.epochs))
+        r = rows[-1]
+        print(f"  default {r['default']:.3f} ({r['default_s']:.0f} s), tuned {r['tuned']:.3f} ({r['tuned_s']:.0f} s, "
+              f"{r['trials']} trials; best on validation: {r['best']})", flush=True)
+    print(f"\nAV-digits, {len(rows)} speaker-held-out folds, {args.trials} {args.algorithm} trials of {args.epochs} "
+          f"epochs each, test accuracy on the held-out speaker:")
+    print(f"{'fold':<10}{'default':>9}{'tuned':>9}{'default s':>11}{'tuned s':>9}")
+    for r in rows:
+        print(f"{r['speaker']:<10}{r['default']:>9.3f}{r['tuned']:>9.3f}{r['default_s']:>11.0f}{r['tuned_s']:>9.0f}")
+    for name in ("default", "tuned"):
+        values = np.array([r[name] for r in rows])
+        print(f"{name}: mean {values.mean():.3f}, spread (std over folds) {values.std():.3f}")
+    gains = np.array([r["tuned"] - r["default"] for r in rows])
+    print(f"tuned - default: mean {gains.mean():+.3f}, per fold {', '.join(f'{g:+.3f}' for g in gains)}")
+
+
+if __name__ == "__main__":
+    main()
