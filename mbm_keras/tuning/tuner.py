@@ -63,25 +63,17 @@ def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None
     if algorithm != "hyperband" and size > trials:
         say(f"tune: warning: the search space holds {'continuous ranges' if size == math.inf else f'{size} settings'}"
             f"; {trials} trial(s) explore only part of it (raise --trials or narrow search:)")
-    # The oracle maximizes: a score that is better lower (a CER, a loss) is handed to it negated.
-    objective = keras_tuner.Objective("score", "max")
-    hp = space.hyperparameters()
-    if algorithm == "random":
-        oracle = keras_tuner.oracles.RandomSearchOracle(objective, max_trials=trials, hyperparameters=hp, seed=0)
-    elif algorithm == "bayesian":
-        oracle = keras_tuner.oracles.BayesianOptimizationOracle(objective, max_trials=trials, hyperparameters=hp,
-                                                                 seed=0)
-    else:
-        oracle = keras_tuner.oracles.HyperbandOracle(objective, max_epochs=max_epochs or resolved["train"]["epochs"],
-                                                     hyperparameters=hp, seed=0)
+    oracle = _oracle(algorithm, space, trials, max_epochs or resolved["train"]["epochs"])
     role = _role(say)
     if overwrite and role != "worker":
-        for name in ("trials", "tuner"):
-            if os.path.isdir(os.path.join(out, name)):
-                say(f"tune: --overwrite: discarding the earlier search's {os.path.join(out, name)}")
-                shutil.rmtree(os.path.join(out, name))
-    searcher = _Search(raw, path, space, say, max_time, oracle=oracle, directory=out, project_name="tuner",
-                       overwrite=overwrite)
+        _discard(out, say)
+    try:
+        searcher = _Search(raw, path, space, say, max_time, oracle=oracle, directory=out, project_name="tuner",
+                           overwrite=overwrite)
+    except RuntimeError as e:  # KerasTuner cannot reload the saved search into this one
+        raise ValueError(f"{os.path.join(out, 'tuner')} holds a search that does not match this one (another "
+                         f"search: section or algorithm?): run with --overwrite to discard it, or set another "
+                         f"output ({str(e).splitlines()[0]})") from None
     try:
         searcher.search(verbose=0)  # our own line per trial, not KerasTuner's
     except _OutOfTime:
@@ -93,6 +85,27 @@ def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None
         say(f"tune: worker {os.environ['KERASTUNER_TUNER_ID']}: the chief has no more trials to give; done")
         return {"trials": [], "best": None, "best_config": None, "output": out}
     return _finish(searcher, out, raw, path, space, say)
+
+
+def _oracle(algorithm, space, trials, max_epochs):
+    import keras_tuner
+
+    # The oracle maximizes: a score that is better lower (a CER, a loss) is handed to it negated.
+    objective = keras_tuner.Objective("score", "max")
+    hp = space.hyperparameters()
+    if algorithm == "random":
+        return keras_tuner.oracles.RandomSearchOracle(objective, max_trials=trials, hyperparameters=hp, seed=0)
+    if algorithm == "bayesian":
+        return keras_tuner.oracles.BayesianOptimizationOracle(objective, max_trials=trials, hyperparameters=hp,
+                                                               seed=0)
+    return keras_tuner.oracles.HyperbandOracle(objective, max_epochs=max_epochs, hyperparameters=hp, seed=0)
+
+
+def _discard(out, say):
+    for name in ("trials", "tuner"):
+        if os.path.isdir(os.path.join(out, name)):
+            say(f"tune: --overwrite: discarding the earlier search's {os.path.join(out, name)}")
+            shutil.rmtree(os.path.join(out, name))
 
 
 def _role(say):
