@@ -66,7 +66,7 @@ def tiny():
 # would leave the other worker idle at the end.
 # Measured with benchmarks/suite.py: make test's longest (notebooks, backends, demo) are all slow; the rest are
 # test-fast's longest.
-LONGEST_FIRST = ("test_notebooks.py", "test_serve_tasks.py", "test_deploy.py", "test_hardening.py", "test_hostile.py",
+LONGEST_FIRST = ("test_notebooks.py", "test_serve_tasks.py", "test_tune.py", "test_deploy.py", "test_hardening.py", "test_hostile.py",
                  "test_features.py", "test_backends.py", "test_demo.py", "test_data.py", "test_validation.py", "test_shards.py",
                  "test_keras_hub.py", "test_serve.py", "test_training.py", "test_finetune.py")
 

@@ -61,6 +61,23 @@ def test_the_search_space_counts_its_settings_and_maps_them_to_keras_tuner(tmp_p
     assert load_config(str(path))["search"]["model.fusion"] == ["concat", "gated"]
 
 
+def test_the_best_trial_replaces_the_config_as_written_only_beyond_the_validation_noise():
+    from mbm_keras.tuning.tuner import choose
+
+    def row(trial, score, metric="accuracy", better="max", rows=500):
+        return {"trial": trial, "score": score, "metric": metric, "better": better, "rows": rows}
+
+    # 500 rows at about 0.85: one standard error of the difference, sqrt((p1 (1 - p1) + p2 (1 - p2)) / 500), is 0.023.
+    kept, why = choose(row("3", 0.852), row("baseline", 0.842))
+    assert kept["trial"] == "baseline" and "within the validation noise (0.0228)" in why
+    kept, why = choose(row("3", 0.880), row("baseline", 0.842))
+    assert kept["trial"] == "3" and "beyond the validation noise (0.0218)" in why
+    # A score that is not a share of rows (a CER, lower is better): any gain counts; a loss never.
+    assert choose(row("1", 0.20, "cer", "min"), row("baseline", 0.21, "cer", "min"))[0]["trial"] == "1"
+    assert choose(row("1", 0.22, "cer", "min"), row("baseline", 0.21, "cer", "min"))[0]["trial"] == "baseline"
+    assert choose(row("1", 0.5), None)[0]["trial"] == "1"
+
+
 @pytest.mark.slow  # three small trainings and the best config's
 def test_tune_runs_trials_as_run_folders_and_writes_a_best_config_train_takes(tmp_path, capsys):
     from mbm_keras.cli import main
@@ -70,10 +87,12 @@ def test_tune_runs_trials_as_run_folders_and_writes_a_best_config_train_takes(tm
                    data__val=None, data__val_split=0.5)  # no data.val: the run's own hold-out scores each trial
     assert main(["tune", "--config", str(path), "--trials", "3", "--algorithm", "random"]) == 0
     out, err = capsys.readouterr()
-    assert "Best of 3 trials:" in out
+    assert "Kept after 3 trials:" in out
     assert "tune: warning: the search space holds 4 settings; 3 trial(s) explore only part of it" in err
     run = tmp_path / "run"
     rows = list(csv.DictReader(open(run / "trials.csv")))
+    assert [r["trial"] for r in rows][-1] == "baseline"  # the config as written, on the same validation rows
+    base, rows = rows[-1], rows[:-1]
     assert len(rows) == 3 and len({(r["model.fusion"], r["train.learning_rate"]) for r in rows}) == 3
     for r in rows:  # each trial an ordinary run folder, scored on the default validation split
         folder = run / "trials" / r["trial"]
@@ -84,8 +103,10 @@ def test_tune_runs_trials_as_run_folders_and_writes_a_best_config_train_takes(tm
     assert (run / "trials.png").stat().st_size > 1000
     best = yaml.safe_load((run / "best.yaml").read_text())
     top = max(rows, key=lambda r: float(r["accuracy"]))
-    assert "search" not in best and best["model"]["fusion"] == top["model.fusion"]
-    assert best["train"]["learning_rate"] == float(top["train.learning_rate"])
+    kept = None if "of the config as written, which is kept" in out else top  # as the run says (test_choose)
+    written = yaml.safe_load(path.read_text())
+    assert "search" not in best and best["model"]["fusion"] == (kept["model.fusion"] if kept else written["model"]["fusion"])
+    assert best["train"]["learning_rate"] == (float(kept["train.learning_rate"]) if kept else written["train"]["learning_rate"])
     result = train(str(run / "best.yaml"), verbose=0)  # as it is
     assert result["output"] == str(run / "best")
     # Run again: the search is finished; nothing trains, the same best.
@@ -95,7 +116,7 @@ def test_tune_runs_trials_as_run_folders_and_writes_a_best_config_train_takes(tm
     assert main(["tune", "--config", str(path), "--trials", "3", "--algorithm", "random", "--overwrite",
                  "--max-time", "1"]) == 0
     assert "no new trial started" in capsys.readouterr().err
-    assert len(list(csv.DictReader(open(run / "trials.csv")))) == 1
+    assert [r["trial"] for r in csv.DictReader(open(run / "trials.csv"))] == ["0", "baseline"]
 
 
 @pytest.mark.slow  # a search killed with SIGKILL in its second trial, then resumed
@@ -119,8 +140,8 @@ def test_a_search_killed_with_sigkill_resumes_where_it_stopped(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "run" / "trials.csv")))
-    assert sorted(r["trial"] for r in rows) == ["0", "1", "2"]  # three trials, none run twice
-    assert sorted(r["model.fusion"] for r in rows) == ["attention", "concat", "gated"]
+    assert sorted(r["trial"] for r in rows) == ["0", "1", "2", "baseline"]  # three trials, none run twice
+    assert sorted(r["model.fusion"] for r in rows if r["trial"] != "baseline") == ["attention", "concat", "gated"]
     assert "tune: trial 0 " not in done.stderr  # the finished trial was kept, not run again
     assert "tune: trial 1 " in done.stderr  # the killed one ran again
 
@@ -147,10 +168,10 @@ def test_a_chief_and_two_workers_share_the_trials(tmp_path):
     ran = {role: {line.split()[2] for line in log.splitlines() if line.startswith("tune: trial ") and " started by " in line}
            for role, log in logs.items() if role != "chief"}
     assert ran["tuner0"] and ran["tuner1"] and not ran["tuner0"] & ran["tuner1"], ran  # both ran trials, none twice
-    rows = list(csv.DictReader(open(tmp_path / "run" / "trials.csv")))
+    rows = [r for r in csv.DictReader(open(tmp_path / "run" / "trials.csv")) if r["trial"] != "baseline"]
     assert len(rows) == 4 == len(ran["tuner0"] | ran["tuner1"])  # as many trials as one process runs
     assert {r["trial"] for r in rows} == ran["tuner0"] | ran["tuner1"]
-    assert "Best of 4 trials" in logs["chief"] and (tmp_path / "run" / "best.yaml").is_file()
+    assert "Kept after 4 trials" in logs["chief"] and (tmp_path / "run" / "best.yaml").is_file()
 
 
 @pytest.mark.slow  # Hyperband's brackets: a handful of one- and three-epoch trainings
@@ -171,4 +192,4 @@ def test_hyperband_gives_few_epochs_to_many_trials_and_more_to_the_best(tmp_path
     for r in result["trials"]:  # each trial trained for Hyperband's epochs
         with open(os.path.join(r["output"], "history.csv")) as f:
             assert len(list(csv.DictReader(f))) == r["epochs"]
-    assert yaml.safe_load(open(result["best_config"]))["train"]["epochs"] == result["best"]["epochs"]
+    assert yaml.safe_load(open(result["best_config"]))["train"]["epochs"] == (result["best"]["epochs"] or 1)

@@ -12,8 +12,9 @@ def add_parser(sub):
         description="Each trial is an ordinary run folder, RUN/trials/<trial id>/, trained with the config's "
                     "settings and the trial's choices, and scored on validation (data.val, or the run's default "
                     "hold-out). A search killed at any point resumes where it stopped when run again. At the end: "
-                    "RUN/trials.csv, RUN/trials.png and RUN/best.yaml (the best trial's config, for mbm-keras "
-                    "train --config).",
+                    "RUN/trials.csv, RUN/trials.png and RUN/best.yaml (for mbm-keras train --config): the best "
+                    "trial's config if it beats the config as written (trained too, as RUN/trials/baseline/) by "
+                    "more than the validation score's noise, else the config as written.",
         epilog="examples:\n"
                "  mbm-keras tune --config configs/tune.yaml --trials 8\n"
                "  mbm-keras tune --config configs/tune.yaml --algorithm hyperband --max-time 3600\n"
@@ -32,6 +33,8 @@ def add_parser(sub):
                       help="seconds after which no new trial starts, e.g. --max-time 3600 (default: no limit)")
     tune.add_argument("--max-epochs", type=positive_int, default=None,
                       help="hyperband: the most epochs of a trial, e.g. --max-epochs 27 (default: train.epochs)")
+    tune.add_argument("--no-baseline", dest="baseline", action="store_false",
+                      help="do not train the config as written to compare the best trial with, e.g. --no-baseline")
     tune.add_argument("--overwrite", action="store_true",
                       help="discard an earlier search in the run folder (default: resume it), e.g. --overwrite")
     tune.set_defaults(func=command)
@@ -41,11 +44,11 @@ def command(args):
     from mbm_keras.tuning import tune
 
     result = tune(args.config, trials=args.trials, algorithm=args.algorithm, max_time=args.max_time,
-                  max_epochs=args.max_epochs, overwrite=args.overwrite)
+                  max_epochs=args.max_epochs, overwrite=args.overwrite, baseline=args.baseline)
     best = result["best"]
     if best is None:  # a worker of a distributed search: the chief reports
         print(f"Worker done: its trials are in {result['output']}/trials; the chief writes the table and best.yaml")
         return 0
-    print(f"Best of {len(result['trials'])} trials: trial {best['trial']}, validation {best['metric']} "
-          f"{best['score']:.4f}; its config: {result['best_config']}")
+    print(f"Kept after {len(result['trials'])} trials: {result['why']} (validation {best['metric']} "
+          f"{best['score']:.4f}); its config: {result['best_config']}")
     return 0

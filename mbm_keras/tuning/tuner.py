@@ -26,7 +26,8 @@ class _OutOfTime(Exception):
     pass
 
 
-def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None, overwrite=False, progress=True):
+def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None, overwrite=False, progress=True,
+         baseline=True):
     """Searches the `search:` section of a run config.
 
     Args:
@@ -37,9 +38,12 @@ def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None
         max_epochs: Hyperband's most epochs per trial (default: the config's `train.epochs`).
         overwrite: start afresh, discarding an earlier search in the same run folder (default: resume it).
         progress: a line per trial on stderr.
+        baseline: also train the config as written (`trials/baseline/`), on the same validation rows, and keep it
+            unless the best trial beats it by more than the validation score's noise (see `choose`).
 
     Returns:
-        `{"trials": [{"trial", "values", "metric", "score", "seconds", "output"}], "best": the best row,
+        `{"trials": [{"trial", "values", "metric", "score", "seconds", "output"}], "best": the kept row (the
+        baseline's, `"trial": "baseline"`, unless a trial beat it beyond the noise), "baseline": its row,
         "best_config": path of best.yaml, "output": the run folder}`.
 
     Examples:
@@ -84,7 +88,7 @@ def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None
     if role == "worker":  # the chief gathers the trials, its table and best.yaml
         say(f"tune: worker {os.environ['KERASTUNER_TUNER_ID']}: the chief has no more trials to give; done")
         return {"trials": [], "best": None, "best_config": None, "output": out}
-    return _finish(searcher, out, raw, path, space, say)
+    return _finish(searcher, out, raw, path, space, say, baseline)
 
 
 def _oracle(algorithm, space, trials, max_epochs):
@@ -183,34 +187,59 @@ def trial_config(raw, path, space, values, output, epochs=None):
 
 
 def _run_trial(tuner, trial):
-    from mbm_keras.training import train
-
     values = tuner.space.values(trial.hyperparameters.values)
     epochs = trial.hyperparameters.values.get("tuner/epochs")
-    out = os.path.join(tuner.project_dir, "..", "trials", trial.trial_id)
-    out = os.path.abspath(out)
-    config = trial_config(tuner.raw, tuner.path, tuner.space, values, out, epochs)
-    shown = ", ".join(f"{k}={v!r}" for k, v in values.items()) + (f", epochs={epochs}" if epochs else "")
-    record = os.path.join(out, "tuning.json")
-    if os.path.isfile(record):  # killed after the trial was scored, before the oracle heard of it
-        with open(record) as f:
-            saved = json.load(f)
-        tuner.say(f"tune: trial {trial.trial_id}: scored before it was killed: {saved['metric']} {saved['score']:.4f}")
-        return {"score": saved["score"] if saved["better"] == "max" else -saved["score"]}
+    out = os.path.abspath(os.path.join(tuner.project_dir, "..", "trials", trial.trial_id))
+    saved = run_config_once(tuner.raw, tuner.path, tuner.space, values, out, epochs, tuner.say,
+                            f"trial {trial.trial_id}", lambda: f"({_started(tuner)} started{tuner.by})")
+    return {"score": saved["score"] if saved["better"] == "max" else -saved["score"]}
+
+
+def _started(tuner):
     tuner.started += 1
-    tuner.say(f"tune: trial {trial.trial_id} ({tuner.started} started{tuner.by}): {shown}")
+    return tuner.started
+
+
+def run_config_once(raw, path, space, values, out, epochs, say, name, started=lambda: ""):
+    """Trains the config with `values` into `out` and scores it, once: `out/tuning.json` (its values, epochs,
+    metric, score, time), read back when there (a trial scored before its search was killed); a finished run
+    not yet scored is scored, a killed one resumes from its backup."""
+    from mbm_keras.training import train
+
+    record = os.path.join(out, "tuning.json")
+    if os.path.isfile(record):
+        saved = _read_json(record)
+        say(f"tune: {name}: scored before: {saved['metric']} {saved['score']:.4f}")
+        return saved
+    config = trial_config(raw, path, space, values, out, epochs)
+    shown = ", ".join(f"{k}={v!r}" for k, v in values.items()) or "the config as written"
+    say(f"tune: {f'{name} {started()}'.strip()}: {shown}{f', epochs={epochs}' if epochs else ''}")
     start = time.time()
     if os.path.isfile(os.path.join(out, "summary.json")) and os.path.isfile(os.path.join(out, "model.keras")):
         result = {"output": out, "summary": _read_json(os.path.join(out, "summary.json"))}  # trained, not scored
     else:
         result = train(config, verbose=0)  # a killed trial's run folder resumes from its backup
     metric, score, better = _score(result, result.get("summary") or {})
-    seconds = time.time() - start
-    with open(os.path.join(out, "tuning.json"), "w") as f:
-        json.dump({"values": values, "epochs": epochs, "metric": metric, "score": score, "better": better,
-                   "seconds": seconds}, f, indent=1)
-    tuner.say(f"tune: trial {trial.trial_id}: validation {metric} {score:.4f} ({seconds:.0f} s)")
-    return {"score": score if better == "max" else -score}
+    saved = {"values": values, "epochs": epochs, "metric": metric, "score": score, "better": better,
+             "seconds": time.time() - start, "rows": _validation_rows(result.get("summary") or {}, config)}
+    with open(record, "w") as f:
+        json.dump(saved, f, indent=1)
+    say(f"tune: {name}: validation {metric} {score:.4f} ({saved['seconds']:.0f} s)")
+    return saved
+
+
+def _validation_rows(summary, config):
+    rows = (summary.get("validation") or {}).get("rows") or {}
+    if rows.get("val"):
+        return int(rows["val"])
+    if config["data"].get("val"):
+        from mbm_keras.data import read_manifest
+
+        try:
+            return len(read_manifest(config["data"]["val"]))
+        except (OSError, ValueError):
+            return None
+    return None
 
 
 def _read_json(path):
@@ -228,45 +257,68 @@ def _score(result, summary):
         raise ValueError(f"tune scores each trial on validation, and {result['output']} has none: {e}") from None
 
 
-def _finish(searcher, out, raw, path, space, say):
+def choose(best, baseline):
+    """`(kept row, why)`: the best trial when it beats the baseline (the config as written) by more than the
+    validation score's noise, else the baseline. The noise, for a score that is a share of the validation rows
+    (accuracy): one standard error of the difference of two such shares, sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n);
+    for other scores no estimate: any gain counts."""
+    if baseline is None:
+        return best, "no baseline"
+    gain = (best["score"] - baseline["score"]) * (1 if best["better"] == "max" else -1)
+    n = best.get("rows") or baseline.get("rows")
+    margin = 0.0
+    if best["metric"] == "accuracy" and n:
+        margin = math.sqrt(sum(p * (1 - p) for p in (best["score"], baseline["score"])) / n)
+    if gain > margin:
+        return best, (f"trial {best['trial']} beats the config as written by {gain:+.4f} {best['metric']}, beyond the "
+                      f"validation noise ({margin:.4f})")
+    return baseline, (f"the best trial ({best['trial']}, {gain:+.4f} {best['metric']}) is within the validation "
+                      f"noise ({margin:.4f}) of the config as written, which is kept")
+
+
+def _finish(searcher, out, raw, path, space, say, baseline=True):
     rows = []
     for trial_id in sorted(searcher.oracle.trials, key=lambda t: (len(t), t)):
         trial = searcher.oracle.trials[trial_id]
         record = os.path.join(out, "trials", trial_id, "tuning.json")
         if trial.status != "COMPLETED" or not os.path.isfile(record):
             continue
-        with open(record) as f:
-            saved = json.load(f)
-        rows.append({"trial": trial_id, "values": saved["values"], "epochs": saved["epochs"], "metric": saved["metric"],
-                     "score": saved["score"], "better": saved["better"], "seconds": saved["seconds"],
-                     "output": os.path.join(out, "trials", trial_id)})
+        rows.append({"trial": trial_id, **_read_json(record), "output": os.path.join(out, "trials", trial_id)})
     if not rows:
         raise RuntimeError(f"no trial finished in {out}/trials: nothing to choose from")
-    better = rows[0]["better"]
-    best = (max if better == "max" else min)(rows, key=lambda r: r["score"])
-    keys = list(space.entries)
-    with open(os.path.join(out, "trials.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["trial", *keys, "epochs", best["metric"], "seconds", "output"])
-        for r in rows:
-            writer.writerow([r["trial"], *[r["values"][k] for k in keys], r["epochs"] or "", f"{r['score']:.6g}",
-                             f"{r['seconds']:.1f}", r["output"]])
-    _plot(rows, best, os.path.join(out, "trials.png"))
-    config = trial_config(raw, path, space, best["values"], os.path.join(out, "best"), best["epochs"])
+    best = (max if rows[0]["better"] == "max" else min)(rows, key=lambda r: r["score"])
+    base = None
+    if baseline:
+        folder = os.path.join(out, "trials", "baseline")
+        base = {"trial": "baseline", **run_config_once(raw, path, space, {}, folder, None, say, "baseline"),
+                "output": folder}
+    kept, why = choose(best, base)
+    _write_table(rows + ([base] if base else []), list(space.entries), os.path.join(out, "trials.csv"))
+    _plot(rows, best, os.path.join(out, "trials.png"), base)
+    config = trial_config(raw, path, space, kept["values"], os.path.join(out, "best"), kept["epochs"])
     best_path = os.path.join(out, "best.yaml")
     with open(best_path, "w") as f:
-        f.write(f"# The best of {len(rows)} trials of {path} (trial {best['trial']}: validation {best['metric']} "
-                f"{best['score']:.4f}).\n# mbm-keras train --config {best_path}\n")
+        f.write(f"# Kept after {len(rows)} trials of {path}: {why}.\n# mbm-keras train --config {best_path}\n")
         yaml.safe_dump(config, f, sort_keys=False)
     say(f"tune: {len(rows)} trial(s) in {out}/trials (table: trials.csv, plot: trials.png)")
-    for r in rows:
-        mark = "*" if r is best else " "
-        settings = ", ".join(f"{k}={r['values'][k]!r}" for k in keys)
-        say(f"  {mark} trial {r['trial']}: {r['metric']} {r['score']:.4f}  {r['seconds']:6.0f} s  {settings}")
-    return {"trials": rows, "best": best, "best_config": best_path, "output": out}
+    for r in rows + ([base] if base else []):
+        settings = ", ".join(f"{k}={r['values'][k]!r}" for k in space.entries if k in r["values"])
+        say(f"  {'*' if r is kept else ' '} {r['trial']:>8}: {r['metric']} {r['score']:.4f}  {r['seconds']:6.0f} s  "
+            f"{settings or 'the config as written'}")
+    say(f"tune: kept: {why}")
+    return {"trials": rows, "best": kept, "baseline": base, "why": why, "best_config": best_path, "output": out}
 
 
-def _plot(rows, best, path):
+def _write_table(rows, keys, path):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["trial", *keys, "epochs", rows[0]["metric"], "seconds", "output"])
+        for r in rows:
+            writer.writerow([r["trial"], *[r["values"].get(k, "") for k in keys], r["epochs"] or "",
+                             f"{r['score']:.6g}", f"{r['seconds']:.1f}", r["output"]])
+
+
+def _plot(rows, best, path, baseline=None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -277,6 +329,8 @@ def _plot(rows, best, path):
     ax.plot(range(1, len(rows) + 1), scores, "o-", color="#57606a")
     running = [(max if best["better"] == "max" else min)(scores[:i + 1]) for i in range(len(scores))]
     ax.plot(range(1, len(rows) + 1), running, "-", color="#1a7f37", label="best so far")
+    if baseline is not None:
+        ax.axhline(baseline["score"], color="#cf222e", linestyle="--", label="the config as written")
     ax.set_xlabel("trial")
     ax.set_ylabel(f"validation {best['metric']}")
     ax.legend()
