@@ -81,7 +81,7 @@ def test_every_config_trains_one_epoch_as_is(workdir, path):
         text = config.read_text().replace("epochs: 6 ", "epochs: 1 ")
         assert text != config.read_text()
         config.write_text(text)
-        result = tune(str(config), trials=1, algorithm="random", progress=False)
+        result = tune(str(config), trials=1, algorithm="random", progress=False, baseline=False)
         assert load_config(result["best_config"])["output"] == str(workdir / "runs" / "tune" / "best")
         out = workdir / "runs" / "tune" / "trials" / result["best"]["trial"]
     else:
