@@ -61,6 +61,7 @@ def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None
     raw, path = _read(config)
     space = parse_search(raw, source=path)
     resolved = load_config(path)
+    written = absolute_paths(raw, resolved)  # the config as written, once: every trial starts from it
     out = resolved["output"]
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None)
     size = space.size()
@@ -72,7 +73,7 @@ def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None
     if overwrite and role != "worker":
         _discard(out, say)
     try:
-        searcher = _Search(raw, path, space, say, max_time, oracle=oracle, directory=out, project_name="tuner",
+        searcher = _Search(written, space, say, max_time, oracle=oracle, directory=out, project_name="tuner",
                            overwrite=overwrite)
     except RuntimeError as e:  # KerasTuner cannot reload the saved search into this one
         raise ValueError(f"{os.path.join(out, 'tuner')} holds a search that does not match this one (another "
@@ -88,7 +89,7 @@ def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None
     if role == "worker":  # the chief gathers the trials, its table and best.yaml
         say(f"tune: worker {os.environ['KERASTUNER_TUNER_ID']}: the chief has no more trials to give; done")
         return {"trials": [], "best": None, "best_config": None, "output": out}
-    return _finish(searcher, out, raw, path, space, say, baseline)
+    return _finish(searcher, out, written, path, space, say, baseline)
 
 
 def _oracle(algorithm, space, trials, max_epochs):
@@ -130,14 +131,14 @@ def _role(say):
 class _Search:
     """A KerasTuner tuner whose trial is a `train()` of the config (built lazily: keras_tuner imports late)."""
 
-    def __new__(cls, raw, path, space, say, max_time, **kwargs):
+    def __new__(cls, written, space, say, max_time, **kwargs):
         import keras_tuner
 
         class Search(keras_tuner.engine.base_tuner.BaseTuner):
             def __init__(self):
                 super().__init__(**kwargs)
                 self.deadline = None if max_time is None else time.time() + max_time
-                self.raw, self.path, self.space, self.say = raw, path, space, say
+                self.written, self.space, self.say = written, space, say
                 self.started = 0
                 worker = os.environ.get("KERASTUNER_TUNER_ID", "")
                 self.by = f" by {worker}" if worker and worker != "chief" else ""
@@ -166,18 +167,23 @@ class _Search:
         return Search()
 
 
-def trial_config(raw, path, space, values, output, epochs=None):
-    """The run config of one trial: the raw config's paths made absolute, `search` dropped, `values` set."""
-    from mbm_keras.training.config import load_config
-    from mbm_keras.tuning.space import with_value
-
+def absolute_paths(raw, resolved):
+    """The raw config (as written, `search` dropped) with the paths `load_config` resolved (`resolved`)
+    relative to the config file made absolute, so that it trains from anywhere."""
     config = {k: v for k, v in raw.items() if k != "search"}
-    resolved = load_config(path)
-    for section, keys in config.items():  # paths relative to the config file, made absolute
+    for section, keys in config.items():
         if isinstance(keys, dict):
             for key, value in keys.items():
                 if isinstance(value, str) and resolved[section].get(key) != value:
                     config[section] = {**config[section], key: resolved[section][key]}
+    return config
+
+
+def trial_config(written, values, output, epochs=None):
+    """The run config of one trial: the config as written (`absolute_paths`) with `values` set."""
+    from mbm_keras.tuning.space import with_value
+
+    config = dict(written)  # a copy: `written` serves every trial
     for key, value in values.items():
         config = with_value(config, key, value)
     config["output"] = output
@@ -190,7 +196,7 @@ def _run_trial(tuner, trial):
     values = tuner.space.values(trial.hyperparameters.values)
     epochs = trial.hyperparameters.values.get("tuner/epochs")
     out = os.path.abspath(os.path.join(tuner.project_dir, "..", "trials", trial.trial_id))
-    saved = run_config_once(tuner.raw, tuner.path, tuner.space, values, out, epochs, tuner.say,
+    saved = run_config_once(tuner.written, values, out, epochs, tuner.say,
                             f"trial {trial.trial_id}", lambda: f"({_started(tuner)} started{tuner.by})")
     return {"score": saved["score"] if saved["better"] == "max" else -saved["score"]}
 
@@ -200,7 +206,7 @@ def _started(tuner):
     return tuner.started
 
 
-def run_config_once(raw, path, space, values, out, epochs, say, name, started=lambda: ""):
+def run_config_once(written, values, out, epochs, say, name, started=lambda: ""):
     """Trains the config with `values` into `out` and scores it, once: `out/tuning.json` (its values, epochs,
     metric, score, time), read back when there (a trial scored before its search was killed); a finished run
     not yet scored is scored, a killed one resumes from its backup."""
@@ -211,7 +217,7 @@ def run_config_once(raw, path, space, values, out, epochs, say, name, started=la
         saved = _read_json(record)
         say(f"tune: {name}: scored before: {saved['metric']} {saved['score']:.4f}")
         return saved
-    config = trial_config(raw, path, space, values, out, epochs)
+    config = trial_config(written, values, out, epochs)
     shown = ", ".join(f"{k}={v!r}" for k, v in values.items()) or "the config as written"
     say(f"tune: {f'{name} {started()}'.strip()}: {shown}{f', epochs={epochs}' if epochs else ''}")
     start = time.time()
@@ -276,7 +282,7 @@ def choose(best, baseline):
                       f"noise ({margin:.4f}) of the config as written, which is kept")
 
 
-def _finish(searcher, out, raw, path, space, say, baseline=True):
+def _finish(searcher, out, written, path, space, say, baseline=True):
     rows = []
     for trial_id in sorted(searcher.oracle.trials, key=lambda t: (len(t), t)):
         trial = searcher.oracle.trials[trial_id]
@@ -290,12 +296,12 @@ def _finish(searcher, out, raw, path, space, say, baseline=True):
     base = None
     if baseline:
         folder = os.path.join(out, "trials", "baseline")
-        base = {"trial": "baseline", **run_config_once(raw, path, space, {}, folder, None, say, "baseline"),
+        base = {"trial": "baseline", **run_config_once(written, {}, folder, None, say, "baseline"),
                 "output": folder}
     kept, why = choose(best, base)
     _write_table(rows + ([base] if base else []), list(space.entries), os.path.join(out, "trials.csv"))
     _plot(rows, best, os.path.join(out, "trials.png"), base)
-    config = trial_config(raw, path, space, kept["values"], os.path.join(out, "best"), kept["epochs"])
+    config = trial_config(written, kept["values"], os.path.join(out, "best"), kept["epochs"])
     best_path = os.path.join(out, "best.yaml")
     with open(best_path, "w") as f:
         f.write(f"# Kept after {len(rows)} trials of {path}: {why}.\n# mbm-keras train --config {best_path}\n")
