@@ -7,7 +7,7 @@ Per fold (the test speaker held out of everything):
   training speakers' rows grouped by speaker): the search's baseline (`trials/baseline`, the config as written);
 - tuned: the config `tune()` keeps after --trials trials of a search: section (fusion, dropout, learning rate),
   each scored on that same validation hold-out: the best trial when it beats the default beyond the validation
-  noise, else the default itself.
+  noise and again on --confirm fresh splits (other seeds, so other held-out speakers), else the default itself.
 Both are tested on the held-out speaker's rows; the table gives each fold, the mean and spread, and the time each
 took (the tuned time is the whole search, the default's training included), and the best trial's test score
 whether kept or not.
@@ -51,7 +51,7 @@ def test_accuracy(run, manifest):
     return float(evaluate(run, manifest, out=os.path.join(run, "eval-test.json"))["accuracy"])
 
 
-def run_fold(table, folder, speaker, work, trials, algorithm, epochs):
+def run_fold(table, folder, speaker, work, trials, algorithm, epochs, confirm):
     from mbm_keras.tuning import tune
 
     train_csv, tests = av_digits.fold_manifests(table, folder, speaker)
@@ -61,7 +61,7 @@ def run_fold(table, folder, speaker, work, trials, algorithm, epochs):
         yaml.safe_dump({**base_config(train_csv, os.path.join(work, speaker, "tune"), epochs), "search": SEARCH}, f,
                        sort_keys=False)
     start = time.time()
-    result = tune(path, trials=trials, algorithm=algorithm, progress=False)
+    result = tune(path, trials=trials, algorithm=algorithm, progress=True, confirm=confirm)
     seconds = time.time() - start
     base, kept = result["baseline"], result["best"]
     best = max(result["trials"], key=lambda r: r["score"])
@@ -79,13 +79,15 @@ def main(argv=None):
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--algorithm", default="random", choices=("random", "bayesian", "hyperband"))
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--confirm", type=int, default=2, help="tune's confirm: fresh splits for a winning trial")
     args = parser.parse_args(argv)
     table, info = av_digits.build_files(args.data, args.work)
     work = tempfile.mkdtemp(prefix="tune-bench-")
     rows = []
     for speaker in args.folds.split(","):
         print(f"fold {speaker}: training the default config, then {args.trials} trials ...", flush=True)
-        rows.append(run_fold(table, info["folder"], speaker, work, args.trials, args.algorithm, args.epochs))
+        rows.append(run_fold(table, info["folder"], speaker, work, args.trials, args.algorithm, args.epochs,
+                             args.confirm))
         r = rows[-1]
         print(f"  default {r['default']:.3f} ({r['default_s']:.0f} s), tuned {r['tuned']:.3f} ({r['tuned_s']:.0f} s, "
               f"{r['trials']} trials; kept: {r['why']}; the best trial on test: {r['best_trial']:.3f})", flush=True)

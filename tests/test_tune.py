@@ -68,14 +68,53 @@ def test_the_best_trial_replaces_the_config_as_written_only_beyond_the_validatio
         return {"trial": trial, "score": score, "metric": metric, "better": better, "rows": rows}
 
     # 500 rows at about 0.85: one standard error of the difference, sqrt((p1 (1 - p1) + p2 (1 - p2)) / 500), is 0.023.
-    kept, why = choose(row("3", 0.852), row("baseline", 0.842))
-    assert kept["trial"] == "baseline" and "within the validation noise (0.0228)" in why
-    kept, why = choose(row("3", 0.880), row("baseline", 0.842))
+    kept, why, margin = choose(row("3", 0.852), row("baseline", 0.842))
+    assert kept["trial"] == "baseline" and "within the validation noise (0.0228)" in why and margin == pytest.approx(0.0228, abs=1e-4)
+    kept, why, _ = choose(row("3", 0.880), row("baseline", 0.842))
     assert kept["trial"] == "3" and "beyond the validation noise (0.0218)" in why
     # A score that is not a share of rows (a CER, lower is better): any gain counts; a loss never.
     assert choose(row("1", 0.20, "cer", "min"), row("baseline", 0.21, "cer", "min"))[0]["trial"] == "1"
     assert choose(row("1", 0.22, "cer", "min"), row("baseline", 0.21, "cer", "min"))[0]["trial"] == "baseline"
     assert choose(row("1", 0.5), None)[0]["trial"] == "1"
+
+
+def test_a_confirmed_gain_must_exceed_the_larger_of_the_row_noise_and_the_fresh_splits_spread():
+    from mbm_keras.tuning.tuner import confirmed_gain
+
+    # Two fresh pairs, each with a row noise of 0.02: the mean's row noise is sqrt(2 * 0.02^2) / 2 = 0.0141.
+    assert confirmed_gain([0.03, 0.03], [0.02, 0.02]) == pytest.approx((0.03, 0.02 / 2 ** 0.5))
+    # Gains that disagree: their spread (sample deviation / sqrt(2) = 0.05) outweighs the rows' noise.
+    mean, noise = confirmed_gain([0.06, -0.04], [0.02, 0.02])
+    assert mean == pytest.approx(0.01) and noise == pytest.approx(0.05) and mean < noise
+    # Scores without a row noise (a CER): the spread alone; one pair: no spread, so any gain counts.
+    assert confirmed_gain([0.01, 0.03], [0.0, 0.0]) == pytest.approx((0.02, 0.01))
+    assert confirmed_gain([0.01], [0.0]) == (0.01, 0.0)
+
+
+def test_fresh_seeds_hold_out_groups_the_search_did_not_validate_on(tmp_path):
+    from mbm_keras.data.split import split_manifest
+    from mbm_keras.tuning.tuner import fresh_seeds
+
+    path = _config(tmp_path, {"model.fusion": ["concat"]}, data__val=None, data__group="speaker", train__seed=5)
+    rows = list(csv.DictReader(open(tmp_path / "train.csv")))
+    with open(tmp_path / "train.csv", "w", newline="") as f:  # 24 rows of 4 speakers: one speaker held out
+        writer = csv.DictWriter(f, [*rows[0], "speaker"])
+        writer.writeheader()
+        writer.writerows({**r, "speaker": f"s{i % 4}"} for i, r in enumerate(rows))
+    config = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "search"}
+    config["data"]["train"] = str(tmp_path / "train.csv")
+
+    def held(seed):
+        val = split_manifest(str(tmp_path / "train.csv"), (0.8, 0.2, 0.0), group="speaker", seed=seed)["val"]
+        return set(val.column("speaker"))
+
+    seeds = fresh_seeds(config, 3)
+    assert len(seeds) == 3 and all(s > 5 for s in seeds)
+    assert [len(held(s)) for s in [5, *seeds]] == [1, 1, 1, 1]
+    assert len(set.union(*[held(s) for s in [5, *seeds]])) == 4  # each a speaker not validated on before
+    assert len(fresh_seeds(config, 5)) == 5  # more than the groups allow: the next seeds fill in
+    config["data"]["val"] = str(tmp_path / "val.csv")  # fixed validation rows: the next seeds, for new weights
+    assert fresh_seeds(config, 2) == [6, 7]
 
 
 @pytest.mark.slow  # three small trainings and the best config's
@@ -85,14 +124,30 @@ def test_tune_runs_trials_as_run_folders_and_writes_a_best_config_train_takes(tm
 
     path = _config(tmp_path, {"model.fusion": ["concat", "gated"], "train.learning_rate": [0.003, 0.03]},
                    data__val=None, data__val_split=0.5)  # no data.val: the run's own hold-out scores each trial
-    assert main(["tune", "--config", str(path), "--trials", "3", "--algorithm", "random"]) == 0
+    assert main(["tune", "--config", str(path), "--trials", "3", "--algorithm", "random", "--confirm", "1"]) == 0
     out, err = capsys.readouterr()
     assert "Kept after 3 trials:" in out
     assert "tune: warning: the search space holds 4 settings; 3 trial(s) explore only part of it" in err
     run = tmp_path / "run"
     rows = list(csv.DictReader(open(run / "trials.csv")))
+    confirms = [r for r in rows if "@seed" in r["trial"]]
+    rows = [r for r in rows if "@seed" not in r["trial"]]
     assert [r["trial"] for r in rows][-1] == "baseline"  # the config as written, on the same validation rows
     base, rows = rows[-1], rows[:-1]
+    top = max(rows, key=lambda r: float(r["accuracy"]))
+    if "confirming on 1 other split(s)" in err:  # the best trial beat the baseline: both trained again, seed 2
+        from mbm_keras.tuning.tuner import confirmed_gain
+
+        assert [r["trial"] for r in confirms] == [f"{top['trial']}@seed2", "baseline@seed2"]
+        pair = [json.loads((run / "confirm" / "seed-2" / t / "tuning.json").read_text()) for t in (top["trial"], "baseline")]
+        assert pair[0]["values"] == {"model.fusion": top["model.fusion"],
+                                     "train.learning_rate": float(top["train.learning_rate"]), "train.seed": 2}
+        assert json.loads((run / "confirm" / "seed-2" / "baseline" / "split.json").read_text())["seed"] == 2
+        gain = pair[0]["score"] - pair[1]["score"]
+        assert ("is kept" not in out) == (gain > confirmed_gain([gain], [
+            ((pair[0]["score"] * (1 - pair[0]["score"]) + pair[1]["score"] * (1 - pair[1]["score"])) / pair[0]["rows"]) ** 0.5])[1])
+    else:
+        assert confirms == [] and not (run / "confirm").exists()
     assert len(rows) == 3 and len({(r["model.fusion"], r["train.learning_rate"]) for r in rows}) == 3
     for r in rows:  # each trial an ordinary run folder, scored on the default validation split
         folder = run / "trials" / r["trial"]
@@ -102,19 +157,18 @@ def test_tune_runs_trials_as_run_folders_and_writes_a_best_config_train_takes(tm
         assert f"tune: trial {r['trial']}: validation accuracy" in err
     assert (run / "trials.png").stat().st_size > 1000
     best = yaml.safe_load((run / "best.yaml").read_text())
-    top = max(rows, key=lambda r: float(r["accuracy"]))
-    kept = None if "of the config as written, which is kept" in out else top  # as the run says (test_choose)
+    kept = None if "is kept" in out else top  # as the run says (test_choose, test_a_confirmed_gain)
     written = yaml.safe_load(path.read_text())
     assert "search" not in best and best["model"]["fusion"] == (kept["model.fusion"] if kept else written["model"]["fusion"])
     assert best["train"]["learning_rate"] == (float(kept["train.learning_rate"]) if kept else written["train"]["learning_rate"])
     result = train(str(run / "best.yaml"), verbose=0)  # as it is
     assert result["output"] == str(run / "best")
     # Run again: the search is finished; nothing trains, the same best.
-    assert main(["tune", "--config", str(path), "--trials", "3", "--algorithm", "random"]) == 0
-    assert "tune: trial" not in capsys.readouterr().err
+    assert main(["tune", "--config", str(path), "--trials", "3", "--algorithm", "random", "--confirm", "1"]) == 0
+    assert " started" not in capsys.readouterr().err  # no trial starts (a starting one says "(N started)")
     # --max-time: no new trial starts once it has passed.
     assert main(["tune", "--config", str(path), "--trials", "3", "--algorithm", "random", "--overwrite",
-                 "--max-time", "1"]) == 0
+                 "--max-time", "1", "--confirm", "0"]) == 0
     assert "no new trial started" in capsys.readouterr().err
     assert [r["trial"] for r in csv.DictReader(open(run / "trials.csv"))] == ["0", "baseline"]
 
@@ -123,7 +177,7 @@ def test_tune_runs_trials_as_run_folders_and_writes_a_best_config_train_takes(tm
 def test_a_search_killed_with_sigkill_resumes_where_it_stopped(tmp_path):
     path = _config(tmp_path, {"model.fusion": ["concat", "gated", "attention"]}, train__epochs=2)
     command = [sys.executable, "-m", "mbm_keras.cli", "tune", "--config", str(path), "--trials", "3",
-               "--algorithm", "random"]
+               "--algorithm", "random", "--confirm", "0"]
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     trials = tmp_path / "run" / "trials"
@@ -155,7 +209,7 @@ def test_a_chief_and_two_workers_share_the_trials(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     command = [sys.executable, "-m", "mbm_keras.cli", "tune", "--config", str(path), "--trials", "4",
-               "--algorithm", "random"]
+               "--algorithm", "random", "--confirm", "0"]
     procs = {}
     for role in ("chief", "tuner0", "tuner1"):
         env = {**os.environ, "KERASTUNER_TUNER_ID": role, "KERASTUNER_ORACLE_IP": "127.0.0.1",
@@ -180,7 +234,7 @@ def test_hyperband_gives_few_epochs_to_many_trials_and_more_to_the_best(tmp_path
 
     path = _config(tmp_path, {"model.fusion": ["concat", "gated", "attention", "late"],
                               "train.learning_rate": {"min": 1e-3, "max": 3e-2, "log": True}})
-    result = tune(str(path), algorithm="hyperband", max_epochs=3, progress=False)
+    result = tune(str(path), algorithm="hyperband", max_epochs=3, progress=False, confirm=0)
     epochs = [r["epochs"] for r in result["trials"]]
     assert sorted(epochs) == [1, 1, 1, 3, 3, 3], epochs  # max_epochs 3, factor 3: brackets of 3x1 (+1x3) and 2x3
     # Of the three one-epoch trials only the best goes on (to three epochs); the two poorer stop there.

@@ -2,7 +2,7 @@
 
 import argparse
 
-from mbm_keras.cli.common import positive_int
+from mbm_keras.cli.common import non_negative_int, positive_int
 
 
 def add_parser(sub):
@@ -14,7 +14,8 @@ def add_parser(sub):
                     "hold-out). A search killed at any point resumes where it stopped when run again. At the end: "
                     "RUN/trials.csv, RUN/trials.png and RUN/best.yaml (for mbm-keras train --config): the best "
                     "trial's config if it beats the config as written (trained too, as RUN/trials/baseline/) by "
-                    "more than the validation score's noise, else the config as written.",
+                    "more than the validation score's noise, and again when both train on --confirm fresh "
+                    "validation splits (RUN/confirm/), else the config as written.",
         epilog="examples:\n"
                "  mbm-keras tune --config configs/tune.yaml --trials 8\n"
                "  mbm-keras tune --config configs/tune.yaml --algorithm hyperband --max-time 3600\n"
@@ -35,6 +36,10 @@ def add_parser(sub):
                       help="hyperband: the most epochs of a trial, e.g. --max-epochs 27 (default: train.epochs)")
     tune.add_argument("--no-baseline", dest="baseline", action="store_false",
                       help="do not train the config as written to compare the best trial with, e.g. --no-baseline")
+    tune.add_argument("--confirm", type=non_negative_int, default=2, metavar="K",
+                      help="when the best trial beats the config as written, train both again K times with other "
+                           "seeds (other validation rows, other initial weights) and keep the trial only if it still "
+                           "wins; 0: trust the search's own validation, e.g. --confirm 3 (default: %(default)s)")
     tune.add_argument("--overwrite", action="store_true",
                       help="discard an earlier search in the run folder (default: resume it), e.g. --overwrite")
     tune.set_defaults(func=command)
@@ -44,7 +49,8 @@ def command(args):
     from mbm_keras.tuning import tune
 
     result = tune(args.config, trials=args.trials, algorithm=args.algorithm, max_time=args.max_time,
-                  max_epochs=args.max_epochs, overwrite=args.overwrite, baseline=args.baseline)
+                  max_epochs=args.max_epochs, overwrite=args.overwrite, baseline=args.baseline,
+                  confirm=args.confirm)
     best = result["best"]
     if best is None:  # a worker of a distributed search: the chief reports
         print(f"Worker done: its trials are in {result['output']}/trials; the chief writes the table and best.yaml")

@@ -39,7 +39,7 @@ class TranscriptAttributions:
                          for a in self.attributions]) if self.attributions else np.zeros((0, 0))
 
 
-def emitted_characters(log_probs, vocabulary):
+def emitted_characters(log_probs):
     """`[(class, frame)]`: each character greedy decoding writes, at the frame of its run where it is most
     likely (`log_probs`: one clip's `(frames, vocabulary size)`)."""
     best = np.argmax(log_probs, axis=-1)
@@ -77,7 +77,7 @@ def transcript_attributions(model, example, vocabulary, steps=32, tolerance=0.01
                for k, v in example.items()}
     log_probs = np.asarray(model.predict(example, verbose=0))[0]
     size = log_probs.shape[-1]
-    emitted = emitted_characters(log_probs, vocabulary)
+    emitted = emitted_characters(log_probs)
     characters = [(vocabulary.decode([c]), frame, float(log_probs[frame, c])) for c, frame in emitted]
     targets = [frame * size + c for c, frame in emitted]
     attributions = [integrated_gradients(model, example, target=t, steps=steps, tolerance=tolerance,

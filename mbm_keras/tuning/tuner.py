@@ -27,7 +27,7 @@ class _OutOfTime(Exception):
 
 
 def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None, overwrite=False, progress=True,
-         baseline=True):
+         baseline=True, confirm=2):
     """Searches the `search:` section of a run config.
 
     Args:
@@ -40,6 +40,9 @@ def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None
         progress: a line per trial on stderr.
         baseline: also train the config as written (`trials/baseline/`), on the same validation rows, and keep it
             unless the best trial beats it by more than the validation score's noise (see `choose`).
+        confirm: when the best trial does beat it, train both again this many times with other seeds (another
+            validation hold-out, other initial weights) and keep the trial only if it still wins on those fresh
+            splits beyond their noise (see `confirm`); 0 trusts the search's own validation.
 
     Returns:
         `{"trials": [{"trial", "values", "metric", "score", "seconds", "output"}], "best": the kept row (the
@@ -58,6 +61,8 @@ def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}. Received: {algorithm!r}")
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be a positive int. Received: {trials!r}")
+    if isinstance(confirm, bool) or not isinstance(confirm, int) or confirm < 0:
+        raise ValueError(f"confirm must be an int >= 0. Received: {confirm!r}")
     raw, path = _read(config)
     space = parse_search(raw, source=path)
     resolved = load_config(path)
@@ -89,7 +94,7 @@ def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None
     if role == "worker":  # the chief gathers the trials, its table and best.yaml
         say(f"tune: worker {os.environ['KERASTUNER_TUNER_ID']}: the chief has no more trials to give; done")
         return {"trials": [], "best": None, "best_config": None, "output": out}
-    return _finish(searcher, out, written, path, space, say, baseline)
+    return _finish(searcher, out, written, path, space, say, baseline, confirm)
 
 
 def _oracle(algorithm, space, trials, max_epochs):
@@ -107,7 +112,7 @@ def _oracle(algorithm, space, trials, max_epochs):
 
 
 def _discard(out, say):
-    for name in ("trials", "tuner"):
+    for name in ("trials", "tuner", "confirm"):
         if os.path.isdir(os.path.join(out, name)):
             say(f"tune: --overwrite: discarding the earlier search's {os.path.join(out, name)}")
             shutil.rmtree(os.path.join(out, name))
@@ -264,12 +269,13 @@ def _score(result, summary):
 
 
 def choose(best, baseline):
-    """`(kept row, why)`: the best trial when it beats the baseline (the config as written) by more than the
-    validation score's noise, else the baseline. The noise, for a score that is a share of the validation rows
-    (accuracy): one standard error of the difference of two such shares, sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n);
-    for other scores no estimate: any gain counts."""
+    """`(kept row, why, margin)`: the best trial when it beats the baseline (the config as written) by more than
+    the validation score's noise (`margin`), else the baseline. The noise, for a score that is a share of the
+    validation rows (accuracy): one standard error of the difference of two such shares,
+    sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n); for other scores no estimate from one split: any gain counts
+    (`confirm_best` then estimates it from the fresh splits' spread)."""
     if baseline is None:
-        return best, "no baseline"
+        return best, "no baseline", 0.0
     gain = (best["score"] - baseline["score"]) * (1 if best["better"] == "max" else -1)
     n = best.get("rows") or baseline.get("rows")
     margin = 0.0
@@ -277,12 +283,83 @@ def choose(best, baseline):
         margin = math.sqrt(sum(p * (1 - p) for p in (best["score"], baseline["score"])) / n)
     if gain > margin:
         return best, (f"trial {best['trial']} beats the config as written by {gain:+.4f} {best['metric']}, beyond the "
-                      f"validation noise ({margin:.4f})")
+                      f"validation noise ({margin:.4f})"), margin
     return baseline, (f"the best trial ({best['trial']}, {gain:+.4f} {best['metric']}) is within the validation "
-                      f"noise ({margin:.4f}) of the config as written, which is kept")
+                      f"noise ({margin:.4f}) of the config as written, which is kept"), margin
 
 
-def _finish(searcher, out, written, path, space, say, baseline=True):
+def confirm_best(written, best, base, folds, out, say):
+    """`(kept row, why, rows trained)`: the best trial and the baseline trained again `folds` times, each time
+    with another `train.seed` (so another validation hold-out, other whole groups when `data.group` is set, and
+    other initial weights; with `data.val` the same validation rows), into `out/confirm/seed-<s>/`.
+
+    The search's own validation picked the best trial among all trials, so its gain there is biased upward (the
+    winner's curse), and with grouped data it measures one draw of held-out groups. The fresh pairs measure the
+    gain without either: the trial is kept only if its mean gain over them exceeds the standard error of that
+    mean, the larger of the row noise (`choose`'s margin, per pair) and the pairs' own spread."""
+    sign = 1 if best["better"] == "max" else -1
+    gains, margins, trained = [], [], []
+    for k, seed in enumerate(fresh_seeds(written, folds), 1):
+        pair = []
+        for row in (best, base):
+            values = {**row["values"], "train.seed": seed}
+            folder = os.path.join(out, "confirm", f"seed-{seed}", str(row["trial"]))
+            saved = run_config_once(written, values, folder, row["epochs"], say,
+                                    f"confirm {k}/{folds} ({row['trial']}, seed {seed})")
+            pair.append({"trial": f"{row['trial']}@seed{seed}", **saved, "output": folder})
+        trained += pair
+        gains.append(sign * (pair[0]["score"] - pair[1]["score"]))
+        margins.append(choose(pair[0], pair[1])[2])
+    mean, noise = confirmed_gain(gains, margins)
+    shown = ", ".join(f"{g:+.4f}" for g in gains)
+    if mean > noise:
+        return best, (f"trial {best['trial']} beats the config as written on {folds} fresh split(s) too (gains {shown}, "
+                      f"mean {mean:+.4f} {best['metric']}, beyond their noise {noise:.4f})"), trained
+    return base, (f"the best trial ({best['trial']}) won the search's validation but not {folds} fresh split(s) (gains "
+                  f"{shown}, mean {mean:+.4f} {best['metric']}, noise {noise:.4f}); the config as written is kept"), trained
+
+
+def fresh_seeds(written, folds, tries=100):
+    """The `folds` seeds after the config's `train.seed` for `confirm_best`. With a grouped hold-out (`data.group`,
+    no `data.val`) each one's validation holds a set of groups that neither the config's own seed nor an earlier
+    fresh seed held out, as far as the groups allow (then the next seeds in order); otherwise seed + 1, + 2, ..."""
+    from mbm_keras.data.manifest import read_manifest
+    from mbm_keras.data.shards import is_remote, is_shard_folder
+    from mbm_keras.data.split import split_manifest
+    from mbm_keras.training.config import load_config
+
+    data, seed = load_config(written)["data"], int(written.get("train", {}).get("seed", 0) or 0)
+    following = list(range(seed + 1, seed + 1 + tries))
+    share, group, path = data["val_split"], data["group"], data["train"]
+    if data["val"] or not group or not share or is_remote(path) or is_shard_folder(path):
+        return following[:folds]
+    manifest = read_manifest(path)
+
+    def held(s):  # the groups hold_out's split puts on the validation side with seed s
+        val = split_manifest(manifest, (1.0 - share, share, 0.0), group=group, seed=s)["val"]
+        return frozenset(str(v) for v in val.column(group))
+
+    seen, chosen = {held(seed)}, []
+    for s in following:
+        if len(chosen) == folds:
+            break
+        groups = held(s)
+        if groups not in seen:
+            seen.add(groups)
+            chosen.append(s)
+    return chosen + [s for s in following if s not in chosen][:folds - len(chosen)]
+
+
+def confirmed_gain(gains, margins):
+    """`(mean gain, its standard error)` over fresh pairs: the error is the larger of the row noise (each pair's
+    margin, combined: sqrt(sum m^2) / k) and the pairs' spread (their sample deviation / sqrt(k), k > 1)."""
+    k = len(gains)
+    mean = sum(gains) / k
+    spread = sum((g - mean) ** 2 for g in gains) / (k - 1) / k if k > 1 else 0.0
+    return mean, math.sqrt(max(sum(m * m for m in margins) / k ** 2, spread))
+
+
+def _finish(searcher, out, written, path, space, say, baseline=True, confirm=0):
     rows = []
     for trial_id in sorted(searcher.oracle.trials, key=lambda t: (len(t), t)):
         trial = searcher.oracle.trials[trial_id]
@@ -298,8 +375,13 @@ def _finish(searcher, out, written, path, space, say, baseline=True):
         folder = os.path.join(out, "trials", "baseline")
         base = {"trial": "baseline", **run_config_once(written, {}, folder, None, say, "baseline"),
                 "output": folder}
-    kept, why = choose(best, base)
-    _write_table(rows + ([base] if base else []), list(space.entries), os.path.join(out, "trials.csv"))
+    kept, why, _ = choose(best, base)
+    confirmed = []
+    if kept is not base and base is not None and confirm:
+        say(f"tune: {why}; confirming on {confirm} other split(s) and seed(s): the trial was picked as the best of "
+            f"{len(rows)} on this validation, which flatters it")
+        kept, why, confirmed = confirm_best(written, best, base, confirm, out, say)
+    _write_table(rows + ([base] if base else []) + confirmed, list(space.entries), os.path.join(out, "trials.csv"))
     _plot(rows, best, os.path.join(out, "trials.png"), base)
     config = trial_config(written, kept["values"], os.path.join(out, "best"), kept["epochs"])
     best_path = os.path.join(out, "best.yaml")
