@@ -14,6 +14,7 @@ whether kept or not.
 
     python benchmarks/tune.py --data ../shared/data                        # 3 folds, 4 trials: about 45 minutes
     python benchmarks/tune.py --data ../shared/data --folds theo --trials 6
+    python benchmarks/tune.py --data ../shared/data --folds theo --default train.learning_rate=3e-5  # a poor default
 """
 
 import argparse
@@ -51,15 +52,19 @@ def test_accuracy(run, manifest):
     return float(evaluate(run, manifest, out=os.path.join(run, "eval-test.json"))["accuracy"])
 
 
-def run_fold(table, folder, speaker, work, trials, algorithm, epochs, confirm):
+def run_fold(table, folder, speaker, work, trials, algorithm, epochs, confirm, overrides=()):
     from mbm_keras.tuning import tune
 
     train_csv, tests = av_digits.fold_manifests(table, folder, speaker)
     path = os.path.join(work, speaker, "tune.yaml")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        yaml.safe_dump({**base_config(train_csv, os.path.join(work, speaker, "tune"), epochs), "search": SEARCH}, f,
-                       sort_keys=False)
+        config = base_config(train_csv, os.path.join(work, speaker, "tune"), epochs)
+        for item in overrides:  # --default section.key=value: a worse (or other) config as written
+            key, value = item.split("=", 1)
+            section, name = key.split(".", 1)
+            config[section][name] = yaml.safe_load(value)
+        yaml.safe_dump({**config, "search": SEARCH}, f, sort_keys=False)
     start = time.time()
     result = tune(path, trials=trials, algorithm=algorithm, progress=True, confirm=confirm)
     seconds = time.time() - start
@@ -80,6 +85,9 @@ def main(argv=None):
     parser.add_argument("--algorithm", default="random", choices=("random", "bayesian", "hyperband"))
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--confirm", type=int, default=2, help="tune's confirm: fresh splits for a winning trial")
+    parser.add_argument("--default", action="append", default=[], metavar="KEY=VALUE",
+                        help="change the config as written, e.g. --default train.learning_rate=3e-5 (a poor default: "
+                             "does the search find better?)")
     args = parser.parse_args(argv)
     table, info = av_digits.build_files(args.data, args.work)
     work = tempfile.mkdtemp(prefix="tune-bench-")
@@ -87,7 +95,7 @@ def main(argv=None):
     for speaker in args.folds.split(","):
         print(f"fold {speaker}: training the default config, then {args.trials} trials ...", flush=True)
         rows.append(run_fold(table, info["folder"], speaker, work, args.trials, args.algorithm, args.epochs,
-                             args.confirm))
+                             args.confirm, args.default))
         r = rows[-1]
         print(f"  default {r['default']:.3f} ({r['default_s']:.0f} s), tuned {r['tuned']:.3f} ({r['tuned_s']:.0f} s, "
               f"{r['trials']} trials; kept: {r['why']}; the best trial on test: {r['best_trial']:.3f})", flush=True)

@@ -55,6 +55,9 @@ def test_configs_exist_for_each_task_and_readme_lists_them():
 # config (test_the_json_schema_and_the_key_table_come_from_the_config_schema) and trains each task on tiny data.
 FAST_CONFIGS = ("tabular",)
 TRAINED_BY_NOTEBOOKS = {"retrieval": "06_search_engine", "transcription": "07_transcription"}
+# The README's command-line block trains the classification config as written, every epoch
+# (test_readme_command_line_runs_as_written): a one-epoch training here would repeat it.
+TRAINED_BY_README = ("classification",)
 
 
 def test_every_config_is_trained_here_or_by_a_tested_notebook():
@@ -66,10 +69,14 @@ def test_every_config_is_trained_here_or_by_a_tested_notebook():
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         assert f'open("../configs/{stem}.yaml")' in code and "MBM_KERAS_NOTEBOOK_EPOCHS" in code, notebook
         assert f'run_notebook("{notebook}"' in tested, f"tests/test_notebooks.py does not run {notebook}"
+    block = (ROOT / "README.md").read_text().split("## The command line")[1].split("```")[1]
+    for stem in TRAINED_BY_README:  # as written: no --epochs
+        assert re.search(rf"^mbm-keras train --config configs/{stem}\.yaml +(#|$)", block, re.M), stem
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=() if p.stem in FAST_CONFIGS else pytest.mark.slow)
-                                  for p in CONFIGS if p.stem not in TRAINED_BY_NOTEBOOKS], ids=lambda p: p.stem)
+                                  for p in CONFIGS if p.stem not in {*TRAINED_BY_NOTEBOOKS, *TRAINED_BY_README}],
+                         ids=lambda p: p.stem)
 def test_every_config_trains_one_epoch_as_is(workdir, path):
     config = workdir / "configs" / path.name
     loaded = load_config(str(config))
