@@ -232,10 +232,18 @@ def test_a_uvicorn_process_serves_then_finishes_in_flight_requests_on_sigterm(se
                             data={"text": "a blue thing"}, timeout=60)
         assert upload.status_code == 200 and upload.json()["label"] in ("blue", "red")
         assert 'mbm_keras_requests_total{code="200",endpoint="predict"}' in httpx.get(f"{base}/metrics").text
+        in_flight = 'mbm_keras_requests_in_progress{endpoint="predict"} 1.0'
         with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a request in flight when SIGTERM arrives
-            pending = pool.submit(httpx.post, f"{base}/v1/models/demo:predict",
-                                  json={"instances": _instances(root, 32) * 4}, timeout=60)
-            time.sleep(0.05)
+            for _ in range(5):  # (sent again if it was answered before the server was seen working on it)
+                pending = pool.submit(httpx.post, f"{base}/v1/models/demo:predict",
+                                      json={"instances": _instances(root, 32) * 8}, timeout=60)
+                while not pending.done() and in_flight not in httpx.get(f"{base}/metrics").text:
+                    time.sleep(0.002)  # until the server is answering it (its headers read): not merely sent
+                if not pending.done():
+                    break
+                assert pending.result().status_code == 200
+            else:
+                pytest.fail("every predict request was answered before /metrics showed it in progress")
             proc.send_signal(signal.SIGTERM)
             assert pending.result().status_code == 200
         # uvicorn finishes the requests in flight, then ends by the signal it got (as an unhandled SIGTERM would).

@@ -113,11 +113,13 @@ class _Metrics:
     """Prometheus metrics in a registry of this app's own (two apps in one process count apart)."""
 
     def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
         self.requests = Counter("mbm_keras_requests", "Requests answered, by endpoint and status code",
                                 ["endpoint", "code"], registry=self.registry)
+        self.in_progress = Gauge("mbm_keras_requests_in_progress", "Requests being answered now, by endpoint",
+                                 ["endpoint"], registry=self.registry)
         self.latency = Histogram("mbm_keras_request_seconds", "Time to answer a request, by endpoint",
                                  ["endpoint"], registry=self.registry,
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
@@ -182,13 +184,16 @@ class _Guard:
         if refusal is None and length is not None and (not length.isdigit()
                                                        or int(length) > self.options.max_body_bytes):
             refusal = _error(413, f"the request body is over the limit of {self.options.max_body_bytes:,} bytes")
+        endpoint = _endpoint(path)
+        self.metrics.in_progress.labels(endpoint).inc()
         try:
             await (refusal or self.app)(scope, receive, sending)
         except Exception:  # noqa: BLE001 -- one line to the client, the traceback to the log
             log.exception("unexpected failure on %s", path)
             if not status:
                 await _error(500, "the server failed on this request (see its log)")(scope, receive, sending)
-        endpoint = _endpoint(path)
+        finally:
+            self.metrics.in_progress.labels(endpoint).dec()
         self.metrics.requests.labels(endpoint, str(status[0] if status else 500)).inc()
         self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
 

@@ -42,7 +42,7 @@ def tune(config, trials=10, algorithm="bayesian", max_time=None, max_epochs=None
             unless the best trial beats it by more than the validation score's noise (see `choose`).
         confirm: when the best trial does beat it, train both again this many times with other seeds (another
             validation hold-out, other initial weights) and keep the trial only if it still wins on those fresh
-            splits beyond their noise (see `confirm`); 0 trusts the search's own validation.
+            splits beyond their noise (see `confirm_best`); 0 trusts the search's own validation.
 
     Returns:
         `{"trials": [{"trial", "values", "metric", "score", "seconds", "output"}], "best": the kept row (the
