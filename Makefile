@@ -52,7 +52,7 @@ demo: $(VENV)/.installed
 	$(BIN)/mbm-keras demo
 
 # Two pytest workers (pytest-xdist), one test module each at a time, so a
-# module's trained fixtures are built once: about 27 minutes on 2 cores (benchmarks/suite.py --all says where).
+# module's trained fixtures are built once: about 46 minutes on 2 cores (benchmarks/suite.py --all says where).
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto --dist loadscope $(PYTEST_ARGS)
 
@@ -61,7 +61,7 @@ test: $(VENV)/.installed-dev
 # exports, the CLI's export and predict subprocesses, the ONNX parity export, the two-modality fusion variants, the
 # classification config's epoch, a uvicorn process, the search and transcription servers (tests/test_serve_tasks.py),
 # the AV-digits benchmark's run (make test runs them all): about
-# 6 minutes on 2 cores (benchmarks/suite.py).
+# 7 minutes on 2 cores (benchmarks/suite.py).
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto --dist loadscope -m "not slow" $(PYTEST_ARGS)
 
