@@ -63,7 +63,12 @@ def run_fold(table, folder, speaker, work, trials, algorithm, epochs, confirm, o
         for item in overrides:  # --default section.key=value: a worse (or other) config as written
             key, value = item.split("=", 1)
             section, name = key.split(".", 1)
-            config[section][name] = yaml.safe_load(value)
+            value = yaml.safe_load(value)
+            try:  # YAML reads 3e-5 (no dot) as text
+                value = float(value) if isinstance(value, str) else value
+            except ValueError:
+                pass
+            config[section][name] = value
         yaml.safe_dump({**config, "search": SEARCH}, f, sort_keys=False)
     start = time.time()
     result = tune(path, trials=trials, algorithm=algorithm, progress=True, confirm=confirm)

@@ -69,7 +69,8 @@ def test_the_best_trial_replaces_the_config_as_written_only_beyond_the_validatio
 
     # 500 rows at about 0.85: one standard error of the difference, sqrt((p1 (1 - p1) + p2 (1 - p2)) / 500), is 0.023.
     kept, why, margin = choose(row("3", 0.852), row("baseline", 0.842))
-    assert kept["trial"] == "baseline" and "within the validation noise (0.0228)" in why and margin == pytest.approx(0.0228, abs=1e-4)
+    assert kept["trial"] == "baseline" and "within the validation noise (0.0228)" in why
+    assert margin == pytest.approx(0.0228, abs=1e-4)
     kept, why, _ = choose(row("3", 0.880), row("baseline", 0.842))
     assert kept["trial"] == "3" and "beyond the validation noise (0.0218)" in why
     # A score that is not a share of rows (a CER, lower is better): any gain counts; a loss never.
@@ -139,13 +140,13 @@ def test_tune_runs_trials_as_run_folders_and_writes_a_best_config_train_takes(tm
         from mbm_keras.tuning.tuner import confirmed_gain
 
         assert [r["trial"] for r in confirms] == [f"{top['trial']}@seed2", "baseline@seed2"]
-        pair = [json.loads((run / "confirm" / "seed-2" / t / "tuning.json").read_text()) for t in (top["trial"], "baseline")]
+        pair = [json.loads((run / "confirm" / "seed-2" / t / "tuning.json").read_text())
+                for t in (top["trial"], "baseline")]
         assert pair[0]["values"] == {"model.fusion": top["model.fusion"],
                                      "train.learning_rate": float(top["train.learning_rate"]), "train.seed": 2}
         assert json.loads((run / "confirm" / "seed-2" / "baseline" / "split.json").read_text())["seed"] == 2
-        gain = pair[0]["score"] - pair[1]["score"]
-        assert ("is kept" not in out) == (gain > confirmed_gain([gain], [
-            ((pair[0]["score"] * (1 - pair[0]["score"]) + pair[1]["score"] * (1 - pair[1]["score"])) / pair[0]["rows"]) ** 0.5])[1])
+        (p1, p2), n = (p["score"] for p in pair), pair[0]["rows"]
+        assert ("is kept" not in out) == (p1 - p2 > confirmed_gain([p1 - p2], [((p1 * (1 - p1) + p2 * (1 - p2)) / n) ** 0.5])[1])
     else:
         assert confirms == [] and not (run / "confirm").exists()
     assert len(rows) == 3 and len({(r["model.fusion"], r["train.learning_rate"]) for r in rows}) == 3

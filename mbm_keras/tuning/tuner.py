@@ -313,10 +313,12 @@ def confirm_best(written, best, base, folds, out, say):
     mean, noise = confirmed_gain(gains, margins)
     shown = ", ".join(f"{g:+.4f}" for g in gains)
     if mean > noise:
-        return best, (f"trial {best['trial']} beats the config as written on {folds} fresh split(s) too (gains {shown}, "
-                      f"mean {mean:+.4f} {best['metric']}, beyond their noise {noise:.4f})"), trained
-    return base, (f"the best trial ({best['trial']}) won the search's validation but not {folds} fresh split(s) (gains "
-                  f"{shown}, mean {mean:+.4f} {best['metric']}, noise {noise:.4f}); the config as written is kept"), trained
+        why = (f"trial {best['trial']} beats the config as written on {folds} fresh split(s) too (gains {shown}, "
+               f"mean {mean:+.4f} {best['metric']}, beyond their noise {noise:.4f})")
+        return best, why, trained
+    why = (f"the best trial ({best['trial']}) won the search's validation but not {folds} fresh split(s) (gains "
+           f"{shown}, mean {mean:+.4f} {best['metric']}, noise {noise:.4f}); the config as written is kept")
+    return base, why, trained
 
 
 def fresh_seeds(written, folds, tries=100):
