@@ -62,16 +62,16 @@ def test_the_search_space_counts_its_settings_and_maps_them_to_keras_tuner(tmp_p
 
 
 def test_the_best_trial_replaces_the_config_as_written_only_beyond_the_validation_noise():
-    from mbm_keras.tuning.tuner import choose
+    from mbm_keras.tuning.tuner import choose, gain_and_margin
 
     def row(trial, score, metric="accuracy", better="max", rows=500):
         return {"trial": trial, "score": score, "metric": metric, "better": better, "rows": rows}
 
     # 500 rows at about 0.85: one standard error of the difference, sqrt((p1 (1 - p1) + p2 (1 - p2)) / 500), is 0.023.
-    kept, why, margin = choose(row("3", 0.852), row("baseline", 0.842))
+    kept, why = choose(row("3", 0.852), row("baseline", 0.842))
     assert kept["trial"] == "baseline" and "within the validation noise (0.0228)" in why
-    assert margin == pytest.approx(0.0228, abs=1e-4)
-    kept, why, _ = choose(row("3", 0.880), row("baseline", 0.842))
+    assert gain_and_margin(row("3", 0.852), row("baseline", 0.842)) == pytest.approx((0.010, 0.0228), abs=1e-4)
+    kept, why = choose(row("3", 0.880), row("baseline", 0.842))
     assert kept["trial"] == "3" and "beyond the validation noise (0.0218)" in why
     # A score that is not a share of rows (a CER, lower is better): any gain counts; a loss never.
     assert choose(row("1", 0.20, "cer", "min"), row("baseline", 0.21, "cer", "min"))[0]["trial"] == "1"

@@ -61,6 +61,14 @@ def _groups(manifest, group, path):
     return groups
 
 
+def split_rows(manifest, share, seed, stratify=None, group=None):
+    """`{"train", "val", "test"}` manifests: the split `hold_out` makes of `manifest` (a `share` of its rows, or of
+    its `group` values, held out with `seed`); `tune` reads which groups each seed holds out from it too."""
+    from mbm_keras.data.split import split_manifest
+
+    return split_manifest(manifest, (1.0 - share, share, 0.0), stratify=stratify, group=group, seed=seed)
+
+
 def hold_out(data, out, seed, label=None):
     """Splits `data["train"]` when the config asks for a validation share.
 
@@ -78,7 +86,6 @@ def hold_out(data, out, seed, label=None):
     """
     from mbm_keras.data.manifest import read_manifest
     from mbm_keras.data.shards import is_remote, is_shard_folder
-    from mbm_keras.data.split import split_manifest
     from mbm_keras.io import write_json
 
     share, group = data["val_split"], data["group"]
@@ -108,7 +115,7 @@ def hold_out(data, out, seed, label=None):
     # Grouped splits assign whole groups; stratifying those by their commonest label would leave most strata
     # with one group (and no validation), so only ungrouped splits are stratified.
     stratify = label if group is None and _class_column(manifest, label, units) else None
-    splits = split_manifest(manifest, (1.0 - share, share, 0.0), stratify=stratify, group=group, seed=seed)
+    splits = split_rows(manifest, share, seed, stratify=stratify, group=group)
     dropped = 0
     if group is not None and _class_column(manifest, label, len(manifest)):
         # A class found only in the held-out groups is one the model never learns: its rows cannot be scored.

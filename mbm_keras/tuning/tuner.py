@@ -268,24 +268,31 @@ def _score(result, summary):
         raise ValueError(f"tune scores each trial on validation, and {result['output']} has none: {e}") from None
 
 
-def choose(best, baseline):
-    """`(kept row, why, margin)`: the best trial when it beats the baseline (the config as written) by more than
-    the validation score's noise (`margin`), else the baseline. The noise, for a score that is a share of the
-    validation rows (accuracy): one standard error of the difference of two such shares,
-    sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n); for other scores no estimate from one split: any gain counts
-    (`confirm_best` then estimates it from the fresh splits' spread)."""
-    if baseline is None:
-        return best, "no baseline", 0.0
+def gain_and_margin(best, baseline):
+    """`(gain, margin)`: how far `best` is above `baseline` (the score's direction: positive is better) and the
+    validation score's noise. The noise, for a score that is a share of the validation rows (accuracy): one
+    standard error of the difference of two such shares, sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n); for other scores
+    no estimate from one split: 0, so any gain counts (`confirm_best` then estimates it from the fresh splits'
+    spread)."""
     gain = (best["score"] - baseline["score"]) * (1 if best["better"] == "max" else -1)
     n = best.get("rows") or baseline.get("rows")
     margin = 0.0
     if best["metric"] == "accuracy" and n:
         margin = math.sqrt(sum(p * (1 - p) for p in (best["score"], baseline["score"])) / n)
+    return gain, margin
+
+
+def choose(best, baseline):
+    """`(kept row, why)`: the best trial when it beats the baseline (the config as written) by more than the
+    validation score's noise (`gain_and_margin`), else the baseline."""
+    if baseline is None:
+        return best, "no baseline"
+    gain, margin = gain_and_margin(best, baseline)
     if gain > margin:
         return best, (f"trial {best['trial']} beats the config as written by {gain:+.4f} {best['metric']}, beyond the "
-                      f"validation noise ({margin:.4f})"), margin
+                      f"validation noise ({margin:.4f})")
     return baseline, (f"the best trial ({best['trial']}, {gain:+.4f} {best['metric']}) is within the validation "
-                      f"noise ({margin:.4f}) of the config as written, which is kept"), margin
+                      f"noise ({margin:.4f}) of the config as written, which is kept")
 
 
 def confirm_best(written, best, base, folds, out, say):
@@ -296,8 +303,7 @@ def confirm_best(written, best, base, folds, out, say):
     The search's own validation picked the best trial among all trials, so its gain there is biased upward (the
     winner's curse), and with grouped data it measures one draw of held-out groups. The fresh pairs measure the
     gain without either: the trial is kept only if its mean gain over them exceeds the standard error of that
-    mean, the larger of the row noise (`choose`'s margin, per pair) and the pairs' own spread."""
-    sign = 1 if best["better"] == "max" else -1
+    mean, the larger of the row noise (`gain_and_margin`, per pair) and the pairs' own spread."""
     gains, margins, trained = [], [], []
     for k, seed in enumerate(fresh_seeds(written, folds), 1):
         pair = []
@@ -308,8 +314,9 @@ def confirm_best(written, best, base, folds, out, say):
                                     f"confirm {k}/{folds} ({row['trial']}, seed {seed})")
             pair.append({"trial": f"{row['trial']}@seed{seed}", **saved, "output": folder})
         trained += pair
-        gains.append(sign * (pair[0]["score"] - pair[1]["score"]))
-        margins.append(choose(pair[0], pair[1])[2])
+        gain, margin = gain_and_margin(*pair)
+        gains.append(gain)
+        margins.append(margin)
     mean, noise = confirmed_gain(gains, margins)
     shown = ", ".join(f"{g:+.4f}" for g in gains)
     if mean > noise:
@@ -327,8 +334,8 @@ def fresh_seeds(written, folds, tries=100):
     fresh seed held out, as far as the groups allow (then the next seeds in order); otherwise seed + 1, + 2, ..."""
     from mbm_keras.data.manifest import read_manifest
     from mbm_keras.data.shards import is_remote, is_shard_folder
-    from mbm_keras.data.split import split_manifest
     from mbm_keras.training.config import load_config
+    from mbm_keras.training.holdout import split_rows
 
     data, seed = load_config(written)["data"], int(written.get("train", {}).get("seed", 0) or 0)
     following = list(range(seed + 1, seed + 1 + tries))
@@ -338,7 +345,7 @@ def fresh_seeds(written, folds, tries=100):
     manifest = read_manifest(path)
 
     def held(s):  # the groups hold_out's split puts on the validation side with seed s
-        val = split_manifest(manifest, (1.0 - share, share, 0.0), group=group, seed=s)["val"]
+        val = split_rows(manifest, share, s, group=group)["val"]
         return frozenset(str(v) for v in val.column(group))
 
     seen, chosen = {held(seed)}, []
@@ -377,7 +384,7 @@ def _finish(searcher, out, written, path, space, say, baseline=True, confirm=0):
         folder = os.path.join(out, "trials", "baseline")
         base = {"trial": "baseline", **run_config_once(written, {}, folder, None, say, "baseline"),
                 "output": folder}
-    kept, why, _ = choose(best, base)
+    kept, why = choose(best, base)
     confirmed = []
     if kept is not base and base is not None and confirm:
         say(f"tune: {why}; confirming on {confirm} other split(s) and seed(s): the trial was picked as the best of "
